@@ -1,0 +1,159 @@
+//! Errors that point into the graph file: `file:line:col`, node, input, and
+//! the source line with a caret.
+
+use std::fmt;
+
+use codespan_reporting::diagnostic::{Diagnostic as Report, Label};
+use codespan_reporting::files::SimpleFile;
+use codespan_reporting::term::{self, termcolor};
+
+use crate::source::{LineCol, SourceFile, Span};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostic {
+    pub message: String,
+    pub span: Option<Span>,
+    pub node: Option<String>,
+    pub input: Option<String>,
+    /// A suggestion such as "did you mean `KSampler`?".
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(message: impl Into<String>, span: Span) -> Self {
+        Diagnostic {
+            message: message.into(),
+            span: Some(span),
+            node: None,
+            input: None,
+            help: None,
+        }
+    }
+
+    pub fn node(mut self, node: &str) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+
+    pub fn input(mut self, input: &str) -> Self {
+        self.input = Some(input.into());
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Adds `help` unless a suggestion is already there.
+    pub fn help_if_none(self, help: &str) -> Self {
+        if self.help.is_none() {
+            self.help(help)
+        } else {
+            self
+        }
+    }
+
+    /// Adds "did you mean" when a close candidate exists.
+    pub fn suggest<'a>(self, wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Self {
+        match did_you_mean(wrong, candidates) {
+            Some(best) => self.help(format!("did you mean `{best}`?")),
+            None => self,
+        }
+    }
+}
+
+/// The closest candidate by Jaro-Winkler similarity, if it is close enough.
+pub fn did_you_mean<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let wrong_lower = wrong.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(&wrong_lower, &c.to_lowercase()), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// Every problem found in one graph file, all reported together.
+#[derive(Clone, Debug)]
+pub struct Diagnostics {
+    pub source: SourceFile,
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn location(&self, d: &Diagnostic) -> Option<LineCol> {
+        d.span.map(|s| self.source.line_col(s.start))
+    }
+
+    /// Renders rustc-style reports; `color` adds ANSI colours for terminals.
+    pub fn render(&self, color: bool) -> String {
+        let file = SimpleFile::new(self.source.name(), self.source.text());
+        let config = term::Config::default();
+        let mut out = if color {
+            termcolor::Buffer::ansi()
+        } else {
+            termcolor::Buffer::no_color()
+        };
+        for d in &self.items {
+            let mut title = d.message.clone();
+            let mut context = Vec::new();
+            if let Some(node) = &d.node {
+                context.push(format!("node `{node}`"));
+            }
+            if let Some(input) = &d.input {
+                context.push(format!("input `{input}`"));
+            }
+            if !context.is_empty() {
+                title = format!("{} — {title}", context.join(", "));
+            }
+            let mut report = Report::error().with_message(title);
+            if let Some(span) = d.span {
+                let len = self.source.text().len();
+                let range = span.start.min(len)..span.end.min(len).max(span.start.min(len));
+                report = report.with_labels(vec![Label::primary((), range)]);
+            }
+            if let Some(help) = &d.help {
+                report = report.with_notes(vec![format!("help: {help}")]);
+            }
+            if term::emit_to_write_style(&mut out, &config, &file, &report).is_err() {
+                return self.to_string();
+            }
+        }
+        let n = self.items.len();
+        let mut text = String::from_utf8_lossy(out.as_slice()).into_owned();
+        text.push_str(&format!(
+            "{n} error{} in {}\n",
+            if n == 1 { "" } else { "s" },
+            self.source.name()
+        ));
+        text
+    }
+}
+
+/// One line per error: `file:line:col: node `x`, input `y`: message`.
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.items {
+            write!(f, "{}", self.source.name())?;
+            if let Some(at) = self.location(d) {
+                write!(f, ":{at}")?;
+            }
+            write!(f, ": ")?;
+            if let Some(node) = &d.node {
+                write!(f, "node `{node}`: ")?;
+            }
+            if let Some(input) = &d.input {
+                write!(f, "input `{input}`: ")?;
+            }
+            write!(f, "{}", d.message)?;
+            if let Some(help) = &d.help {
+                write!(f, " ({help})")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}

@@ -1,0 +1,51 @@
+//! weft's engine: graph files, typed node schemas, validation, scheduling and caching.
+//!
+//! The pipeline is [`GraphDoc::parse`] (syntax, with spans) →
+//! [`validate`] (types, links, cycles) → [`Executor::run`] (cached, parallel).
+//! Node types implement [`Node`] and are collected in a [`Registry`].
+
+pub mod cache;
+pub mod diagnostic;
+pub mod events;
+pub mod execute;
+pub mod graph;
+pub mod node;
+pub mod registry;
+pub mod schema;
+pub mod source;
+pub mod syntax;
+pub mod validate;
+pub mod value;
+
+pub use cache::{Cache, Outputs, Signature};
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use events::{Event, EventSink};
+pub use execute::{Executor, NodeFailure, RunOptions, RunReport};
+pub use graph::GraphDoc;
+pub use node::{CancelToken, Inputs, Node, NodeContext, NodeError};
+pub use registry::Registry;
+pub use schema::{Cost, InputSpec, NodeSchema, OutputSpec, OutputType};
+pub use source::{SourceFile, Span, Spanned};
+pub use validate::{validate, Binding, PlannedNode, ValidGraph};
+pub use value::{Latent, LatentSpace, Object, Value, ValueType};
+
+/// Parses and validates graph text, applying `--set` overrides first.
+pub fn load(source: SourceFile, registry: &Registry, overrides: &[String]) -> Result<ValidGraph, Diagnostics> {
+    let mut doc = GraphDoc::parse(source.clone())?;
+    let mut errors = Vec::new();
+    for assignment in overrides {
+        if let Err(message) = doc.set(assignment) {
+            errors.push(Diagnostic {
+                message,
+                span: None,
+                node: None,
+                input: None,
+                help: None,
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Diagnostics { source, items: errors });
+    }
+    validate(&doc, registry)
+}

@@ -1,0 +1,222 @@
+//! The one trait every node type implements, built-in or plugin.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::events::{Event, EventSink};
+use crate::schema::NodeSchema;
+use crate::value::Value;
+
+/// A node type. One instance serves every node of that type in every graph,
+/// so implementations keep no per-run state.
+pub trait Node: Send + Sync + 'static {
+    fn schema(&self) -> &NodeSchema;
+
+    /// Computes the outputs, in the schema's output order.
+    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError>;
+
+    /// Which lazy inputs this node needs, given its eager inputs. Unrequested
+    /// lazy inputs are never computed and never affect the cache key.
+    fn needed_lazy(&self, inputs: &Inputs) -> Result<Vec<String>, NodeError> {
+        Ok(inputs
+            .schema()
+            .inputs
+            .iter()
+            .filter(|i| i.lazy)
+            .map(|i| i.name.clone())
+            .collect())
+    }
+
+    /// A digest of external state (a file's size and mtime, say), mixed into
+    /// the cache key of nodes whose schema sets `external_state`.
+    fn fingerprint(&self, _inputs: &Inputs) -> Result<String, NodeError> {
+        Ok(String::new())
+    }
+}
+
+/// Why a node did not produce outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeError {
+    pub message: String,
+    /// The input the problem is about, when there is one.
+    pub input: Option<String>,
+    pub cancelled: bool,
+}
+
+impl NodeError {
+    pub fn new(message: impl Into<String>) -> Self {
+        NodeError {
+            message: message.into(),
+            input: None,
+            cancelled: false,
+        }
+    }
+
+    pub fn input(name: &str, message: impl Into<String>) -> Self {
+        NodeError {
+            message: message.into(),
+            input: Some(name.into()),
+            cancelled: false,
+        }
+    }
+
+    pub fn cancelled() -> Self {
+        NodeError {
+            message: "interrupted".into(),
+            input: None,
+            cancelled: true,
+        }
+    }
+}
+
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.input {
+            Some(input) => write!(f, "input `{input}`: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+impl From<candle_core::Error> for NodeError {
+    fn from(e: candle_core::Error) -> Self {
+        NodeError::new(e.to_string())
+    }
+}
+
+/// Cooperative interruption, shared by the CLI's Ctrl-C handler and every node.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// Resets after an interrupted run, so `weft watch` can go on.
+    pub fn reset(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A node's resolved inputs, indexed like its schema; defaults already applied.
+pub struct Inputs {
+    /// The node these inputs belong to; its schema names the slots.
+    schema: Arc<dyn Node>,
+    values: Vec<Option<Value>>,
+}
+
+impl Inputs {
+    pub(crate) fn new(node: Arc<dyn Node>, values: Vec<Option<Value>>) -> Self {
+        Inputs {
+            schema: node,
+            values,
+        }
+    }
+
+    pub fn schema(&self) -> &NodeSchema {
+        self.schema.schema()
+    }
+
+    pub(crate) fn node(&self) -> &Arc<dyn Node> {
+        &self.schema
+    }
+
+    /// The value of an input, or `None` for an absent optional or an unrequested lazy input.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        let idx = self.schema().input_index(name)?;
+        self.values.get(idx)?.as_ref()
+    }
+
+    pub fn value(&self, name: &str) -> Result<&Value, NodeError> {
+        self.get(name)
+            .ok_or_else(|| NodeError::input(name, "missing value"))
+    }
+
+    pub fn int(&self, name: &str) -> Result<i64, NodeError> {
+        match self.value(name)? {
+            Value::Int(i) => Ok(*i),
+            other => Err(type_error(name, "INT", other)),
+        }
+    }
+
+    pub fn float(&self, name: &str) -> Result<f64, NodeError> {
+        match self.value(name)? {
+            Value::Float(x) => Ok(*x),
+            Value::Int(i) => Ok(*i as f64),
+            other => Err(type_error(name, "FLOAT", other)),
+        }
+    }
+
+    pub fn bool(&self, name: &str) -> Result<bool, NodeError> {
+        match self.value(name)? {
+            Value::Bool(b) => Ok(*b),
+            other => Err(type_error(name, "BOOLEAN", other)),
+        }
+    }
+
+    pub fn str(&self, name: &str) -> Result<&str, NodeError> {
+        match self.value(name)? {
+            Value::String(s) => Ok(s),
+            other => Err(type_error(name, "STRING", other)),
+        }
+    }
+
+    /// Name and summary of every present input, for failure reports.
+    pub fn summaries(&self) -> Vec<(String, String)> {
+        self.schema()
+            .inputs
+            .iter()
+            .zip(&self.values)
+            .filter_map(|(spec, v)| v.as_ref().map(|v| (spec.name.clone(), v.summary())))
+            .collect()
+    }
+}
+
+fn type_error(name: &str, expected: &str, found: &Value) -> NodeError {
+    NodeError::input(name, format!("expected {expected}, found {}", found.ty()))
+}
+
+/// What a running node can see and do besides its inputs.
+pub struct NodeContext<'a> {
+    pub inputs: &'a Inputs,
+    pub node_id: &'a str,
+    pub out_dir: &'a Path,
+    /// Threads this node may use without oversubscribing the machine.
+    pub threads: usize,
+    pub(crate) cancel: &'a CancelToken,
+    pub(crate) events: &'a EventSink,
+}
+
+impl NodeContext<'_> {
+    /// Reports step progress (`value` of `max`).
+    pub fn progress(&self, value: u64, max: u64) {
+        self.events.emit(Event::Progress {
+            node: self.node_id.into(),
+            value,
+            max,
+        });
+    }
+
+    /// Returns an error once the run has been interrupted; long loops call this each step.
+    pub fn check_cancelled(&self) -> Result<(), NodeError> {
+        if self.cancel.is_cancelled() {
+            Err(NodeError::cancelled())
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn cancel_token(&self) -> &CancelToken {
+        self.cancel
+    }
+}

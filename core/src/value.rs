@@ -1,0 +1,276 @@
+//! The typed values that travel along edges.
+//!
+//! Values are immutable and cheap to clone: scalars by value, tensors through
+//! candle's own reference counting (every candle op returns a new tensor), and
+//! everything else behind an `Arc`. A node therefore cannot change a value that
+//! another node or the cache still holds.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+/// The type of an edge or input, checked when the graph loads.
+///
+/// Names follow ComfyUI's vocabulary so users read them at a glance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ValueType {
+    Int,
+    Float,
+    Bool,
+    String,
+    Image,
+    Latent,
+    Conditioning,
+    Noise,
+    Sigmas,
+    Mask,
+    Model,
+    Clip,
+    Vae,
+    ControlNet,
+    Guider,
+    Sampler,
+    /// Accepts anything; used by generic nodes such as `Switch`.
+    Any,
+}
+
+impl ValueType {
+    pub const ALL: [ValueType; 17] = [
+        ValueType::Int,
+        ValueType::Float,
+        ValueType::Bool,
+        ValueType::String,
+        ValueType::Image,
+        ValueType::Latent,
+        ValueType::Conditioning,
+        ValueType::Noise,
+        ValueType::Sigmas,
+        ValueType::Mask,
+        ValueType::Model,
+        ValueType::Clip,
+        ValueType::Vae,
+        ValueType::ControlNet,
+        ValueType::Guider,
+        ValueType::Sampler,
+        ValueType::Any,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::Int => "INT",
+            ValueType::Float => "FLOAT",
+            ValueType::Bool => "BOOLEAN",
+            ValueType::String => "STRING",
+            ValueType::Image => "IMAGE",
+            ValueType::Latent => "LATENT",
+            ValueType::Conditioning => "CONDITIONING",
+            ValueType::Noise => "NOISE",
+            ValueType::Sigmas => "SIGMAS",
+            ValueType::Mask => "MASK",
+            ValueType::Model => "MODEL",
+            ValueType::Clip => "CLIP",
+            ValueType::Vae => "VAE",
+            ValueType::ControlNet => "CONTROL_NET",
+            ValueType::Guider => "GUIDER",
+            ValueType::Sampler => "SAMPLER",
+            ValueType::Any => "*",
+        }
+    }
+
+    /// Whether a literal can be written for this type in a graph file.
+    pub fn is_scalar(self) -> bool {
+        matches!(
+            self,
+            ValueType::Int | ValueType::Float | ValueType::Bool | ValueType::String
+        )
+    }
+
+    /// Whether a value of type `found` may flow into an input of this type.
+    /// INT widens to FLOAT; `*` accepts everything.
+    pub fn accepts(self, found: ValueType) -> bool {
+        self == found
+            || self == ValueType::Any
+            || found == ValueType::Any
+            || (self == ValueType::Float && found == ValueType::Int)
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which latent space a latent lives in, so a VAE can refuse a foreign one
+/// (an SD1.5 VAE must not decode an SDXL or Flux latent).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LatentSpace(pub Arc<str>);
+
+impl LatentSpace {
+    pub fn new(name: &str) -> Self {
+        LatentSpace(name.into())
+    }
+
+    /// Pixel-space models (such as weft's MNIST default) work on images directly.
+    pub fn pixels() -> Self {
+        LatentSpace::new("pixels")
+    }
+}
+
+/// A batch of latents plus the space they belong to.
+#[derive(Clone, Debug)]
+pub struct Latent {
+    pub samples: Tensor,
+    pub space: LatentSpace,
+    /// Where img2img/inpainting may change the latent (1 = free).
+    pub noise_mask: Option<Tensor>,
+}
+
+/// A heavyweight or structured value (model, guider, conditioning, ...)
+/// shared behind an `Arc`.
+pub trait Object: Any + Send + Sync + fmt::Debug {
+    /// Bytes this object keeps alive, for the cache's memory budget.
+    fn size_bytes(&self) -> usize {
+        0
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    String(Arc<str>),
+    /// `[batch, channels, height, width]`, f32 in `[0, 1]`.
+    Image(Tensor),
+    /// `[batch, height, width]`, f32 in `[0, 1]`.
+    Mask(Tensor),
+    /// A 1-D decreasing noise schedule ending in the final sigma.
+    Sigmas(Tensor),
+    Latent(Arc<Latent>),
+    /// Conditioning, noise sources, models, guiders, samplers and other handles.
+    Object(ValueType, Arc<dyn Object>),
+}
+
+impl Value {
+    pub fn ty(&self) -> ValueType {
+        match self {
+            Value::Int(_) => ValueType::Int,
+            Value::Float(_) => ValueType::Float,
+            Value::Bool(_) => ValueType::Bool,
+            Value::String(_) => ValueType::String,
+            Value::Image(_) => ValueType::Image,
+            Value::Mask(_) => ValueType::Mask,
+            Value::Sigmas(_) => ValueType::Sigmas,
+            Value::Latent(_) => ValueType::Latent,
+            Value::Object(ty, _) => *ty,
+        }
+    }
+
+    /// Bytes this value keeps alive (tensor storage or the object's own estimate).
+    pub fn size_bytes(&self) -> usize {
+        fn tensor_bytes(t: &Tensor) -> usize {
+            t.elem_count() * t.dtype().size_in_bytes()
+        }
+        match self {
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => 8,
+            Value::String(s) => s.len(),
+            Value::Image(t) | Value::Mask(t) | Value::Sigmas(t) => tensor_bytes(t),
+            Value::Latent(l) => {
+                tensor_bytes(&l.samples) + l.noise_mask.as_ref().map_or(0, tensor_bytes)
+            }
+            Value::Object(_, o) => o.size_bytes(),
+        }
+    }
+
+    /// Converts an INT to FLOAT where a FLOAT is expected, so `cfg: 7` works.
+    pub fn coerce_to(self, ty: ValueType) -> Value {
+        match (self, ty) {
+            (Value::Int(i), ValueType::Float) => Value::Float(i as f64),
+            (v, _) => v,
+        }
+    }
+
+    /// The object inside, if it is a `T`.
+    pub fn downcast<T: Object>(&self) -> Option<&T> {
+        match self {
+            Value::Object(_, o) => (o.as_ref() as &dyn Any).downcast_ref::<T>(),
+            _ => None,
+        }
+    }
+
+    /// A short human-readable rendering for events and error reports.
+    pub fn summary(&self) -> String {
+        match self {
+            Value::Int(i) => i.to_string(),
+            Value::Float(x) => format!("{x:?}"),
+            Value::Bool(b) => b.to_string(),
+            Value::String(s) => format!("{s:?}"),
+            Value::Image(t) | Value::Mask(t) | Value::Sigmas(t) => {
+                format!("{} {:?} {:?}", self.ty(), t.dims(), t.dtype())
+            }
+            Value::Latent(l) => format!("LATENT[{}] {:?}", l.space.0, l.samples.dims()),
+            Value::Object(ty, o) => format!("{ty} {o:?}"),
+        }
+    }
+
+    /// Feeds a scalar literal into a signature hash; non-scalars are never
+    /// literals, so they hash by type only.
+    pub(crate) fn hash_literal(&self, h: &mut blake3::Hasher) {
+        match self {
+            Value::Int(i) => {
+                h.update(b"i");
+                h.update(&i.to_le_bytes());
+            }
+            Value::Float(x) => {
+                h.update(b"f");
+                h.update(&x.to_bits().to_le_bytes());
+            }
+            Value::Bool(b) => {
+                h.update(if *b { b"b1" } else { b"b0" });
+            }
+            Value::String(s) => {
+                h.update(b"s");
+                h.update(&(s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            other => {
+                h.update(other.ty().name().as_bytes());
+            }
+        }
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Self {
+        Value::String(v.into())
+    }
+}
+
+impl From<String> for Value {
+    fn from(v: String) -> Self {
+        Value::String(v.into())
+    }
+}
