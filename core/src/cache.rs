@@ -90,7 +90,10 @@ impl Cache {
         let entry = self.entries.get_mut(key)?;
         self.by_priority.remove(&entry.rank);
         self.seq += 1;
-        entry.rank = (priority_bits(self.inflation + entry.cost_per_byte), self.seq);
+        entry.rank = (
+            priority_bits(self.inflation + entry.cost_per_byte),
+            self.seq,
+        );
         self.by_priority.insert(entry.rank, *key);
         Some(entry.outputs.clone())
     }
@@ -182,7 +185,10 @@ mod tests {
         assert!(cache.used_bytes() <= 1000);
         assert_eq!(cache.len(), 2);
         cache.insert(key(4), bytes(5000), Duration::from_secs(1));
-        assert!(!cache.contains(&key(4)), "larger than the budget is not kept");
+        assert!(
+            !cache.contains(&key(4)),
+            "larger than the budget is not kept"
+        );
     }
 
     #[test]
@@ -192,7 +198,10 @@ mod tests {
         cache.insert(key(2), bytes(500), Duration::from_millis(1));
         cache.insert(key(3), bytes(400), Duration::from_millis(1));
         assert!(cache.contains(&key(1)));
-        assert!(!cache.contains(&key(2)), "the cheap large one was evicted first");
+        assert!(
+            !cache.contains(&key(2)),
+            "the cheap large one was evicted first"
+        );
     }
 
     #[test]
@@ -208,6 +217,9 @@ mod tests {
         assert!(cache.get(&key(2)).is_some());
         cache.insert(key(5), bytes(100), Duration::from_millis(1));
         assert!(cache.contains(&key(2)), "refreshed entry survives");
-        assert!(!cache.contains(&key(3)), "untouched entry of equal cost goes");
+        assert!(
+            !cache.contains(&key(3)),
+            "untouched entry of equal cost goes"
+        );
     }
 }

@@ -13,13 +13,19 @@ pub enum Event {
         nodes: usize,
     },
     /// Nodes whose results came from the cache and will not run.
-    Cached { nodes: Vec<String> },
+    Cached {
+        nodes: Vec<String>,
+    },
     NodeStart {
         node: String,
         #[serde(rename = "type")]
         ty: String,
     },
-    Progress { node: String, value: u64, max: u64 },
+    Progress {
+        node: String,
+        value: u64,
+        max: u64,
+    },
     NodeDone {
         node: String,
         #[serde(rename = "type")]
@@ -35,16 +41,28 @@ pub enum Event {
         inputs: Vec<(String, String)>,
     },
     /// A node that could not run because something it needs failed.
-    NodeSkipped { node: String, because: String },
+    NodeSkipped {
+        node: String,
+        because: String,
+    },
     /// Free-form output from output nodes such as `Print`.
-    Output { node: String, text: String },
+    Output {
+        node: String,
+        text: String,
+    },
     GraphDone {
         executed: usize,
         cached: usize,
         failed: usize,
         duration_ms: f64,
     },
-    Interrupted { executed: usize },
+    Interrupted {
+        executed: usize,
+    },
+    /// The graph failed to load or validate (`weft watch` keeps the last good one).
+    GraphInvalid {
+        errors: Vec<String>,
+    },
 }
 
 impl Event {

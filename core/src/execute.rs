@@ -81,7 +81,10 @@ impl RunReport {
     }
 
     pub fn output(&self, node: &str) -> Option<&Outputs> {
-        self.outputs.iter().find(|(id, _)| id == node).map(|(_, o)| o)
+        self.outputs
+            .iter()
+            .find(|(id, _)| id == node)
+            .map(|(_, o)| o)
     }
 }
 
@@ -115,7 +118,11 @@ impl Executor {
             None => graph.output_nodes(),
             Some(ids) => ids
                 .iter()
-                .map(|id| graph.index_of(id).ok_or_else(|| format!("no node `{id}` to run")))
+                .map(|id| {
+                    graph
+                        .index_of(id)
+                        .ok_or_else(|| format!("no node `{id}` to run"))
+                })
                 .collect::<Result<_, _>>()?,
         };
         let nonce = self.runs.fetch_add(1, Ordering::Relaxed);
@@ -244,7 +251,11 @@ impl<'g> Run<'g> {
                 Binding::Link { node, .. } => Some((
                     slot,
                     *node,
-                    if specs[slot].lazy { Dep::Lazy } else { Dep::Eager },
+                    if specs[slot].lazy {
+                        Dep::Lazy
+                    } else {
+                        Dep::Eager
+                    },
                 )),
                 _ => None,
             })
@@ -312,8 +323,8 @@ impl<'g> Run<'g> {
         for &i in &self.graph.topo_order {
             let node = &self.graph.nodes[i];
             let schema = node.node.schema();
-            self.volatile[i] = !schema.deterministic
-                || self.links(i).any(|(_, src, _)| self.volatile[src]);
+            self.volatile[i] =
+                !schema.deterministic || self.links(i).any(|(_, src, _)| self.volatile[src]);
             let fingerprint = if schema.external_state {
                 if !self.literal_only(i) {
                     continue;
@@ -579,7 +590,11 @@ impl<'g> Run<'g> {
     }
 
     /// The coordinator loop: hand out ready nodes, collect results.
-    fn drive(&mut self, exec: &Executor, pool: Option<(channel::Sender<Job>, channel::Receiver<JobResult>)>) {
+    fn drive(
+        &mut self,
+        exec: &Executor,
+        pool: Option<(channel::Sender<Job>, channel::Receiver<JobResult>)>,
+    ) {
         let mut running = 0usize;
         let mut heavy_running = 0usize;
         let mut heavy_queue: VecDeque<(usize, Inputs)> = VecDeque::new();
@@ -594,7 +609,9 @@ impl<'g> Run<'g> {
                 let (i, inputs) = match next {
                     Some(job) => job,
                     None => {
-                        let Some(i) = self.ready.pop_front() else { break };
+                        let Some(i) = self.ready.pop_front() else {
+                            break;
+                        };
                         let Some(inputs) = self.prepare(i, &exec.cache) else {
                             continue;
                         };
@@ -619,7 +636,9 @@ impl<'g> Run<'g> {
                 };
                 match &pool {
                     Some((tx, _)) => tx.send(job).expect("workers outlive the coordinator"),
-                    None => inline_done.push_back(job.run(self.events, self.cancel, &self.opts.out_dir)),
+                    None => {
+                        inline_done.push_back(job.run(self.events, self.cancel, &self.opts.out_dir))
+                    }
                 }
             }
             if running == 0 {
@@ -654,7 +673,9 @@ impl<'g> Run<'g> {
     fn complete(&mut self, result: JobResult, cache: &Mutex<Cache>) {
         let i = result.index;
         let node = &self.graph.nodes[i];
-        let outputs = result.outputs.and_then(|outs| check_outputs(&node.output_types, outs));
+        let outputs = result
+            .outputs
+            .and_then(|outs| check_outputs(&node.output_types, outs));
         match outputs {
             Ok(outputs) => {
                 let outputs: Outputs = outputs.into();
@@ -679,7 +700,10 @@ impl<'g> Run<'g> {
 }
 
 /// Guards against nodes (plugins especially) returning the wrong shape of result.
-fn check_outputs(types: &[ValueType], outputs: Vec<crate::Value>) -> Result<Vec<crate::Value>, NodeError> {
+fn check_outputs(
+    types: &[ValueType],
+    outputs: Vec<crate::Value>,
+) -> Result<Vec<crate::Value>, NodeError> {
     if outputs.len() != types.len() {
         return Err(NodeError::new(format!(
             "node returned {} outputs, its schema declares {}",

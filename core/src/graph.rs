@@ -83,7 +83,10 @@ impl GraphDoc {
             items,
         };
         let root = syntax::parse(source.text()).map_err(|e| {
-            fail(vec![Diagnostic::new(format!("syntax error: {}", e.message), e.span)])
+            fail(vec![Diagnostic::new(
+                format!("syntax error: {}", e.message),
+                e.span,
+            )])
         })?;
         let mut errors = Vec::new();
         let mut doc = GraphDoc {
@@ -129,7 +132,10 @@ impl GraphDoc {
             }
         }
         if !seen_nodes {
-            errors.push(Diagnostic::new("the graph has no `nodes: { .. }` field", root.span));
+            errors.push(Diagnostic::new(
+                "the graph has no `nodes: { .. }` field",
+                root.span,
+            ));
         }
         if errors.is_empty() {
             Ok(doc)
@@ -226,7 +232,10 @@ fn parse_params(value: Spanned<Ron>, errors: &mut Vec<Diagnostic>) -> Vec<ParamD
             continue;
         };
         if params.iter().any(|p: &ParamDecl| &p.name.value == name) {
-            errors.push(Diagnostic::new(format!("param `{name}` is declared twice"), key.span));
+            errors.push(Diagnostic::new(
+                format!("param `{name}` is declared twice"),
+                key.span,
+            ));
             continue;
         }
         params.push(ParamDecl {
@@ -268,7 +277,8 @@ fn parse_nodes(value: Spanned<Ron>, errors: &mut Vec<Diagnostic>) -> Vec<NodeDec
             continue;
         }
         if !ids.insert(id.clone()) {
-            errors.push(Diagnostic::new(format!("node `{id}` is defined twice"), key.span).node(&id));
+            errors
+                .push(Diagnostic::new(format!("node `{id}` is defined twice"), key.span).node(&id));
             continue;
         }
         let id = Spanned::new(id, key.span);
@@ -279,7 +289,11 @@ fn parse_nodes(value: Spanned<Ron>, errors: &mut Vec<Diagnostic>) -> Vec<NodeDec
     nodes
 }
 
-fn parse_node(id: Spanned<String>, body: Spanned<Ron>, errors: &mut Vec<Diagnostic>) -> Option<NodeDecl> {
+fn parse_node(
+    id: Spanned<String>,
+    body: Spanned<Ron>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<NodeDecl> {
     let span = body.span;
     let (ty, fields) = match body.value {
         Ron::Struct {
@@ -294,7 +308,10 @@ fn parse_node(id: Spanned<String>, body: Spanned<Ron>, errors: &mut Vec<Diagnost
         other => {
             errors.push(
                 Diagnostic::new(
-                    format!("expected a node `Type(input: value, ..)`, found {}", other.kind()),
+                    format!(
+                        "expected a node `Type(input: value, ..)`, found {}",
+                        other.kind()
+                    ),
                     span,
                 )
                 .node(&id.value),

@@ -4,6 +4,7 @@
 //! [`validate`] (types, links, cycles) → [`Executor::run`] (cached, parallel).
 //! Node types implement [`Node`] and are collected in a [`Registry`].
 
+pub mod atomic;
 pub mod cache;
 pub mod diagnostic;
 pub mod events;
@@ -30,7 +31,11 @@ pub use validate::{validate, Binding, PlannedNode, ValidGraph};
 pub use value::{Latent, LatentSpace, Object, Value, ValueType};
 
 /// Parses and validates graph text, applying `--set` overrides first.
-pub fn load(source: SourceFile, registry: &Registry, overrides: &[String]) -> Result<ValidGraph, Diagnostics> {
+pub fn load(
+    source: SourceFile,
+    registry: &Registry,
+    overrides: &[String],
+) -> Result<ValidGraph, Diagnostics> {
     let mut doc = GraphDoc::parse(source.clone())?;
     let mut errors = Vec::new();
     for assignment in overrides {
@@ -45,7 +50,10 @@ pub fn load(source: SourceFile, registry: &Registry, overrides: &[String]) -> Re
         }
     }
     if !errors.is_empty() {
-        return Err(Diagnostics { source, items: errors });
+        return Err(Diagnostics {
+            source,
+            items: errors,
+        });
     }
     validate(&doc, registry)
 }

@@ -207,6 +207,14 @@ impl NodeContext<'_> {
         });
     }
 
+    /// Shows text to the user (printed by the CLI, an `output` event in JSON mode).
+    pub fn output(&self, text: impl Into<String>) {
+        self.events.emit(Event::Output {
+            node: self.node_id.into(),
+            text: text.into(),
+        });
+    }
+
     /// Returns an error once the run has been interrupted; long loops call this each step.
     pub fn check_cancelled(&self) -> Result<(), NodeError> {
         if self.cancel.is_cancelled() {

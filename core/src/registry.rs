@@ -27,7 +27,10 @@ impl Registry {
         let schema = node.schema();
         check_schema(schema)?;
         if self.nodes.contains_key(&schema.type_name) {
-            return Err(format!("node type `{}` is already registered", schema.type_name));
+            return Err(format!(
+                "node type `{}` is already registered",
+                schema.type_name
+            ));
         }
         self.nodes.insert(schema.type_name.clone(), node);
         Ok(())
@@ -73,7 +76,10 @@ fn check_schema(schema: &NodeSchema) -> Result<(), String> {
                 .map_err(|e| format!("{ty}: default of `{}`: {e}", input.name))?;
         }
         if input.default.is_some() && !input.ty.is_scalar() {
-            return Err(format!("{ty}: only scalar inputs can have defaults (`{}`)", input.name));
+            return Err(format!(
+                "{ty}: only scalar inputs can have defaults (`{}`)",
+                input.name
+            ));
         }
     }
     for (i, output) in schema.outputs.iter().enumerate() {

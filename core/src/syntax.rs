@@ -116,7 +116,10 @@ impl<'a> Parser<'a> {
 
     fn error_at(&self, start: usize, message: impl Into<String>) -> SyntaxError {
         SyntaxError {
-            span: Span::new(start, self.pos.max(start + 1).min(self.src.len().max(start))),
+            span: Span::new(
+                start,
+                self.pos.max(start + 1).min(self.src.len().max(start)),
+            ),
             message: message.into(),
         }
     }
@@ -206,7 +209,9 @@ impl<'a> Parser<'a> {
             Some('[') => Ron::List(self.list(depth)?),
             Some('{') => Ron::Map(self.map(depth)?),
             Some('(') => self.parenthesised(None, depth)?,
-            Some('r') if self.peek_str("r\"") || self.peek_str("r#") => Ron::Str(self.raw_string()?),
+            Some('r') if self.peek_str("r\"") || self.peek_str("r#") => {
+                Ron::Str(self.raw_string()?)
+            }
             Some(c) if c.is_ascii_digit() || c == '-' || c == '+' || c == '.' => self.number()?,
             Some(c) if is_ident_start(c) => {
                 let name = self.ident();
@@ -316,7 +321,9 @@ impl<'a> Parser<'a> {
         if self.bump() != Some('"') {
             return Err(self.error_at(start, "expected `\"` to start a raw string"));
         }
-        let closing: String = std::iter::once('"').chain(std::iter::repeat_n('#', hashes)).collect();
+        let closing: String = std::iter::once('"')
+            .chain(std::iter::repeat_n('#', hashes))
+            .collect();
         match self.rest().find(&closing) {
             Some(len) => {
                 let body = self.rest()[..len].to_string();
@@ -335,7 +342,11 @@ impl<'a> Parser<'a> {
         if self.peek_str("inf") {
             self.pos += 3;
             let neg = self.src[start..].starts_with('-');
-            return Ok(Ron::Float(if neg { f64::NEG_INFINITY } else { f64::INFINITY }));
+            return Ok(Ron::Float(if neg {
+                f64::NEG_INFINITY
+            } else {
+                f64::INFINITY
+            }));
         }
         let radix = if self.peek_str("0x") {
             16
@@ -349,7 +360,10 @@ impl<'a> Parser<'a> {
         if radix != 10 {
             self.pos += 2;
             let digits_start = self.pos;
-            while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            while self
+                .peek()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 self.bump();
             }
             let digits: String = self.src[digits_start..self.pos].replace('_', "");
@@ -524,15 +538,25 @@ mod tests {
         };
         assert_eq!(name.as_ref().unwrap().value, "Link");
         assert_eq!(items[0].value, Ron::Str("x".into()));
-        assert_eq!(&text[fields[1].1.span.start..fields[1].1.span.end], "Link(\"x\", \"y\")");
+        assert_eq!(
+            &text[fields[1].1.span.start..fields[1].1.span.end],
+            "Link(\"x\", \"y\")"
+        );
     }
 
     #[test]
     fn errors_point_at_the_offending_byte() {
         let err = parse("(a: 1 b: 2)").unwrap_err();
         assert_eq!(err.span.start, 6);
-        assert!(err.message.contains("expected `,` or `)`"), "{}", err.message);
-        assert!(parse("\"abc").unwrap_err().message.contains("unterminated string"));
+        assert!(
+            err.message.contains("expected `,` or `)`"),
+            "{}",
+            err.message
+        );
+        assert!(parse("\"abc")
+            .unwrap_err()
+            .message
+            .contains("unterminated string"));
         assert!(parse("(a: 1) x").is_err());
         assert!(parse("/* open").is_err());
     }

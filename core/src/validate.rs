@@ -78,9 +78,12 @@ pub fn validate(doc: &GraphDoc, registry: &Registry) -> Result<ValidGraph, Diagn
             let found = registry.get(&decl.ty.value).cloned();
             if found.is_none() {
                 errors.push(
-                    Diagnostic::new(format!("unknown node type `{}`", decl.ty.value), decl.ty.span)
-                        .node(&decl.id.value)
-                        .suggest(&decl.ty.value, registry.names()),
+                    Diagnostic::new(
+                        format!("unknown node type `{}`", decl.ty.value),
+                        decl.ty.span,
+                    )
+                    .node(&decl.id.value)
+                    .suggest(&decl.ty.value, registry.names()),
                 );
             }
             found
@@ -88,19 +91,37 @@ pub fn validate(doc: &GraphDoc, registry: &Registry) -> Result<ValidGraph, Diagn
         .collect();
 
     for param in &doc.params {
-        let target = index.get(param.node.as_str()).map(|&i| (&doc.nodes[i], &types[i]));
+        let target = index
+            .get(param.node.as_str())
+            .map(|&i| (&doc.nodes[i], &types[i]));
         match target {
             None => errors.push(
-                Diagnostic::new(format!("param `{}` targets a missing node `{}`", param.name.value, param.node), param.span)
-                    .suggest(&param.node, index.keys().copied()),
-            ),
-            Some((_, Some(node))) if node.schema().input_index(&param.input).is_none() => errors.push(
                 Diagnostic::new(
-                    format!("param `{}` targets `{}.{}`, which is not an input of {}", param.name.value, param.node, param.input, node.schema().type_name),
+                    format!(
+                        "param `{}` targets a missing node `{}`",
+                        param.name.value, param.node
+                    ),
                     param.span,
                 )
-                .suggest(&param.input, node.schema().inputs.iter().map(|i| i.name.as_str())),
+                .suggest(&param.node, index.keys().copied()),
             ),
+            Some((_, Some(node))) if node.schema().input_index(&param.input).is_none() => errors
+                .push(
+                    Diagnostic::new(
+                        format!(
+                            "param `{}` targets `{}.{}`, which is not an input of {}",
+                            param.name.value,
+                            param.node,
+                            param.input,
+                            node.schema().type_name
+                        ),
+                        param.span,
+                    )
+                    .suggest(
+                        &param.input,
+                        node.schema().inputs.iter().map(|i| i.name.as_str()),
+                    ),
+                ),
             _ => {}
         }
     }
@@ -120,11 +141,14 @@ pub fn validate(doc: &GraphDoc, registry: &Registry) -> Result<ValidGraph, Diagn
             let Some(slot) = schema.input_index(name) else {
                 let names: Vec<&str> = schema.inputs.iter().map(|s| s.name.as_str()).collect();
                 errors.push(
-                    Diagnostic::new(format!("{} has no input `{name}`", schema.type_name), input.name.span)
-                        .node(id)
-                        .input(name)
-                        .suggest(name, names.iter().copied())
-                        .help_if_none(&format!("its inputs are: {}", names.join(", "))),
+                    Diagnostic::new(
+                        format!("{} has no input `{name}`", schema.type_name),
+                        input.name.span,
+                    )
+                    .node(id)
+                    .input(name)
+                    .suggest(name, names.iter().copied())
+                    .help_if_none(&format!("its inputs are: {}", names.join(", "))),
                 );
                 continue;
             };
@@ -146,32 +170,53 @@ pub fn validate(doc: &GraphDoc, registry: &Registry) -> Result<ValidGraph, Diagn
                         ))
                     };
                     match checked {
-                        Ok(()) => bindings[slot] = Binding::Literal(value.clone().coerce_to(spec.ty)),
-                        Err(e) => errors.push(Diagnostic::new(format!("{e}{via}"), input.value.span).node(id).input(name)),
+                        Ok(()) => {
+                            bindings[slot] = Binding::Literal(value.clone().coerce_to(spec.ty))
+                        }
+                        Err(e) => errors.push(
+                            Diagnostic::new(format!("{e}{via}"), input.value.span)
+                                .node(id)
+                                .input(name),
+                        ),
                     }
                 }
-                InputValue::Link { node: target, output } => {
+                InputValue::Link {
+                    node: target,
+                    output,
+                } => {
                     let Some(&src) = index.get(target.value.as_str()) else {
                         errors.push(
-                            Diagnostic::new(format!("link to a missing node `{}`", target.value), target.span)
-                                .node(id)
-                                .input(name)
-                                .suggest(&target.value, index.keys().copied()),
+                            Diagnostic::new(
+                                format!("link to a missing node `{}`", target.value),
+                                target.span,
+                            )
+                            .node(id)
+                            .input(name)
+                            .suggest(&target.value, index.keys().copied()),
                         );
                         continue;
                     };
-                    let Some(src_node) = &types[src] else { continue };
+                    let Some(src_node) = &types[src] else {
+                        continue;
+                    };
                     let src_schema = src_node.schema();
                     match src_schema.output_index(&output.value) {
                         Some(out) => {
-                            bindings[slot] = Binding::Link { node: src, output: out };
+                            bindings[slot] = Binding::Link {
+                                node: src,
+                                output: out,
+                            };
                             link_spans.insert((i, slot), input.value.span);
                         }
                         None => {
-                            let outs: Vec<&str> = src_schema.outputs.iter().map(|o| o.name.as_str()).collect();
+                            let outs: Vec<&str> =
+                                src_schema.outputs.iter().map(|o| o.name.as_str()).collect();
                             errors.push(
                                 Diagnostic::new(
-                                    format!("node `{}` ({}) has no output `{}`", target.value, src_schema.type_name, output.value),
+                                    format!(
+                                        "node `{}` ({}) has no output `{}`",
+                                        target.value, src_schema.type_name, output.value
+                                    ),
                                     output.span,
                                 )
                                 .node(id)
@@ -190,9 +235,12 @@ pub fn validate(doc: &GraphDoc, registry: &Registry) -> Result<ValidGraph, Diagn
                     bindings[slot] = Binding::Literal(default.clone());
                 } else if spec.required && !decl.inputs.iter().any(|d| d.name.value == spec.name) {
                     errors.push(
-                        Diagnostic::new(format!("missing required input `{}` ({})", spec.name, spec.ty), decl.ty.span)
-                            .node(id)
-                            .input(&spec.name),
+                        Diagnostic::new(
+                            format!("missing required input `{}` ({})", spec.name, spec.ty),
+                            decl.ty.span,
+                        )
+                        .node(id)
+                        .input(&spec.name),
                     );
                 }
             }
@@ -213,19 +261,28 @@ pub fn validate(doc: &GraphDoc, registry: &Registry) -> Result<ValidGraph, Diagn
     let has_output = types.iter().flatten().any(|n| n.schema().output_node);
     if all_known && !has_output {
         errors.push(
-            Diagnostic::new("the graph has no output node, so running it would do nothing", doc.span)
-                .help("add an output node such as `Print`, `SaveText` or `SaveImage`"),
+            Diagnostic::new(
+                "the graph has no output node, so running it would do nothing",
+                doc.span,
+            )
+            .help("add an output node such as `Print`, `SaveText` or `SaveImage`"),
         );
     }
 
     if !errors.is_empty() {
         errors.sort_by_key(|d| d.span.map_or(0, |s| s.start));
-        return Err(Diagnostics { source: doc.source.clone(), items: errors });
+        return Err(Diagnostics {
+            source: doc.source.clone(),
+            items: errors,
+        });
     }
     Ok(ValidGraph {
         source: doc.source.clone(),
         title: doc.title.clone(),
-        nodes: planned.into_iter().map(|p| p.expect("no errors means every node resolved")).collect(),
+        nodes: planned
+            .into_iter()
+            .map(|p| p.expect("no errors means every node resolved"))
+            .collect(),
         topo_order,
         doc: doc.clone(),
     })
@@ -239,7 +296,11 @@ fn links(node: &PlannedNode) -> impl Iterator<Item = usize> + '_ {
 }
 
 /// Reports each cycle once, as the path `a -> b -> a`, and marks its nodes.
-fn report_cycles(doc: &GraphDoc, planned: &[Option<PlannedNode>], errors: &mut Vec<Diagnostic>) -> Vec<bool> {
+fn report_cycles(
+    doc: &GraphDoc,
+    planned: &[Option<PlannedNode>],
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<bool> {
     let mut graph = DiGraph::<usize, ()>::with_capacity(planned.len(), planned.len());
     let ids: Vec<NodeIndex> = (0..planned.len()).map(|i| graph.add_node(i)).collect();
     for (dst, p) in planned.iter().enumerate() {
@@ -249,7 +310,11 @@ fn report_cycles(doc: &GraphDoc, planned: &[Option<PlannedNode>], errors: &mut V
     }
     let mut in_cycle = vec![false; planned.len()];
     for scc in petgraph::algo::tarjan_scc(&graph) {
-        let start = scc.iter().map(|n| graph[*n]).min().expect("sccs are non-empty");
+        let start = scc
+            .iter()
+            .map(|n| graph[*n])
+            .min()
+            .expect("sccs are non-empty");
         let self_loop = graph.contains_edge(ids[start], ids[start]);
         if scc.len() == 1 && !self_loop {
             continue;
@@ -259,17 +324,28 @@ fn report_cycles(doc: &GraphDoc, planned: &[Option<PlannedNode>], errors: &mut V
             in_cycle[m] = true;
         }
         let path = cycle_path(&graph, &ids, start, &members);
-        let text: Vec<&str> = path.iter().map(|&i| doc.nodes[i].id.value.as_str()).collect();
+        let text: Vec<&str> = path
+            .iter()
+            .map(|&i| doc.nodes[i].id.value.as_str())
+            .collect();
         errors.push(
-            Diagnostic::new(format!("dependency cycle: {}", text.join(" -> ")), doc.nodes[start].id.span)
-                .node(&doc.nodes[start].id.value),
+            Diagnostic::new(
+                format!("dependency cycle: {}", text.join(" -> ")),
+                doc.nodes[start].id.span,
+            )
+            .node(&doc.nodes[start].id.value),
         );
     }
     in_cycle
 }
 
 /// Shortest path from `start` back to itself inside one strongly connected component.
-fn cycle_path(graph: &DiGraph<usize, ()>, ids: &[NodeIndex], start: usize, members: &[usize]) -> Vec<usize> {
+fn cycle_path(
+    graph: &DiGraph<usize, ()>,
+    ids: &[NodeIndex],
+    start: usize,
+    members: &[usize],
+) -> Vec<usize> {
     let member: std::collections::HashSet<usize> = members.iter().copied().collect();
     let mut parent: HashMap<usize, usize> = HashMap::new();
     let mut queue = VecDeque::from([start]);
@@ -307,7 +383,9 @@ fn topological_order(planned: &[Option<PlannedNode>], in_cycle: &[bool]) -> Vec<
             dependents[src].push(dst);
         }
     }
-    let mut ready: VecDeque<usize> = (0..n).filter(|&i| indegree[i] == 0 && !in_cycle[i]).collect();
+    let mut ready: VecDeque<usize> = (0..n)
+        .filter(|&i| indegree[i] == 0 && !in_cycle[i])
+        .collect();
     let mut order = Vec::with_capacity(n);
     while let Some(i) = ready.pop_front() {
         order.push(i);
@@ -348,7 +426,9 @@ fn check_link_types(
                 let expected = schema.inputs[slot].ty;
                 if !expected.accepts(found) {
                     let src = &doc.nodes[*node];
-                    let out_name = planned[*node].as_ref().map_or("?", |s| s.node.schema().outputs[*output].name.as_str());
+                    let out_name = planned[*node]
+                        .as_ref()
+                        .map_or("?", |s| s.node.schema().outputs[*output].name.as_str());
                     mismatches.push(
                         Diagnostic::new(
                             format!(
@@ -368,7 +448,9 @@ fn check_link_types(
             .iter()
             .map(|o| match &o.ty {
                 OutputType::Fixed(t) => *t,
-                OutputType::SameAs(input) => schema.input_index(input).map_or(ValueType::Any, |slot| source_type(&p.inputs[slot])),
+                OutputType::SameAs(input) => schema
+                    .input_index(input)
+                    .map_or(ValueType::Any, |slot| source_type(&p.inputs[slot])),
             })
             .collect();
         errors.extend(mismatches);

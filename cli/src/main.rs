@@ -1,0 +1,239 @@
+//! `weft`: run, check, watch and list node graphs.
+
+mod node_docs;
+mod render;
+mod watch;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use weft_core::{
+    CancelToken, Diagnostics, EventSink, Executor, Registry, RunOptions, SourceFile, ValidGraph,
+};
+
+/// Exit status for a graph that failed validation (nothing ran).
+const EXIT_INVALID: u8 = 2;
+/// Exit status for a run where some node failed or the run was interrupted.
+const EXIT_RUN_FAILED: u8 = 1;
+
+#[derive(Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "A typed node-graph runtime for guided image generation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a graph and run what its output nodes need.
+    Run {
+        #[command(flatten)]
+        graph: GraphArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Validate a graph without running anything.
+    Check {
+        #[command(flatten)]
+        graph: GraphArgs,
+    },
+    /// Re-validate and re-run incrementally on every save, keeping results in memory.
+    Watch {
+        #[command(flatten)]
+        graph: GraphArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+        /// Quiet time after a save before reloading, in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        debounce_ms: u64,
+    },
+    /// List node types with their schemas.
+    Nodes {
+        /// Show only this node type.
+        r#type: Option<String>,
+        /// Print the schemas as JSON.
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        /// Print the README's node reference.
+        #[arg(long)]
+        markdown: bool,
+    },
+}
+
+#[derive(Args)]
+struct GraphArgs {
+    /// The graph file (RON).
+    graph: PathBuf,
+    /// Override an input: `--set node.input=value` or `--set param=value`.
+    #[arg(long = "set", value_name = "TARGET=VALUE")]
+    overrides: Vec<String>,
+    /// How to report progress.
+    #[arg(long, value_enum, default_value_t = EventMode::Auto)]
+    events: EventMode,
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    /// Directory for saved outputs.
+    #[arg(long, default_value = "output")]
+    out: PathBuf,
+    /// Worker threads for independent nodes (default: the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Result cache budget in MiB.
+    #[arg(long, default_value_t = 4096)]
+    cache_mb: usize,
+    /// Compute only these nodes (and what they need) instead of the output nodes.
+    #[arg(long = "target", value_name = "NODE")]
+    targets: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EventMode {
+    /// Progress bars on a terminal, plain lines otherwise.
+    Auto,
+    /// One JSON object per line on stdout.
+    Json,
+    /// Plain lines on stderr.
+    Plain,
+}
+
+impl ExecArgs {
+    fn options(&self) -> RunOptions {
+        let mut opts = RunOptions {
+            out_dir: self.out.clone(),
+            targets: (!self.targets.is_empty()).then(|| self.targets.clone()),
+            ..RunOptions::default()
+        };
+        if let Some(w) = self.workers {
+            opts.workers = w.max(1);
+        }
+        opts
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let registry = weft_nodes::builtin_registry();
+    match cli.command {
+        Command::Run { graph, exec } => {
+            let sink = render::sink(graph.events);
+            let valid = match load(&graph, &registry, &sink) {
+                Ok(v) => v,
+                Err(code) => return code,
+            };
+            let cancel = interrupt_token();
+            let executor = Executor::new(exec.cache_mb << 20);
+            match executor.run(&valid, &exec.options(), &sink, &cancel) {
+                Ok(report) if report.success() => ExitCode::SUCCESS,
+                Ok(report) => {
+                    render::summarize_failures(graph.events, &report);
+                    ExitCode::from(EXIT_RUN_FAILED)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_INVALID)
+                }
+            }
+        }
+        Command::Check { graph } => {
+            let sink = render::sink(graph.events);
+            match load(&graph, &registry, &sink) {
+                Ok(valid) => {
+                    if graph.events != EventMode::Json {
+                        println!(
+                            "{}: ok ({} nodes)",
+                            graph.graph.display(),
+                            valid.nodes.len()
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
+            }
+        }
+        Command::Watch {
+            graph,
+            exec,
+            debounce_ms,
+        } => {
+            let sink = render::sink(graph.events);
+            watch::watch(&graph, &exec, &registry, &sink, debounce_ms)
+        }
+        Command::Nodes {
+            r#type,
+            json,
+            markdown,
+        } => node_docs::print(&registry, r#type.as_deref(), json, markdown),
+    }
+}
+
+/// Reads and validates the graph, reporting errors; the error is the exit code.
+fn load(args: &GraphArgs, registry: &Registry, sink: &EventSink) -> Result<ValidGraph, ExitCode> {
+    read_and_validate(&args.graph, &args.overrides, registry).map_err(|e| {
+        report_invalid(args.events, &e, sink);
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+/// Why a graph could not be loaded.
+enum LoadError {
+    Io(String),
+    Invalid(Diagnostics),
+}
+
+fn read_and_validate(
+    path: &Path,
+    overrides: &[String],
+    registry: &Registry,
+) -> Result<ValidGraph, LoadError> {
+    let text = std::fs::read(path)
+        .map_err(|e| LoadError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let text = String::from_utf8(text).map_err(|e| {
+        LoadError::Io(format!(
+            "{} is not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let source = SourceFile::new(path.display().to_string(), text);
+    weft_core::load(source, registry, overrides).map_err(LoadError::Invalid)
+}
+
+fn report_invalid(mode: EventMode, error: &LoadError, sink: &EventSink) {
+    let lines: Vec<String> = match error {
+        LoadError::Io(message) => vec![message.clone()],
+        LoadError::Invalid(d) => d.to_string().lines().map(str::to_string).collect(),
+    };
+    if mode == EventMode::Json {
+        sink.emit(weft_core::Event::GraphInvalid { errors: lines });
+        return;
+    }
+    match error {
+        LoadError::Io(message) => eprintln!("error: {message}"),
+        LoadError::Invalid(d) => eprint!("{}", d.render(std::io::stderr().is_terminal())),
+    }
+}
+
+/// A token that Ctrl-C cancels; a second Ctrl-C exits at once.
+fn interrupt_token() -> CancelToken {
+    let token = CancelToken::new();
+    let handler_token = token.clone();
+    let installed = ctrlc::set_handler(move || {
+        if handler_token.is_cancelled() {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupting: finishing the current step (Ctrl-C again to quit now)");
+        handler_token.cancel();
+    });
+    if let Err(e) = installed {
+        eprintln!("warning: Ctrl-C will not interrupt cleanly: {e}");
+    }
+    token
+}

@@ -1,0 +1,17 @@
+//! weft's built-in node types.
+
+pub mod utility;
+
+use weft_core::Registry;
+
+/// Registers every built-in node type.
+pub fn register_builtins(registry: &mut Registry) {
+    utility::register(registry).expect("built-in schemas are valid and unique");
+}
+
+/// A registry holding just the built-ins.
+pub fn builtin_registry() -> Registry {
+    let mut registry = Registry::new();
+    register_builtins(&mut registry);
+    registry
+}
