@@ -35,6 +35,25 @@ pub struct PlannedNode {
     pub output_types: Vec<ValueType>,
 }
 
+impl std::fmt::Debug for PlannedNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlannedNode")
+            .field("id", &self.id)
+            .field("type", &self.type_name())
+            .field("inputs", &self.inputs)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ValidGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ValidGraph")
+            .field("source", &self.source.name())
+            .field("nodes", &self.nodes)
+            .finish()
+    }
+}
+
 impl PlannedNode {
     pub fn type_name(&self) -> &str {
         &self.node.schema().type_name
@@ -309,7 +328,7 @@ fn report_cycles(
         }
     }
     let mut in_cycle = vec![false; planned.len()];
-    for scc in petgraph::algo::tarjan_scc(&graph) {
+    for scc in petgraph::algo::kosaraju_scc(&graph) {
         let start = scc
             .iter()
             .map(|n| graph[*n])
