@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use weft_core::{
-    CancelToken, Event, EventSink, Executor, InputSpec, Node, NodeContext, NodeError, NodeSchema, Registry,
-    RunOptions, RunReport, SourceFile, ValidGraph, Value, ValueType,
+    CancelToken, Event, EventSink, Executor, InputSpec, Node, NodeContext, NodeError, NodeSchema,
+    Registry, RunOptions, RunReport, SourceFile, ValidGraph, Value, ValueType,
 };
 
 /// Records every event of a run.
@@ -41,7 +41,8 @@ pub fn started(events: &[Event]) -> Vec<String> {
 /// The built-ins plus the test nodes below.
 pub fn registry() -> Registry {
     let mut r = weft_nodes::builtin_registry();
-    r.register(Sleep::new()).unwrap();
+    r.register(Sleep::new(false)).unwrap();
+    r.register(Sleep::new(true)).unwrap();
     r.register(Explode::new()).unwrap();
     r.register(Random::new()).unwrap();
     r
@@ -57,27 +58,27 @@ pub fn run_with(exec: &Executor, graph: &ValidGraph, workers: usize) -> (RunRepo
         workers,
         ..RunOptions::default()
     };
-    let report = exec.run(graph, &opts, &rec.sink(), &CancelToken::new()).unwrap();
+    let report = exec
+        .run(graph, &opts, &rec.sink(), &CancelToken::new())
+        .unwrap();
     (report, rec.take())
 }
 
 /// Passes `value` through after `ms` milliseconds, checking for cancellation.
+/// `HeavySleep` is the same, declared heavy.
 pub struct Sleep(NodeSchema);
 
 impl Sleep {
-    pub fn new() -> Self {
-        Sleep(
-            NodeSchema::new("Sleep", "test", "Waits, then passes the value on.")
-                .input(InputSpec::int("value"))
-                .input(InputSpec::int("ms").default(0).min(0.0))
-                .output("value", ValueType::Int, ""),
+    pub fn new(heavy: bool) -> Self {
+        let schema = NodeSchema::new(
+            if heavy { "HeavySleep" } else { "Sleep" },
+            "test",
+            "Waits, then passes the value on.",
         )
-    }
-}
-
-impl Default for Sleep {
-    fn default() -> Self {
-        Self::new()
+        .input(InputSpec::int("value"))
+        .input(InputSpec::int("ms").default(0).min(0.0))
+        .output("value", ValueType::Int, "");
+        Sleep(if heavy { schema.heavy() } else { schema })
     }
 }
 
@@ -150,6 +151,8 @@ impl Node for Random {
         &self.0
     }
     fn run(&self, _: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        Ok(vec![Value::Int(COUNTER.fetch_add(1, Ordering::Relaxed) as i64)])
+        Ok(vec![Value::Int(
+            COUNTER.fetch_add(1, Ordering::Relaxed) as i64
+        )])
     }
 }

@@ -194,6 +194,8 @@ struct Run<'g> {
     selection: Vec<Option<Arc<[bool]>>>,
     pending: Vec<usize>,
     waiters: Vec<Vec<usize>>,
+    /// Nodes waiting on an identical node (same signature) that is running.
+    inflight: std::collections::HashMap<Signature, Vec<usize>>,
     /// Demanded but not yet counted into `pending`/`waiters`.
     fresh: Vec<usize>,
     ready: VecDeque<usize>,
@@ -227,6 +229,7 @@ impl<'g> Run<'g> {
             selection: vec![None; n],
             pending: vec![0; n],
             waiters: vec![Vec::new(); n],
+            inflight: std::collections::HashMap::new(),
             fresh: Vec::new(),
             ready: VecDeque::new(),
             report: RunReport::default(),
@@ -514,6 +517,18 @@ impl<'g> Run<'g> {
             self.finish(i, hit);
             return None;
         }
+        // An identical node is already running: share its result.
+        if let Some(sig) = self.sig[i].filter(|_| !self.volatile[i]) {
+            match self.inflight.entry(sig) {
+                std::collections::hash_map::Entry::Occupied(mut twins) => {
+                    twins.get_mut().push(i);
+                    return None;
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(Vec::new());
+                }
+            }
+        }
         Some(inputs)
     }
 
@@ -688,6 +703,14 @@ impl<'g> Run<'g> {
                 if let (Some(sig), false) = (self.sig[i], self.volatile[i]) {
                     lock(cache).insert(sig, outputs.clone(), result.duration);
                 }
+                for twin in self.take_twins(i) {
+                    let id = self.graph.nodes[twin].id.clone();
+                    self.events.emit(Event::Cached {
+                        nodes: vec![id.clone()],
+                    });
+                    self.report.cached.push(id);
+                    self.finish(twin, outputs.clone());
+                }
                 self.finish(i, outputs);
             }
             Err(e) if e.cancelled => {
@@ -696,6 +719,19 @@ impl<'g> Run<'g> {
             }
             Err(e) => self.fail(i, &result.inputs, e.to_string()),
         }
+        if !matches!(self.state[i], State::Done(_)) {
+            let id = self.graph.nodes[i].id.clone();
+            for twin in self.take_twins(i) {
+                self.kill(twin, format!("identical node `{id}` did not finish"));
+            }
+        }
+    }
+
+    /// Nodes that waited for `i` because they have the same signature.
+    fn take_twins(&mut self, i: usize) -> Vec<usize> {
+        self.sig[i]
+            .and_then(|s| self.inflight.remove(&s))
+            .unwrap_or_default()
     }
 }
 
