@@ -29,10 +29,18 @@ pub fn watch(
     let mut watcher =
         match notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res {
-                if event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == file_name.as_deref())
+                // Our own reads show up as access events; only changes count.
+                let changed = matches!(
+                    event.kind,
+                    notify::EventKind::Create(_)
+                        | notify::EventKind::Modify(_)
+                        | notify::EventKind::Remove(_)
+                );
+                if changed
+                    && event
+                        .paths
+                        .iter()
+                        .any(|p| p.file_name() == file_name.as_deref())
                 {
                     let _ = tx.send(());
                 }
