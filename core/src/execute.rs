@@ -649,22 +649,26 @@ impl<'g> Run<'g> {
                     inputs,
                     threads: if heavy { self.opts.threads.max(1) } else { 1 },
                 };
+                // With nothing else running or ready, a hand-off to a worker
+                // only adds latency (long sequential chains are common).
+                let alone = running == 1 && self.ready.is_empty() && heavy_queue.is_empty();
                 match &pool {
-                    Some((tx, _)) => tx.send(job).expect("workers outlive the coordinator"),
-                    None => {
-                        inline_done.push_back(job.run(self.events, self.cancel, &self.opts.out_dir))
+                    Some((tx, _)) if !alone => {
+                        tx.send(job).expect("workers outlive the coordinator")
                     }
+                    _ => inline_done.push_back(job.run(self.events, self.cancel, &self.opts.out_dir)),
                 }
             }
             if running == 0 {
                 break;
             }
-            let result = match &pool {
-                Some((_, rx)) => match rx.recv() {
+            let result = match (inline_done.pop_front(), &pool) {
+                (Some(r), _) => r,
+                (None, Some((_, rx))) => match rx.recv() {
                     Ok(r) => r,
                     Err(_) => break,
                 },
-                None => inline_done.pop_front().expect("inline jobs finish at once"),
+                (None, None) => unreachable!("inline jobs finish before they are counted"),
             };
             running -= 1;
             if self.graph.nodes[result.index].node.schema().cost == Cost::Heavy {

@@ -55,5 +55,5 @@ pub fn load(
             items: errors,
         });
     }
-    validate(&doc, registry)
+    validate(doc, registry)
 }

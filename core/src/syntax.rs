@@ -214,7 +214,7 @@ impl<'a> Parser<'a> {
             }
             Some(c) if c.is_ascii_digit() || c == '-' || c == '+' || c == '.' => self.number()?,
             Some(c) if is_ident_start(c) => {
-                let name = self.ident();
+                let name = self.ident().to_string();
                 let name_span = Span::new(start, self.pos);
                 match name.as_str() {
                     "true" => Ron::Bool(true),
@@ -238,17 +238,15 @@ impl<'a> Parser<'a> {
         Ok(Spanned::new(value, Span::new(start, self.pos)))
     }
 
-    fn ident(&mut self) -> String {
-        let start = self.pos;
+    /// An identifier (optionally `r#`-prefixed), without the prefix.
+    fn ident(&mut self) -> &'a str {
         if self.peek_str("r#") {
             self.pos += 2;
         }
         let body = self.pos;
-        while self.peek().is_some_and(is_ident_char) {
-            self.bump();
-        }
-        let _ = start;
-        self.src[body..self.pos].to_string()
+        let len = self.rest().find(|c: char| !is_ident_char(c)).unwrap_or(self.rest().len());
+        self.pos += len;
+        &self.src[body..self.pos]
     }
 
     fn string(&mut self) -> Result<String, SyntaxError> {
@@ -466,7 +464,7 @@ impl<'a> Parser<'a> {
                 if !p.peek().is_some_and(is_ident_start) {
                     return Err(p.error_here(format!("expected a field name{}", p.found())));
                 }
-                let field = p.ident();
+                let field = p.ident().to_string();
                 let field = Spanned::new(field, Span::new(start, p.pos));
                 p.expect(':', "after a field name")?;
                 let value = p.value(depth + 1)?;

@@ -23,7 +23,7 @@ pub struct ValidGraph {
     /// Every node index, dependencies first.
     pub topo_order: Vec<usize>,
     /// The document as validated (overrides applied), for provenance.
-    pub doc: GraphDoc,
+    pub doc: Arc<GraphDoc>,
 }
 
 #[derive(Clone)]
@@ -81,7 +81,8 @@ impl ValidGraph {
 }
 
 /// Resolves node types and links, type-checks, and rejects cycles.
-pub fn validate(doc: &GraphDoc, registry: &Registry) -> Result<ValidGraph, Diagnostics> {
+pub fn validate(doc: impl Into<Arc<GraphDoc>>, registry: &Registry) -> Result<ValidGraph, Diagnostics> {
+    let doc: Arc<GraphDoc> = doc.into();
     let mut errors = Vec::new();
     let index: HashMap<&str, usize> = doc
         .nodes
@@ -272,9 +273,9 @@ pub fn validate(doc: &GraphDoc, registry: &Registry) -> Result<ValidGraph, Diagn
         }));
     }
 
-    let in_cycle = report_cycles(doc, &planned, &mut errors);
+    let in_cycle = report_cycles(&doc, &planned, &mut errors);
     let topo_order = topological_order(&planned, &in_cycle);
-    check_link_types(doc, &mut planned, &topo_order, &link_spans, &mut errors);
+    check_link_types(&doc, &mut planned, &topo_order, &link_spans, &mut errors);
 
     let all_known = types.iter().all(Option::is_some);
     let has_output = types.iter().flatten().any(|n| n.schema().output_node);
@@ -303,7 +304,7 @@ pub fn validate(doc: &GraphDoc, registry: &Registry) -> Result<ValidGraph, Diagn
             .map(|p| p.expect("no errors means every node resolved"))
             .collect(),
         topo_order,
-        doc: doc.clone(),
+        doc,
     })
 }
 
