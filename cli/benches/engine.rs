@@ -9,16 +9,28 @@ use std::time::{Duration, Instant};
 
 use weft_core::{CancelToken, EventSink, Executor, RunOptions, SourceFile};
 
+// The same allocator as the `weft` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NODES: usize = 10_000;
 const REPEATS: usize = 15;
 
 fn chain(n: usize, first: i64) -> String {
     let mut text = String::with_capacity(n * 64);
-    text.push_str(&format!("(nodes: {{\n\"n0\": IntConstant(value: {first}),\n"));
+    text.push_str(&format!(
+        "(nodes: {{\n\"n0\": IntConstant(value: {first}),\n"
+    ));
     for i in 1..n - 1 {
-        text.push_str(&format!("\"n{i}\": IntMath(a: Link(\"n{}\", \"value\"), b: 1),\n", i - 1));
+        text.push_str(&format!(
+            "\"n{i}\": IntMath(a: Link(\"n{}\", \"value\"), b: 1),\n",
+            i - 1
+        ));
     }
-    text.push_str(&format!("\"out\": Print(value: Link(\"n{}\", \"value\")),\n}})", n - 2));
+    text.push_str(&format!(
+        "\"out\": Print(value: Link(\"n{}\", \"value\")),\n}})",
+        n - 2
+    ));
     text
 }
 
@@ -44,7 +56,10 @@ fn wide(n: usize) -> String {
         }
         level = next;
     }
-    text.push_str(&format!("\"out\": Print(value: Link(\"{}\", \"value\")),\n}})", level[0]));
+    text.push_str(&format!(
+        "\"out\": Print(value: Link(\"{}\", \"value\")),\n}})",
+        level[0]
+    ));
     text
 }
 
@@ -74,31 +89,58 @@ fn main() {
     let quiet = EventSink::discard();
     let cancel = CancelToken::new();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("weft engine benchmark: {NODES}-node graphs, median of {REPEATS} runs, {cores} cores\n");
+    println!(
+        "weft engine benchmark: {NODES}-node graphs, median of {REPEATS} runs, {cores} cores\n"
+    );
 
     for (name, text) in [("chain", chain(NODES, 0)), ("wide", wide(NODES))] {
         let source = SourceFile::new(format!("{name}.ron"), text);
         let graph = weft_core::load(source.clone(), &registry, &[]).expect("valid");
         let n = graph.nodes.len();
-        let validate = time(|| weft_core::load(source.clone(), &registry, &[]).unwrap());
+        let mut kept = Vec::new();
+        let validate = time(|| kept.push(weft_core::load(source.clone(), &registry, &[]).unwrap()));
+        drop(kept);
         println!("{name} ({n} nodes)");
         println!("  parse + validate + plan     {:>10}", ms(validate));
         for workers in [1, 2] {
-            let opts = RunOptions { workers, ..RunOptions::default() };
-            let cold = time(|| Executor::new(1 << 30).run(&graph, &opts, &quiet, &cancel).unwrap());
+            let opts = RunOptions {
+                workers,
+                ..RunOptions::default()
+            };
+            let cold = time(|| {
+                Executor::new(1 << 30)
+                    .run(&graph, &opts, &quiet, &cancel)
+                    .unwrap()
+            });
             let exec = Executor::new(1 << 30);
             exec.run(&graph, &opts, &quiet, &cancel).unwrap();
             let cached = time(|| exec.run(&graph, &opts, &quiet, &cancel).unwrap());
-            println!("  execute, {workers} worker(s)        {:>10}  ({:.2} µs/node)", ms(cold), cold.as_secs_f64() * 1e6 / n as f64);
+            println!(
+                "  execute, {workers} worker(s)        {:>10}  ({:.2} µs/node)",
+                ms(cold),
+                cold.as_secs_f64() * 1e6 / n as f64
+            );
             println!("  fully cached re-run, {workers}w    {:>10}", ms(cached));
         }
     }
 
     // Reference: the same IntMath work with no engine around it, so the
     // difference is pure engine overhead per node.
-    let graph = weft_core::load(SourceFile::new("chain.ron", chain(NODES, 0)), &registry, &[]).unwrap();
-    let opts = RunOptions { workers: 1, ..RunOptions::default() };
-    let engine = time(|| Executor::new(1 << 30).run(&graph, &opts, &quiet, &cancel).unwrap());
+    let graph = weft_core::load(
+        SourceFile::new("chain.ron", chain(NODES, 0)),
+        &registry,
+        &[],
+    )
+    .unwrap();
+    let opts = RunOptions {
+        workers: 1,
+        ..RunOptions::default()
+    };
+    let engine = time(|| {
+        Executor::new(1 << 30)
+            .run(&graph, &opts, &quiet, &cancel)
+            .unwrap()
+    });
     let reference = time(|| {
         let mut acc = 0i64;
         for _ in 0..NODES {
@@ -109,7 +151,10 @@ fn main() {
     let per_node = (engine.saturating_sub(reference)).as_secs_f64() * 1e6 / NODES as f64;
     println!("\nper-node overhead (chain, 1 worker): {per_node:.2} µs  (engine {} vs. direct arithmetic {}, ratio {:.0}x)", ms(engine), ms(reference), engine.as_secs_f64() / reference.as_secs_f64().max(1e-9));
 
-    println!("hot-reload latency (file write -> first node start): {}", ms(hot_reload_latency()));
+    println!(
+        "hot-reload latency (file write -> first node start): {}",
+        ms(hot_reload_latency())
+    );
 }
 
 /// Starts `weft watch`, rewrites the graph, and times each write until the
@@ -117,7 +162,9 @@ fn main() {
 fn hot_reload_latency() -> Duration {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.ron");
-    let graph = |v: usize| format!("(nodes: {{ \"x\": IntMath(a: {v}, b: 1), \"p\": Print(value: Link(\"x\", \"value\")) }})");
+    let graph = |v: usize| {
+        format!("(nodes: {{ \"x\": IntMath(a: {v}, b: 1), \"p\": Print(value: Link(\"x\", \"value\")) }})")
+    };
     std::fs::write(&path, graph(0)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
         .args(["watch", path.to_str().unwrap(), "--events", "json"])

@@ -13,6 +13,11 @@ use weft_core::{
     CancelToken, Diagnostics, EventSink, Executor, Registry, RunOptions, SourceFile, ValidGraph,
 };
 
+// Graphs are many small allocations (parsing, validation, per-node state);
+// mimalloc handles them several times faster than glibc's malloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for a graph that failed validation (nothing ran).
 const EXIT_INVALID: u8 = 2;
 /// Exit status for a run where some node failed or the run was interrupted.

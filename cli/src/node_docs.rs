@@ -131,7 +131,7 @@ fn markdown_reference(schemas: &[&NodeSchema]) -> String {
             for i in &s.inputs {
                 let _ = writeln!(
                     out,
-                    "| `{}` | {} | {} | {} |",
+                    "| `{}` | `{}` | {} | {} |",
                     i.name,
                     i.ty,
                     constraints(i).replace('|', "\\|"),
@@ -147,7 +147,7 @@ fn markdown_reference(schemas: &[&NodeSchema]) -> String {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();
-                let _ = writeln!(out, "| `{}` | {ty} | {} |", o.name, o.doc);
+                let _ = writeln!(out, "| `{}` | `{ty}` | {} |", o.name, o.doc);
             }
             out.push('\n');
         }

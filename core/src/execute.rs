@@ -25,7 +25,7 @@ use crate::cache::{Cache, Outputs, Signature};
 use crate::events::{Event, EventSink};
 use crate::node::{CancelToken, Inputs, NodeContext, NodeError};
 use crate::schema::Cost;
-use crate::validate::{Binding, ValidGraph};
+use crate::validate::{Binding, PlannedNode, ValidGraph};
 use crate::value::ValueType;
 
 #[derive(Clone, Debug)]
@@ -280,41 +280,15 @@ impl<'g> Run<'g> {
         self.links(i).any(|(_, _, d)| matches!(d, Dep::Lazy))
     }
 
-    /// Hashes node `i`. With `eager_only`, lazy links are left out (the key
-    /// under which the lazy choice is memoised). Returns `None` if a needed
-    /// input signature is not known yet.
     fn signature(&self, i: usize, eager_only: bool, fingerprint: &str) -> Option<Signature> {
-        let node = &self.graph.nodes[i];
-        let schema = node.node.schema();
-        let mut h = blake3::Hasher::new();
-        h.update(schema.type_name.as_bytes());
-        h.update(&[0, eager_only as u8]);
-        for (slot, binding) in node.inputs.iter().enumerate() {
-            h.update(&(slot as u32).to_le_bytes());
-            match binding {
-                Binding::Absent => {
-                    h.update(b"-");
-                }
-                Binding::Literal(v) => v.hash_literal(&mut h),
-                Binding::Link { node: src, output } => {
-                    if schema.inputs[slot].lazy {
-                        let selected = !eager_only && self.selection[i].as_ref()?[slot];
-                        if !selected {
-                            h.update(b"unrequested");
-                            continue;
-                        }
-                    }
-                    h.update(self.sig[*src]?.as_bytes());
-                    h.update(&(*output as u32).to_le_bytes());
-                }
-            }
-        }
-        h.update(fingerprint.as_bytes());
-        if !schema.deterministic {
-            h.update(b"run");
-            h.update(&self.nonce.to_le_bytes());
-        }
-        Some(h.finalize())
+        node_signature(
+            &self.graph.nodes[i],
+            &self.sig,
+            self.selection[i].as_deref(),
+            eager_only,
+            fingerprint,
+            self.nonce,
+        )
     }
 
     fn literal_only(&self, i: usize) -> bool {
@@ -323,7 +297,12 @@ impl<'g> Run<'g> {
 
     /// Phase 1: every signature that can be known before anything runs.
     fn static_signatures(&mut self, cache: &mut Cache) {
+        let structural = self.graph.structural_signatures();
         for &i in &self.graph.topo_order {
+            if let Some(sig) = structural[i] {
+                self.sig[i] = Some(sig);
+                continue;
+            }
             let node = &self.graph.nodes[i];
             let schema = node.node.schema();
             self.volatile[i] =
@@ -656,7 +635,9 @@ impl<'g> Run<'g> {
                     Some((tx, _)) if !alone => {
                         tx.send(job).expect("workers outlive the coordinator")
                     }
-                    _ => inline_done.push_back(job.run(self.events, self.cancel, &self.opts.out_dir)),
+                    _ => {
+                        inline_done.push_back(job.run(self.events, self.cancel, &self.opts.out_dir))
+                    }
                 }
             }
             if running == 0 {
@@ -736,6 +717,67 @@ impl<'g> Run<'g> {
         self.sig[i]
             .and_then(|s| self.inflight.remove(&s))
             .unwrap_or_default()
+    }
+}
+
+/// Hashes a node from its type, literals, inputs' signatures (`sigs`),
+/// fingerprint and, for non-deterministic nodes, the run's nonce. With
+/// `eager_only`, lazy links are left out (the key under which a lazy choice is
+/// memoised). `None` if a needed input signature is not known yet.
+fn node_signature(
+    node: &PlannedNode,
+    sigs: &[Option<Signature>],
+    selection: Option<&[bool]>,
+    eager_only: bool,
+    fingerprint: &str,
+    nonce: u64,
+) -> Option<Signature> {
+    let schema = node.node.schema();
+    let mut h = blake3::Hasher::new();
+    h.update(schema.type_name.as_bytes());
+    h.update(&[0, eager_only as u8]);
+    for (slot, binding) in node.inputs.iter().enumerate() {
+        h.update(&(slot as u32).to_le_bytes());
+        match binding {
+            Binding::Absent => {
+                h.update(b"-");
+            }
+            Binding::Literal(v) => v.hash_literal(&mut h),
+            Binding::Link { node: src, output } => {
+                if schema.inputs[slot].lazy && (eager_only || !selection?[slot]) {
+                    h.update(b"unrequested");
+                    continue;
+                }
+                h.update(sigs[*src]?.as_bytes());
+                h.update(&(*output as u32).to_le_bytes());
+            }
+        }
+    }
+    h.update(fingerprint.as_bytes());
+    if !schema.deterministic {
+        h.update(b"run");
+        h.update(&nonce.to_le_bytes());
+    }
+    Some(h.finalize())
+}
+
+impl ValidGraph {
+    /// Signatures that depend on the graph alone: deterministic nodes with no
+    /// external state and no lazy inputs, all the way up. Computed once per
+    /// graph, so re-runs of an unchanged graph do not hash it again.
+    fn structural_signatures(&self) -> &[Option<Signature>] {
+        self.structural.get_or_init(|| {
+            let mut sigs = vec![None; self.nodes.len()];
+            for &i in &self.topo_order {
+                let node = &self.nodes[i];
+                let schema = node.node.schema();
+                let lazy = schema.inputs.iter().any(|s| s.lazy);
+                if schema.deterministic && !schema.external_state && !lazy {
+                    sigs[i] = node_signature(node, &sigs, None, false, "", 0);
+                }
+            }
+            sigs
+        })
     }
 }
 

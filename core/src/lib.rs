@@ -57,3 +57,8 @@ pub fn load(
     }
     validate(doc, registry)
 }
+
+/// Compiles the README's Rust examples, so the guide cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;

@@ -244,7 +244,10 @@ impl<'a> Parser<'a> {
             self.pos += 2;
         }
         let body = self.pos;
-        let len = self.rest().find(|c: char| !is_ident_char(c)).unwrap_or(self.rest().len());
+        let len = self
+            .rest()
+            .find(|c: char| !is_ident_char(c))
+            .unwrap_or(self.rest().len());
         self.pos += len;
         &self.src[body..self.pos]
     }

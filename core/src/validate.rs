@@ -24,6 +24,8 @@ pub struct ValidGraph {
     pub topo_order: Vec<usize>,
     /// The document as validated (overrides applied), for provenance.
     pub doc: Arc<GraphDoc>,
+    /// Cache keys that depend on the graph alone, filled on the first run.
+    pub(crate) structural: std::sync::OnceLock<Vec<Option<crate::cache::Signature>>>,
 }
 
 #[derive(Clone)]
@@ -81,7 +83,10 @@ impl ValidGraph {
 }
 
 /// Resolves node types and links, type-checks, and rejects cycles.
-pub fn validate(doc: impl Into<Arc<GraphDoc>>, registry: &Registry) -> Result<ValidGraph, Diagnostics> {
+pub fn validate(
+    doc: impl Into<Arc<GraphDoc>>,
+    registry: &Registry,
+) -> Result<ValidGraph, Diagnostics> {
     let doc: Arc<GraphDoc> = doc.into();
     let mut errors = Vec::new();
     let index: HashMap<&str, usize> = doc
@@ -305,6 +310,7 @@ pub fn validate(doc: impl Into<Arc<GraphDoc>>, registry: &Registry) -> Result<Va
             .collect(),
         topo_order,
         doc,
+        structural: std::sync::OnceLock::new(),
     })
 }
 
