@@ -80,7 +80,7 @@ fn bars() -> EventSink {
                 if let Some(bar) = running.remove(node) {
                     bar.finish_and_clear();
                 }
-                let _ = multi.suspend(|| plain(event));
+                multi.suspend(|| plain(event));
             }
             Event::Output { .. }
             | Event::NodeSkipped { .. }

@@ -11,6 +11,9 @@ use crate::source::{Span, Spanned};
 /// Nesting deeper than this is rejected rather than risking the stack.
 pub const MAX_DEPTH: usize = 64;
 
+/// Key-value pairs of a RON map, in file order.
+pub type MapEntries = Vec<(Spanned<Ron>, Spanned<Ron>)>;
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Ron {
     Int(i64),
@@ -21,7 +24,7 @@ pub enum Ron {
     /// A bare identifier: `None`, a unit struct or an enum variant.
     Ident(String),
     List(Vec<Spanned<Ron>>),
-    Map(Vec<(Spanned<Ron>, Spanned<Ron>)>),
+    Map(MapEntries),
     /// `(a: 1)` or `Name(a: 1)`.
     Struct {
         name: Option<Spanned<String>>,
@@ -438,7 +441,7 @@ impl<'a> Parser<'a> {
         Ok(items)
     }
 
-    fn map(&mut self, depth: usize) -> Result<Vec<(Spanned<Ron>, Spanned<Ron>)>, SyntaxError> {
+    fn map(&mut self, depth: usize) -> Result<MapEntries, SyntaxError> {
         self.bump();
         let mut entries = Vec::new();
         self.comma_separated('}', "a map", |p| {

@@ -120,7 +120,7 @@ mod tests {
     #[test]
     fn placeholders_precision_and_escapes() {
         assert_eq!(fmt("x={a}", Value::Int(3)).unwrap(), "x=3");
-        assert_eq!(fmt("{a:.2}", Value::Float(3.14159)).unwrap(), "3.14");
+        assert_eq!(fmt("{a:.2}", Value::Float(1.23456)).unwrap(), "1.23");
         assert_eq!(fmt("{{a}} {a}", Value::from("s")).unwrap(), "{a} s");
         assert!(fmt("{b}", Value::Int(1))
             .unwrap_err()
