@@ -1,5 +1,6 @@
 //! weft's built-in node types.
 
+pub mod sampling;
 pub mod utility;
 
 use weft_core::Registry;

@@ -1,0 +1,13 @@
+//! Sampling: noise, models' noise parameterisations, denoisers and samplers.
+//! Diffusion and flow matching are handled as one family of Gaussian paths.
+
+pub mod exact;
+pub mod model;
+pub mod noise;
+pub mod samplers;
+
+pub use model::{Conditioning, Model, ModelSampling, Network, NoiseLevels, Path, Prediction};
+pub use noise::{seeded_noise, Gaussian, NoiseSource, SeededSteps};
+pub use samplers::{
+    sampler_by_name, sampler_names, AncestralStep, Denoiser, SampleContext, Sampler, SamplerOptions,
+};

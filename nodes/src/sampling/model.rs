@@ -1,0 +1,411 @@
+//! Models behind one abstraction: how a network's output and timestep relate
+//! to the noise level σ, for every parameterisation and both path families.
+//!
+//! Noise levels use k-diffusion's σ. Diffusion (VP or VE) is written as
+//! `x = x0 + σ·ε` (a VP sample is this divided by `sqrt(σ²+1)`); flow matching
+//! uses the linear path `x = (1−σ)·x0 + σ·ε`, σ ∈ [0, 1]. Either way the
+//! probability-flow ODE is `dx/dσ = (x − D(x, σ)) / σ`, with `D` the
+//! denoised estimate, so every sampler works on both.
+
+use std::sync::Arc;
+
+use candle_core::{Result, Tensor};
+use weft_core::{LatentSpace, Object};
+
+/// The Gaussian path a model was trained on: `x_σ = α(σ)·x0 + σ·ε`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// α = 1 (variance-exploding form; VP models are converted into it).
+    Diffusion,
+    /// α = 1 − σ (rectified flow / flow matching).
+    Flow,
+}
+
+impl Path {
+    pub fn alpha(self, sigma: f64) -> f64 {
+        match self {
+            Path::Diffusion => 1.0,
+            Path::Flow => 1.0 - sigma,
+        }
+    }
+
+    /// `x_σ = α·latent + σ·noise`: how a clean latent is noised to level σ.
+    pub fn noise(self, sigma: f64, noise: &Tensor, latent: &Tensor) -> Result<Tensor> {
+        latent.affine(self.alpha(sigma), 0.0)? + noise.affine(sigma, 0.0)?
+    }
+
+    /// Half log signal-to-noise ratio λ = ln(α/σ), the time variable of
+    /// DPM-Solver; +∞ at σ = 0, −∞ where α = 0.
+    pub fn lambda(self, sigma: f64) -> f64 {
+        (self.alpha(sigma) / sigma).ln()
+    }
+}
+
+/// What the network predicts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prediction {
+    /// ε, the noise (DDPM, SD 1.x).
+    Epsilon,
+    /// v = α·ε − σ_vp·x0 (SD 2.x 768-v).
+    V,
+    /// x0 itself.
+    Sample,
+    /// Flow velocity ε − x0 (SD3, Flux, weft's MNIST flow model).
+    Velocity,
+}
+
+impl Prediction {
+    pub fn parse(name: &str) -> Option<Prediction> {
+        Some(match name {
+            "epsilon" | "eps" => Prediction::Epsilon,
+            "v_prediction" | "v" => Prediction::V,
+            "sample" | "x0" => Prediction::Sample,
+            "flow" | "velocity" => Prediction::Velocity,
+            _ => return None,
+        })
+    }
+}
+
+/// How σ maps to the network's timestep input.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NoiseLevels {
+    /// A discrete-time diffusion model: `sigmas[t] = sqrt((1−ᾱ_t)/ᾱ_t)`, t = 0..N.
+    Discrete { sigmas: Vec<f64> },
+    /// A flow model: timestep = σ·multiplier (1000 for SD3, 1 for Flux).
+    Flow { multiplier: f64 },
+}
+
+/// A model's noise parameterisation: everything a sampler needs besides the network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSampling {
+    pub prediction: Prediction,
+    pub levels: NoiseLevels,
+}
+
+impl ModelSampling {
+    /// From a training schedule's ᾱ_t.
+    pub fn discrete(alphas_cumprod: &[f64], prediction: Prediction) -> Self {
+        let sigmas = alphas_cumprod
+            .iter()
+            .map(|a| ((1.0 - a) / a).sqrt())
+            .collect();
+        ModelSampling {
+            prediction,
+            levels: NoiseLevels::Discrete { sigmas },
+        }
+    }
+
+    pub fn flow(multiplier: f64) -> Self {
+        ModelSampling {
+            prediction: Prediction::Velocity,
+            levels: NoiseLevels::Flow { multiplier },
+        }
+    }
+
+    pub fn path(&self) -> Path {
+        match self.levels {
+            NoiseLevels::Discrete { .. } => Path::Diffusion,
+            NoiseLevels::Flow { .. } => Path::Flow,
+        }
+    }
+
+    pub fn sigma_min(&self) -> f64 {
+        match &self.levels {
+            NoiseLevels::Discrete { sigmas } => sigmas[0],
+            NoiseLevels::Flow { .. } => 0.0,
+        }
+    }
+
+    pub fn sigma_max(&self) -> f64 {
+        match &self.levels {
+            NoiseLevels::Discrete { sigmas } => *sigmas.last().expect("non-empty schedule"),
+            NoiseLevels::Flow { .. } => 1.0,
+        }
+    }
+
+    /// The network's timestep for σ (k-diffusion's log-σ interpolation for
+    /// discrete models).
+    pub fn timestep(&self, sigma: f64) -> f64 {
+        match &self.levels {
+            NoiseLevels::Flow { multiplier } => sigma * multiplier,
+            NoiseLevels::Discrete { sigmas } => {
+                let log_sigma = sigma.max(1e-10).ln();
+                let n = sigmas.len();
+                if n < 2 || log_sigma <= sigmas[0].ln() {
+                    return 0.0;
+                }
+                if log_sigma >= sigmas[n - 1].ln() {
+                    return (n - 1) as f64;
+                }
+                let hi = sigmas.partition_point(|s| s.ln() < log_sigma);
+                let (l, h) = (sigmas[hi - 1].ln(), sigmas[hi].ln());
+                (hi - 1) as f64 + (log_sigma - l) / (h - l)
+            }
+        }
+    }
+
+    /// σ at a (possibly fractional) timestep; the inverse of [`Self::timestep`].
+    pub fn sigma_at(&self, t: f64) -> f64 {
+        match &self.levels {
+            NoiseLevels::Flow { multiplier } => t / multiplier,
+            NoiseLevels::Discrete { sigmas } => {
+                let t = t.clamp(0.0, (sigmas.len() - 1) as f64);
+                let lo = t.floor() as usize;
+                let hi = (lo + 1).min(sigmas.len() - 1);
+                let w = t - lo as f64;
+                ((1.0 - w) * sigmas[lo].ln() + w * sigmas[hi].ln()).exp()
+            }
+        }
+    }
+
+    /// The factor applied to x before the network (1/sqrt(σ²+1) for diffusion).
+    pub fn input_scale(&self, sigma: f64) -> f64 {
+        match self.path() {
+            Path::Diffusion => 1.0 / (sigma * sigma + 1.0).sqrt(),
+            Path::Flow => 1.0,
+        }
+    }
+
+    /// D(x, σ): the clean estimate implied by the network's output.
+    pub fn denoised(&self, sigma: f64, x: &Tensor, out: &Tensor) -> Result<Tensor> {
+        match self.prediction {
+            Prediction::Epsilon | Prediction::Velocity => x - out.affine(sigma, 0.0)?,
+            Prediction::Sample => Ok(out.clone()),
+            Prediction::V => {
+                let s2 = sigma * sigma + 1.0;
+                x.affine(1.0 / s2, 0.0)? - out.affine(sigma / s2.sqrt(), 0.0)?
+            }
+        }
+    }
+
+    /// The inverse of [`Self::denoised`]: the network output that would give `d`.
+    /// Guidance rules that work in the model's own prediction space use it.
+    pub fn prediction_from_denoised(&self, sigma: f64, x: &Tensor, d: &Tensor) -> Result<Tensor> {
+        match self.prediction {
+            Prediction::Epsilon | Prediction::Velocity => (x - d)?.affine(1.0 / sigma, 0.0),
+            Prediction::Sample => Ok(d.clone()),
+            Prediction::V => {
+                let s2 = sigma * sigma + 1.0;
+                (x.affine(1.0 / s2, 0.0)? - d)?.affine(s2.sqrt() / sigma, 0.0)
+            }
+        }
+    }
+}
+
+/// What a network is conditioned on, batched like the latent.
+#[derive(Clone, Debug, Default)]
+pub struct Conditioning {
+    /// Class labels; `None` is the null class ∅ used for unconditional passes.
+    pub labels: Option<Vec<Option<u32>>>,
+    /// Token embeddings `[batch, tokens, dim]` (text encoders).
+    pub context: Option<Tensor>,
+    /// Pooled embeddings `[batch, dim]`.
+    pub pooled: Option<Tensor>,
+}
+
+impl Conditioning {
+    pub fn labels(labels: Vec<Option<u32>>) -> Self {
+        Conditioning {
+            labels: Some(labels),
+            ..Default::default()
+        }
+    }
+
+    /// This conditioning for a batch of `n` (a batch of 1 is broadcast).
+    pub fn for_batch(&self, n: usize) -> Result<Conditioning> {
+        let repeat_tensor = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
+            match t {
+                Some(t) if t.dim(0)? == 1 && n != 1 => {
+                    let mut dims = vec![n];
+                    dims.extend(&t.dims()[1..]);
+                    Ok(Some(t.broadcast_as(dims)?.contiguous()?))
+                }
+                other => Ok(other.clone()),
+            }
+        };
+        let labels = self.labels.as_ref().map(|l| {
+            if l.len() == 1 && n != 1 {
+                vec![l[0]; n]
+            } else {
+                l.clone()
+            }
+        });
+        Ok(Conditioning {
+            labels,
+            context: repeat_tensor(&self.context)?,
+            pooled: repeat_tensor(&self.pooled)?,
+        })
+    }
+
+    /// Stacks two conditionings of the same kind along the batch, so a
+    /// conditional and an unconditional pass run as one forward.
+    pub fn concat(&self, other: &Conditioning) -> Result<Conditioning> {
+        let cat = |a: &Option<Tensor>, b: &Option<Tensor>| -> Result<Option<Tensor>> {
+            match (a, b) {
+                (Some(a), Some(b)) => Ok(Some(Tensor::cat(&[a, b], 0)?)),
+                (None, None) => Ok(None),
+                _ => Err(candle_core::Error::Msg(
+                    "cannot batch conditionings of different kinds".into(),
+                )),
+            }
+        };
+        let labels = match (&self.labels, &other.labels) {
+            (Some(a), Some(b)) => Some(a.iter().chain(b).copied().collect()),
+            (None, None) => None,
+            _ => {
+                return Err(candle_core::Error::Msg(
+                    "cannot batch labelled with unlabelled conditioning".into(),
+                ))
+            }
+        };
+        Ok(Conditioning {
+            labels,
+            context: cat(&self.context, &other.context)?,
+            pooled: cat(&self.pooled, &other.pooled)?,
+        })
+    }
+}
+
+impl Object for Conditioning {
+    fn size_bytes(&self) -> usize {
+        let t = |t: &Option<Tensor>| {
+            t.as_ref()
+                .map_or(0, |t| t.elem_count() * t.dtype().size_in_bytes())
+        };
+        t(&self.context) + t(&self.pooled) + self.labels.as_ref().map_or(0, |l| l.len() * 8)
+    }
+}
+
+/// A denoising network: the part of a model that differs between checkpoints.
+pub trait Network: Send + Sync + std::fmt::Debug {
+    /// One batched forward: `x` already multiplied by the input scale,
+    /// `timesteps` one per batch item.
+    fn forward(&self, x: &Tensor, timesteps: &Tensor, cond: &Conditioning) -> Result<Tensor>;
+
+    /// Bytes of weights, for the cache budget.
+    fn size_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// A MODEL value: a network plus its noise parameterisation.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub network: Arc<dyn Network>,
+    pub sampling: ModelSampling,
+    pub latent_space: LatentSpace,
+}
+
+impl Object for Model {
+    fn size_bytes(&self) -> usize {
+        self.network.size_bytes()
+    }
+}
+
+impl Model {
+    /// The raw network output at noise level σ for conditioning `cond`.
+    pub fn predict(&self, x: &Tensor, sigma: f64, cond: &Conditioning) -> Result<Tensor> {
+        let batch = x.dim(0)?;
+        let t = self.sampling.timestep(sigma);
+        let timesteps = Tensor::full(t as f32, batch, x.device())?;
+        let x_in = x.affine(self.sampling.input_scale(sigma), 0.0)?;
+        self.network
+            .forward(&x_in, &timesteps, &cond.for_batch(batch)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn t(v: &[f32]) -> Tensor {
+        Tensor::new(v, &Device::Cpu).unwrap()
+    }
+
+    fn vals(t: &Tensor) -> Vec<f32> {
+        t.to_vec1().unwrap()
+    }
+
+    /// For each parameterisation, build the exact network output from known
+    /// (x0, ε) on its own path and check D recovers x0, and the inverse.
+    #[test]
+    fn every_parameterisation_recovers_x0_in_closed_form() {
+        let x0 = [0.3f32, -1.2, 0.7];
+        let eps = [1.1f32, 0.4, -0.9];
+        for sigma in [0.05f64, 0.7, 3.0, 14.6] {
+            let vp_alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+            let vp_sigma = sigma * vp_alpha;
+            let cases = [
+                (Prediction::Epsilon, eps.to_vec()),
+                (Prediction::Sample, x0.to_vec()),
+                // v = α·ε − σ·x0 in VP coordinates.
+                (
+                    Prediction::V,
+                    x0.iter()
+                        .zip(&eps)
+                        .map(|(x, e)| (vp_alpha * *e as f64 - vp_sigma * *x as f64) as f32)
+                        .collect(),
+                ),
+            ];
+            let x: Vec<f32> = x0
+                .iter()
+                .zip(&eps)
+                .map(|(x, e)| (*x as f64 + sigma * *e as f64) as f32)
+                .collect();
+            for (prediction, out) in cases {
+                let ms = ModelSampling::discrete(&[0.99, 0.5, 0.01], prediction);
+                let d = ms.denoised(sigma, &t(&x), &t(&out)).unwrap();
+                for (got, want) in vals(&d).iter().zip(&x0) {
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "{prediction:?} σ={sigma}: {got} vs {want}"
+                    );
+                }
+                let back = ms.prediction_from_denoised(sigma, &t(&x), &d).unwrap();
+                for (got, want) in vals(&back).iter().zip(&out) {
+                    assert!(
+                        (got - want).abs() < 1e-4,
+                        "{prediction:?} inverse σ={sigma}"
+                    );
+                }
+            }
+        }
+        // Flow: x = (1−σ)·x0 + σ·ε, velocity ε − x0.
+        let ms = ModelSampling::flow(1000.0);
+        for sigma in [0.1f64, 0.5, 0.95] {
+            let x: Vec<f32> = x0
+                .iter()
+                .zip(&eps)
+                .map(|(x, e)| ((1.0 - sigma) * *x as f64 + sigma * *e as f64) as f32)
+                .collect();
+            let v: Vec<f32> = x0.iter().zip(&eps).map(|(x, e)| e - x).collect();
+            let d = ms.denoised(sigma, &t(&x), &t(&v)).unwrap();
+            for (got, want) in vals(&d).iter().zip(&x0) {
+                assert!((got - want).abs() < 1e-5, "flow σ={sigma}");
+            }
+            assert_eq!(ms.timestep(sigma), sigma * 1000.0);
+        }
+    }
+
+    #[test]
+    fn discrete_timesteps_invert_sigmas() {
+        let ac: Vec<f64> = (0..1000).map(|i| 1.0 - (i as f64 + 1.0) / 1001.0).collect();
+        let ms = ModelSampling::discrete(&ac, Prediction::Epsilon);
+        for t in [0.0, 1.0, 10.5, 500.25, 998.0, 999.0] {
+            let s = ms.sigma_at(t);
+            assert!((ms.timestep(s) - t).abs() < 1e-9, "t={t}");
+        }
+        assert_eq!(ms.timestep(1e-6), 0.0);
+        assert_eq!(ms.timestep(1e6), 999.0);
+    }
+
+    #[test]
+    fn paths_and_lambda() {
+        assert_eq!(Path::Flow.alpha(0.25), 0.75);
+        assert_eq!(Path::Diffusion.alpha(5.0), 1.0);
+        assert!((Path::Flow.lambda(0.5) - 0.0).abs() < 1e-12);
+        assert_eq!(Path::Flow.lambda(1.0), f64::NEG_INFINITY);
+        assert_eq!(Path::Diffusion.lambda(0.0), f64::INFINITY);
+    }
+}
