@@ -5,6 +5,7 @@ pub mod exact;
 pub mod model;
 pub mod noise;
 pub mod samplers;
+pub mod schedule;
 
 pub use model::{Conditioning, Model, ModelSampling, Network, NoiseLevels, Path, Prediction};
 pub use noise::{seeded_noise, Gaussian, NoiseSource, SeededSteps};

@@ -1,0 +1,1 @@
+//! Noise schedules: training β schedules and the σ schedules samplers walk.
