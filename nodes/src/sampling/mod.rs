@@ -2,6 +2,7 @@
 //! Diffusion and flow matching are handled as one family of Gaussian paths.
 
 pub mod exact;
+pub mod guidance;
 pub mod model;
 pub mod noise;
 pub mod samplers;

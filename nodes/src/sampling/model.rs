@@ -294,6 +294,8 @@ pub struct Model {
     pub network: Arc<dyn Network>,
     pub sampling: ModelSampling,
     pub latent_space: LatentSpace,
+    /// Channels the network expects, when fixed; samplers check latents against it.
+    pub latent_channels: Option<usize>,
 }
 
 impl Object for Model {

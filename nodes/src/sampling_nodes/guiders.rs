@@ -1,0 +1,92 @@
+use std::sync::Arc;
+
+use weft_core::{InputSpec, Inputs, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
+
+use super::handles::{handle, value, GuiderHandle};
+use crate::sampling::guidance::{Cfg, CfgConvention, Unguided};
+use crate::sampling::{Conditioning, Model};
+
+fn model(inputs: &Inputs) -> Result<Arc<Model>, NodeError> {
+    Ok(Arc::new(handle::<Model>(inputs, "model", ValueType::Model)?.clone()))
+}
+
+fn conditioning(inputs: &Inputs, name: &str) -> Result<Conditioning, NodeError> {
+    Ok(handle::<Conditioning>(inputs, name, ValueType::Conditioning)?.clone())
+}
+
+/// Classifier-free guidance, with rescale, norm rescale and a σ interval.
+pub struct CfgGuider(NodeSchema);
+
+impl CfgGuider {
+    pub fn new() -> Self {
+        CfgGuider(
+            NodeSchema::new("CFGGuider", "sampling/guiders", "Classifier-free guidance in one batched forward (the unconditional pass is skipped when guidance is off). `convention` picks how cfg is read: interpolate (1−w)·u(∅)+w·u(y), w = 1 is unguided; extrapolate (1+w)·ε(y)−w·ε(∅), w = 0 is unguided.")
+                .input(InputSpec::of("model", ValueType::Model).doc("The model."))
+                .input(InputSpec::of("positive", ValueType::Conditioning).doc("What to generate."))
+                .input(InputSpec::of("negative", ValueType::Conditioning).doc("What to steer away from (∅ for plain CFG)."))
+                .input(InputSpec::float("cfg").default(7.5).range(-100.0, 100.0).step(0.1).doc("Guidance weight w."))
+                .input(InputSpec::choice("convention", &CfgConvention::NAMES).doc("How `cfg` is read."))
+                .input(InputSpec::float("guidance_rescale").default(0.0).range(0.0, 1.0).doc("φ: blend towards the prediction rescaled to the conditional's std (Lin et al.)."))
+                .input(InputSpec::bool("norm_rescale").default(false).doc("Scale the guided prediction to the conditional prediction's norm."))
+                .input(InputSpec::float("sigma_low").default(0.0).min(0.0).doc("Guide only at σ ≥ this."))
+                .input(InputSpec::float("sigma_high").default(1e9).min(0.0).doc("Guide only at σ ≤ this."))
+                .output("GUIDER", ValueType::Guider, "The guided denoiser."),
+        )
+    }
+}
+
+impl Node for CfgGuider {
+    fn schema(&self) -> &NodeSchema {
+        &self.0
+    }
+
+    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
+        let i = ctx.inputs;
+        let w = i.float("cfg")?;
+        if !w.is_finite() {
+            return Err(NodeError::input("cfg", "guidance weight must be finite"));
+        }
+        let convention = CfgConvention::parse(i.str("convention")?).ok_or_else(|| NodeError::input("convention", "unknown convention"))?;
+        let (low, high) = (i.float("sigma_low")?, i.float("sigma_high")?);
+        if low > high {
+            return Err(NodeError::input("sigma_low", format!("sigma_low {low} is above sigma_high {high}")));
+        }
+        let model = model(i)?;
+        let cfg = Cfg {
+            model: model.clone(),
+            positive: conditioning(i, "positive")?,
+            negative: conditioning(i, "negative")?,
+            scale: convention.scale(w),
+            rescale: i.float("guidance_rescale")?,
+            norm_rescale: i.bool("norm_rescale")?,
+            interval: (low > 0.0 || high < 1e9).then_some((low, high)),
+        };
+        Ok(vec![value(ValueType::Guider, GuiderHandle { name: format!("CFG(w={w})"), denoiser: Arc::new(cfg), model: Some(model) })])
+    }
+}
+
+/// The model under one conditioning, unguided.
+pub struct BasicGuider(NodeSchema);
+
+impl BasicGuider {
+    pub fn new() -> Self {
+        BasicGuider(
+            NodeSchema::new("BasicGuider", "sampling/guiders", "No guidance: the model under one conditioning (one forward per step).")
+                .input(InputSpec::of("model", ValueType::Model).doc("The model."))
+                .input(InputSpec::of("conditioning", ValueType::Conditioning).doc("The conditioning."))
+                .output("GUIDER", ValueType::Guider, "The denoiser."),
+        )
+    }
+}
+
+impl Node for BasicGuider {
+    fn schema(&self) -> &NodeSchema {
+        &self.0
+    }
+
+    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
+        let model = model(ctx.inputs)?;
+        let guider = Unguided { model: model.clone(), conditioning: conditioning(ctx.inputs, "conditioning")? };
+        Ok(vec![value(ValueType::Guider, GuiderHandle { name: "unguided".into(), denoiser: Arc::new(guider), model: Some(model) })])
+    }
+}

@@ -1,0 +1,29 @@
+//! Sampling as nodes, split the way ComfyUI users know: NOISE, GUIDER,
+//! SAMPLER and SIGMAS values meet in `SamplerCustomAdvanced`; `KSampler`
+//! does the common case in one node.
+
+mod conditioning;
+mod guiders;
+mod handles;
+mod latent;
+mod models;
+mod noise;
+mod run;
+mod samplers;
+
+pub use handles::{GuiderHandle, NoiseHandle, SamplerHandle};
+
+use weft_core::Registry;
+
+pub fn register(registry: &mut Registry) -> Result<(), String> {
+    registry.register(noise::RandomNoise::new())?;
+    registry.register(noise::DisableNoise::new())?;
+    registry.register(latent::EmptyLatent::new())?;
+    registry.register(conditioning::ClassLabel::new())?;
+    registry.register(models::ExactGaussianModel::new())?;
+    registry.register(samplers::KSamplerSelect::new())?;
+    registry.register(guiders::CfgGuider::new())?;
+    registry.register(guiders::BasicGuider::new())?;
+    registry.register(run::SamplerCustomAdvanced::new())?;
+    Ok(())
+}
