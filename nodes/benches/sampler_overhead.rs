@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Result, Tensor};
-use weft_nodes::sampling::{sampler_by_name, sampler_names, Denoiser, Path, SampleContext, SamplerOptions, SeededSteps};
+use weft_nodes::sampling::{
+    sampler_by_name, sampler_names, Denoiser, Path, SampleContext, SamplerOptions, SeededSteps,
+};
 
 const STEPS: usize = 20;
 const REPEATS: usize = 7;
@@ -67,19 +69,35 @@ fn main() -> Result<()> {
             })
             .collect(),
     );
-    println!("tiny model step (batch 2, 4×64×64): {:.2} ms (median of {REPEATS})\n", model_step.as_secs_f64() * 1e3);
-    println!("{:<22} {:>16} {:>14}", "sampler", "overhead/step", "of model step");
+    println!(
+        "tiny model step (batch 2, 4×64×64): {:.2} ms (median of {REPEATS})\n",
+        model_step.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<22} {:>16} {:>14}",
+        "sampler", "overhead/step", "of model step"
+    );
 
     let denoiser = Free(x.affine(0.5, 0.0)?.to_dtype(DType::F32)?);
-    let sigmas: Vec<f64> = (0..=STEPS).map(|i| 14.6 * (1.0 - i as f64 / STEPS as f64).powi(3)).collect();
+    let sigmas: Vec<f64> = (0..=STEPS)
+        .map(|i| 14.6 * (1.0 - i as f64 / STEPS as f64).powi(3))
+        .collect();
     for name in sampler_names() {
-        let sampler = sampler_by_name(name, SamplerOptions::default()).expect("listed samplers exist");
+        let sampler =
+            sampler_by_name(name, SamplerOptions::default()).expect("listed samplers exist");
         let run = || {
             let mut noise = SeededSteps::new(0);
             let mut progress = |_: usize, _: usize| Ok(());
-            let mut ctx = SampleContext { noise: &mut noise, progress: &mut progress };
+            let mut ctx = SampleContext {
+                noise: &mut noise,
+                progress: &mut progress,
+            };
             let t = Instant::now();
-            std::hint::black_box(sampler.sample(&denoiser, x.clone(), &sigmas, &mut ctx).unwrap());
+            std::hint::black_box(
+                sampler
+                    .sample(&denoiser, x.clone(), &sigmas, &mut ctx)
+                    .unwrap(),
+            );
             t.elapsed()
         };
         run();

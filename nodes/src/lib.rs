@@ -1,6 +1,7 @@
 //! weft's built-in node types.
 
 pub mod sampling;
+pub mod sampling_nodes;
 pub mod utility;
 
 use weft_core::Registry;
@@ -8,6 +9,7 @@ use weft_core::Registry;
 /// Registers every built-in node type.
 pub fn register_builtins(registry: &mut Registry) {
     utility::register(registry).expect("built-in schemas are valid and unique");
+    sampling_nodes::register(registry).expect("built-in schemas are valid and unique");
 }
 
 /// A registry holding just the built-ins.

@@ -65,7 +65,10 @@ pub struct Cfg {
 
 impl Cfg {
     fn active(&self, sigma: f64) -> bool {
-        self.scale != 1.0 && self.interval.is_none_or(|(lo, hi)| sigma >= lo && sigma <= hi)
+        self.scale != 1.0
+            && self
+                .interval
+                .is_none_or(|(lo, hi)| sigma >= lo && sigma <= hi)
     }
 }
 
@@ -78,7 +81,10 @@ fn per_item(t: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<Tensor>
 fn std_per_item(t: &Tensor) -> Result<Tensor> {
     per_item(t, |flat| {
         let mean = flat.mean_keepdim(D::Minus1)?;
-        flat.broadcast_sub(&mean)?.sqr()?.mean_keepdim(D::Minus1)?.sqrt()
+        flat.broadcast_sub(&mean)?
+            .sqr()?
+            .mean_keepdim(D::Minus1)?
+            .sqrt()
     })
 }
 
@@ -89,7 +95,9 @@ fn norm_per_item(t: &Tensor) -> Result<Tensor> {
 /// `t` multiplied per batch item by `factor` (shape `[batch, 1]`).
 fn scale_items(t: &Tensor, factor: &Tensor) -> Result<Tensor> {
     let batch = t.dim(0)?;
-    t.reshape((batch, ()))?.broadcast_mul(factor)?.reshape(t.dims())
+    t.reshape((batch, ()))?
+        .broadcast_mul(factor)?
+        .reshape(t.dims())
 }
 
 impl Denoiser for Cfg {
@@ -102,17 +110,23 @@ impl Denoiser for Cfg {
         }
         // One batched forward for the conditional and unconditional passes.
         let both = Tensor::cat(&[x, x], 0)?;
-        let cond = self.positive.for_batch(batch)?.concat(&self.negative.for_batch(batch)?)?;
+        let cond = self
+            .positive
+            .for_batch(batch)?
+            .concat(&self.negative.for_batch(batch)?)?;
         let out = self.model.predict(&both, sigma, &cond)?;
         let (pos, neg) = (out.narrow(0, 0, batch)?, out.narrow(0, batch, batch)?);
         let mut guided = (&neg + (&pos - &neg)?.affine(self.scale, 0.0)?)?;
         if self.rescale > 0.0 {
-            let ratio = std_per_item(&pos)?.broadcast_div(&std_per_item(&guided)?.clamp(1e-12, f64::MAX)?)?;
+            let ratio = std_per_item(&pos)?
+                .broadcast_div(&std_per_item(&guided)?.clamp(1e-12, f64::MAX)?)?;
             let rescaled = scale_items(&guided, &ratio)?;
-            guided = (rescaled.affine(self.rescale, 0.0)? + guided.affine(1.0 - self.rescale, 0.0)?)?;
+            guided =
+                (rescaled.affine(self.rescale, 0.0)? + guided.affine(1.0 - self.rescale, 0.0)?)?;
         }
         if self.norm_rescale {
-            let ratio = norm_per_item(&pos)?.broadcast_div(&norm_per_item(&guided)?.clamp(1e-12, f64::MAX)?)?;
+            let ratio = norm_per_item(&pos)?
+                .broadcast_div(&norm_per_item(&guided)?.clamp(1e-12, f64::MAX)?)?;
             guided = scale_items(&guided, &ratio)?;
         }
         sampling.denoised(sigma, x, &guided)
@@ -150,9 +164,16 @@ mod tests {
     use weft_core::LatentSpace;
 
     fn model(sampling: ModelSampling) -> Arc<Model> {
-        let data = GaussianMixture { weights: vec![1.0, 1.0], means: vec![-2.0, 2.0], stds: vec![0.5, 0.5] };
+        let data = GaussianMixture {
+            weights: vec![1.0, 1.0],
+            means: vec![-2.0, 2.0],
+            stds: vec![0.5, 0.5],
+        };
         Arc::new(Model {
-            network: Arc::new(ExactNetwork { data, sampling: sampling.clone() }),
+            network: Arc::new(ExactNetwork {
+                data,
+                sampling: sampling.clone(),
+            }),
             sampling,
             latent_space: LatentSpace::pixels(),
             latent_channels: None,
@@ -179,30 +200,47 @@ mod tests {
     fn conventions_map_onto_one_scale() {
         assert_eq!(CfgConvention::Interpolate.scale(1.0), 1.0);
         assert_eq!(CfgConvention::Extrapolate.scale(0.0), 1.0);
-        assert_eq!(CfgConvention::Extrapolate.scale(6.5), CfgConvention::Interpolate.scale(7.5));
+        assert_eq!(
+            CfgConvention::Extrapolate.scale(6.5),
+            CfgConvention::Interpolate.scale(7.5)
+        );
     }
 
     /// Guidance extrapolates the exact conditional and unconditional
     /// denoisers, for every parameterisation: D = D∅ + s·(Dy − D∅).
     #[test]
     fn guided_estimate_is_the_closed_form_combination() {
-        let ac: Vec<f64> = (0..1000).map(|i| (1.0 - 0.00085 - i as f64 * 1e-5f64).powi(i as i32 + 1)).collect();
+        let betas =
+            crate::sampling::schedule::betas("scaled_linear", 1000, 0.00085, 0.012).unwrap();
+        let ac = crate::sampling::schedule::alphas_cumprod(&betas);
         let x = Tensor::new(&[[0.3f32, -1.0, 2.5]], &Device::Cpu).unwrap();
         for sampling in [
             ModelSampling::discrete(&ac, crate::sampling::Prediction::Epsilon),
             ModelSampling::discrete(&ac, crate::sampling::Prediction::V),
             ModelSampling::flow(1000.0),
         ] {
-            let sigma = if sampling.path() == Path::Flow { 0.6 } else { 1.3 };
+            let sigma = if sampling.path() == Path::Flow {
+                0.6
+            } else {
+                1.3
+            };
             let m = model(sampling);
-            let data = GaussianMixture { weights: vec![1.0, 1.0], means: vec![-2.0, 2.0], stds: vec![0.5, 0.5] };
+            let data = GaussianMixture {
+                weights: vec![1.0, 1.0],
+                means: vec![-2.0, 2.0],
+                stds: vec![0.5, 0.5],
+            };
             let path = m.sampling.path();
             let d = vals(&cfg(m, 4.0).denoise(&x, sigma).unwrap());
             for (i, xv) in [0.3f64, -1.0, 2.5].iter().enumerate() {
                 let dy = data.posterior_mean(*xv, sigma, path, Some(1));
                 let du = data.posterior_mean(*xv, sigma, path, None);
                 let want = du + 4.0 * (dy - du);
-                assert!((d[i] as f64 - want).abs() < 2e-3, "{path:?}: {} vs {want}", d[i]);
+                assert!(
+                    (d[i] as f64 - want).abs() < 2e-3,
+                    "{path:?}: {} vs {want}",
+                    d[i]
+                );
             }
         }
     }
@@ -212,21 +250,43 @@ mod tests {
         let m = model(ModelSampling::flow(1000.0));
         let x = Tensor::new(&[[0.3f32, -1.0, 2.5, 0.1]], &Device::Cpu).unwrap();
         let plain = cfg(m.clone(), 5.0);
-        let cond_only = Unguided { model: m.clone(), conditioning: Conditioning::labels(vec![Some(1)]) };
+        let cond_only = Unguided {
+            model: m.clone(),
+            conditioning: Conditioning::labels(vec![Some(1)]),
+        };
         // Outside the interval the result is exactly the conditional one.
-        let outside = Cfg { interval: Some((0.0, 0.5)), ..plain.clone() };
-        assert_eq!(vals(&outside.denoise(&x, 0.8).unwrap()), vals(&cond_only.denoise(&x, 0.8).unwrap()));
-        assert_ne!(vals(&outside.denoise(&x, 0.4).unwrap()), vals(&cond_only.denoise(&x, 0.4).unwrap()));
+        let outside = Cfg {
+            interval: Some((0.0, 0.5)),
+            ..plain.clone()
+        };
+        assert_eq!(
+            vals(&outside.denoise(&x, 0.8).unwrap()),
+            vals(&cond_only.denoise(&x, 0.8).unwrap())
+        );
+        assert_ne!(
+            vals(&outside.denoise(&x, 0.4).unwrap()),
+            vals(&cond_only.denoise(&x, 0.4).unwrap())
+        );
         // Full rescale gives a prediction with the conditional's std.
         let sigma = 0.7;
-        let rescaled = Cfg { rescale: 1.0, ..plain.clone() }.denoise(&x, sigma).unwrap();
+        let rescaled = Cfg {
+            rescale: 1.0,
+            ..plain.clone()
+        }
+        .denoise(&x, sigma)
+        .unwrap();
         let pred = |d: &Tensor| m.sampling.prediction_from_denoised(sigma, &x, d).unwrap();
         let std = |t: &Tensor| vals(&std_per_item(t).unwrap())[0];
         let cond_pred = pred(&cond_only.denoise(&x, sigma).unwrap());
         assert!((std(&pred(&rescaled)) - std(&cond_pred)).abs() < 1e-4);
         assert!((std(&pred(&plain.denoise(&x, sigma).unwrap())) - std(&cond_pred)).abs() > 1e-2);
         // Norm rescale matches the conditional prediction's norm.
-        let normed = Cfg { norm_rescale: true, ..plain }.denoise(&x, sigma).unwrap();
+        let normed = Cfg {
+            norm_rescale: true,
+            ..plain
+        }
+        .denoise(&x, sigma)
+        .unwrap();
         let norm = |t: &Tensor| vals(&norm_per_item(t).unwrap())[0];
         assert!((norm(&pred(&normed)) - norm(&cond_pred)).abs() < 1e-4);
     }

@@ -28,7 +28,7 @@ impl Gaussian {
         ((self.rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
     }
 
-    pub fn next(&mut self) -> f64 {
+    pub fn draw(&mut self) -> f64 {
         if let Some(z) = self.spare.take() {
             return z;
         }
@@ -40,7 +40,7 @@ impl Gaussian {
     }
 
     pub fn fill(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.next() as f32).collect()
+        (0..n).map(|_| self.draw() as f32).collect()
     }
 }
 
@@ -105,7 +105,7 @@ mod tests {
     fn standard_normal_moments() {
         let mut g = Gaussian::new(7, 0);
         let n = 200_000;
-        let xs: Vec<f64> = (0..n).map(|_| g.next()).collect();
+        let xs: Vec<f64> = (0..n).map(|_| g.draw()).collect();
         let mean = xs.iter().sum::<f64>() / n as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
         let kurt = xs.iter().map(|x| (x - mean).powi(4)).sum::<f64>() / n as f64 / var.powi(2);

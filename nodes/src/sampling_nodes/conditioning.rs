@@ -33,6 +33,9 @@ impl Node for ClassLabel {
                 }),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(vec![value(ValueType::Conditioning, Conditioning::labels(labels))])
+        Ok(vec![value(
+            ValueType::Conditioning,
+            Conditioning::labels(labels),
+        )])
     }
 }

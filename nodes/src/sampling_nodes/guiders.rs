@@ -7,7 +7,9 @@ use crate::sampling::guidance::{Cfg, CfgConvention, Unguided};
 use crate::sampling::{Conditioning, Model};
 
 fn model(inputs: &Inputs) -> Result<Arc<Model>, NodeError> {
-    Ok(Arc::new(handle::<Model>(inputs, "model", ValueType::Model)?.clone()))
+    Ok(Arc::new(
+        handle::<Model>(inputs, "model", ValueType::Model)?.clone(),
+    ))
 }
 
 fn conditioning(inputs: &Inputs, name: &str) -> Result<Conditioning, NodeError> {
@@ -46,10 +48,14 @@ impl Node for CfgGuider {
         if !w.is_finite() {
             return Err(NodeError::input("cfg", "guidance weight must be finite"));
         }
-        let convention = CfgConvention::parse(i.str("convention")?).ok_or_else(|| NodeError::input("convention", "unknown convention"))?;
+        let convention = CfgConvention::parse(i.str("convention")?)
+            .ok_or_else(|| NodeError::input("convention", "unknown convention"))?;
         let (low, high) = (i.float("sigma_low")?, i.float("sigma_high")?);
         if low > high {
-            return Err(NodeError::input("sigma_low", format!("sigma_low {low} is above sigma_high {high}")));
+            return Err(NodeError::input(
+                "sigma_low",
+                format!("sigma_low {low} is above sigma_high {high}"),
+            ));
         }
         let model = model(i)?;
         let cfg = Cfg {
@@ -61,7 +67,14 @@ impl Node for CfgGuider {
             norm_rescale: i.bool("norm_rescale")?,
             interval: (low > 0.0 || high < 1e9).then_some((low, high)),
         };
-        Ok(vec![value(ValueType::Guider, GuiderHandle { name: format!("CFG(w={w})"), denoiser: Arc::new(cfg), model: Some(model) })])
+        Ok(vec![value(
+            ValueType::Guider,
+            GuiderHandle {
+                name: format!("CFG(w={w})"),
+                denoiser: Arc::new(cfg),
+                model: Some(model),
+            },
+        )])
     }
 }
 
@@ -71,10 +84,14 @@ pub struct BasicGuider(NodeSchema);
 impl BasicGuider {
     pub fn new() -> Self {
         BasicGuider(
-            NodeSchema::new("BasicGuider", "sampling/guiders", "No guidance: the model under one conditioning (one forward per step).")
-                .input(InputSpec::of("model", ValueType::Model).doc("The model."))
-                .input(InputSpec::of("conditioning", ValueType::Conditioning).doc("The conditioning."))
-                .output("GUIDER", ValueType::Guider, "The denoiser."),
+            NodeSchema::new(
+                "BasicGuider",
+                "sampling/guiders",
+                "No guidance: the model under one conditioning (one forward per step).",
+            )
+            .input(InputSpec::of("model", ValueType::Model).doc("The model."))
+            .input(InputSpec::of("conditioning", ValueType::Conditioning).doc("The conditioning."))
+            .output("GUIDER", ValueType::Guider, "The denoiser."),
         )
     }
 }
@@ -86,7 +103,17 @@ impl Node for BasicGuider {
 
     fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
         let model = model(ctx.inputs)?;
-        let guider = Unguided { model: model.clone(), conditioning: conditioning(ctx.inputs, "conditioning")? };
-        Ok(vec![value(ValueType::Guider, GuiderHandle { name: "unguided".into(), denoiser: Arc::new(guider), model: Some(model) })])
+        let guider = Unguided {
+            model: model.clone(),
+            conditioning: conditioning(ctx.inputs, "conditioning")?,
+        };
+        Ok(vec![value(
+            ValueType::Guider,
+            GuiderHandle {
+                name: "unguided".into(),
+                denoiser: Arc::new(guider),
+                model: Some(model),
+            },
+        )])
     }
 }

@@ -42,7 +42,11 @@ pub struct SamplerHandle {
 impl Object for SamplerHandle {}
 
 /// Reads a handle of type `T` from input `name`.
-pub fn handle<'a, T: Object>(inputs: &'a weft_core::Inputs, name: &str, ty: ValueType) -> Result<&'a T, NodeError> {
+pub fn handle<'a, T: Object>(
+    inputs: &'a weft_core::Inputs,
+    name: &str,
+    ty: ValueType,
+) -> Result<&'a T, NodeError> {
     inputs
         .value(name)?
         .downcast::<T>()

@@ -1,7 +1,9 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use weft_core::{InputSpec, Latent, LatentSpace, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
+use weft_core::{
+    InputSpec, Latent, LatentSpace, Node, NodeContext, NodeError, NodeSchema, Value, ValueType,
+};
 
 /// An all-zero latent batch to sample into.
 pub struct EmptyLatent(NodeSchema);
@@ -31,9 +33,17 @@ impl Node for EmptyLatent {
         let down = i.int("downscale")? as usize;
         let (w, h) = (i.int("width")? as usize, i.int("height")? as usize);
         if w % down != 0 || h % down != 0 {
-            return Err(NodeError::input("width", format!("{w}×{h} is not a multiple of downscale {down}")));
+            return Err(NodeError::input(
+                "width",
+                format!("{w}×{h} is not a multiple of downscale {down}"),
+            ));
         }
-        let shape = (i.int("batch_size")? as usize, i.int("channels")? as usize, h / down, w / down);
+        let shape = (
+            i.int("batch_size")? as usize,
+            i.int("channels")? as usize,
+            h / down,
+            w / down,
+        );
         let samples = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
         Ok(vec![Value::Latent(Arc::new(Latent {
             samples,

@@ -5,11 +5,13 @@
 mod conditioning;
 mod guiders;
 mod handles;
+mod ksampler;
 mod latent;
 mod models;
 mod noise;
 mod run;
 mod samplers;
+mod schedules;
 
 pub use handles::{GuiderHandle, NoiseHandle, SamplerHandle};
 
@@ -25,5 +27,12 @@ pub fn register(registry: &mut Registry) -> Result<(), String> {
     registry.register(guiders::CfgGuider::new())?;
     registry.register(guiders::BasicGuider::new())?;
     registry.register(run::SamplerCustomAdvanced::new())?;
+    registry.register(ksampler::KSampler::new())?;
+    registry.register(schedules::BasicScheduler::new())?;
+    registry.register(schedules::KarrasScheduler::new())?;
+    registry.register(schedules::FlowMatchScheduler::new())?;
+    registry.register(schedules::FluxScheduler::new())?;
+    registry.register(schedules::SplitSigmas::new())?;
+    registry.register(schedules::FlipSigmas::new())?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 use std::sync::Arc;
 
-use weft_core::{InputSpec, LatentSpace, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
+use weft_core::{
+    InputSpec, LatentSpace, Node, NodeContext, NodeError, NodeSchema, Value, ValueType,
+};
 
 use super::handles::value;
 use crate::sampling::exact::{ExactNetwork, GaussianMixture};
@@ -49,7 +51,12 @@ impl Node for ExactGaussianModel {
         };
         let k = data.means.len();
         if data.stds.len() != k || data.weights.len() != k {
-            return Err(NodeError::new(format!("means, stds and weights need the same length (got {}, {}, {})", k, data.stds.len(), data.weights.len())));
+            return Err(NodeError::new(format!(
+                "means, stds and weights need the same length (got {}, {}, {})",
+                k,
+                data.stds.len(),
+                data.weights.len()
+            )));
         }
         if data.stds.iter().any(|s| *s <= 0.0) || data.weights.iter().any(|w| *w <= 0.0) {
             return Err(NodeError::new("stds and weights must be positive"));
@@ -57,13 +64,19 @@ impl Node for ExactGaussianModel {
         let sampling = match i.str("parameterization")? {
             "flow" => ModelSampling::flow(1000.0),
             name => {
-                let prediction = Prediction::parse(name).ok_or_else(|| NodeError::input("parameterization", format!("unknown {name:?}")))?;
-                let betas = schedule::betas("scaled_linear", 1000, 0.00085, 0.012).map_err(NodeError::new)?;
+                let prediction = Prediction::parse(name).ok_or_else(|| {
+                    NodeError::input("parameterization", format!("unknown {name:?}"))
+                })?;
+                let betas = schedule::betas("scaled_linear", 1000, 0.00085, 0.012)
+                    .map_err(NodeError::new)?;
                 ModelSampling::discrete(&schedule::alphas_cumprod(&betas), prediction)
             }
         };
         let model = Model {
-            network: Arc::new(ExactNetwork { data, sampling: sampling.clone() }),
+            network: Arc::new(ExactNetwork {
+                data,
+                sampling: sampling.clone(),
+            }),
             sampling,
             latent_space: LatentSpace::pixels(),
             latent_channels: None,

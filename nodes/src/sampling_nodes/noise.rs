@@ -22,7 +22,10 @@ impl Node for RandomNoise {
 
     fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
         let seed = ctx.inputs.int("noise_seed")? as u64;
-        Ok(vec![value(ValueType::Noise, NoiseHandle { seed: Some(seed) })])
+        Ok(vec![value(
+            ValueType::Noise,
+            NoiseHandle { seed: Some(seed) },
+        )])
     }
 }
 
@@ -32,8 +35,12 @@ pub struct DisableNoise(NodeSchema);
 impl DisableNoise {
     pub fn new() -> Self {
         DisableNoise(
-            NodeSchema::new("DisableNoise", "sampling/noise", "No initial noise, for starting from an already-noised latent.")
-                .output("NOISE", ValueType::Noise, "A source that adds nothing."),
+            NodeSchema::new(
+                "DisableNoise",
+                "sampling/noise",
+                "No initial noise, for starting from an already-noised latent.",
+            )
+            .output("NOISE", ValueType::Noise, "A source that adds nothing."),
         )
     }
 }

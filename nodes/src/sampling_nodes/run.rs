@@ -10,13 +10,24 @@ use crate::sampling::{seeded_noise, Denoiser, Path, SampleContext, SeededSteps};
 pub fn check_sigmas(sigmas: &[f64]) -> Result<(), NodeError> {
     let fail = |m: String| Err(NodeError::input("sigmas", m));
     if sigmas.len() < 2 {
-        return fail(format!("needs at least one step (two sigmas), got {}", sigmas.len()));
+        return fail(format!(
+            "needs at least one step (two sigmas), got {}",
+            sigmas.len()
+        ));
     }
     if let Some(i) = sigmas.iter().position(|s| !s.is_finite() || *s < 0.0) {
-        return fail(format!("sigma {i} is {}, expected a finite value ≥ 0", sigmas[i]));
+        return fail(format!(
+            "sigma {i} is {}, expected a finite value ≥ 0",
+            sigmas[i]
+        ));
     }
     if let Some(i) = sigmas.windows(2).position(|w| w[1] > w[0]) {
-        return fail(format!("sigmas must not increase, but sigma {} ({}) > sigma {i} ({})", i + 1, sigmas[i + 1], sigmas[i]));
+        return fail(format!(
+            "sigmas must not increase, but sigma {} ({}) > sigma {i} ({})",
+            i + 1,
+            sigmas[i + 1],
+            sigmas[i]
+        ));
     }
     if sigmas[0] == sigmas[sigmas.len() - 1] {
         return fail("sigmas do not decrease at all".into());
@@ -55,11 +66,26 @@ pub fn sample(
     check_sigmas(sigmas)?;
     if let Some(model) = &guider.model {
         if model.latent_space != latent.space {
-            return Err(NodeError::input("latent_image", format!("the latent is in space `{}`, the model works in `{}`", latent.space.0, model.latent_space.0)));
+            return Err(NodeError::input(
+                "latent_image",
+                format!(
+                    "the latent is in space `{}`, the model works in `{}`",
+                    latent.space.0, model.latent_space.0
+                ),
+            ));
         }
-        let channels = latent.samples.dim(1).map_err(|e| NodeError::input("latent_image", e.to_string()))?;
+        let channels = latent
+            .samples
+            .dim(1)
+            .map_err(|e| NodeError::input("latent_image", e.to_string()))?;
         if let Some(expected) = model.latent_channels.filter(|c| *c != channels) {
-            return Err(NodeError::input("latent_image", format!("the latent has {channels} channels, the model expects {expected} (shape {:?})", latent.samples.dims())));
+            return Err(NodeError::input(
+                "latent_image",
+                format!(
+                    "the latent has {channels} channels, the model expects {expected} (shape {:?})",
+                    latent.samples.dims()
+                ),
+            ));
         }
     }
     let path = guider.denoiser.path();
@@ -71,19 +97,37 @@ pub fn sample(
     let mut steps = SeededSteps::new(noise.seed.unwrap_or(0));
     let mut progress = |done: usize, total: usize| {
         ctx.progress(done as u64, total as u64);
-        ctx.check_cancelled().map_err(|e| candle_core::Error::Msg(e.message))
+        ctx.check_cancelled()
+            .map_err(|e| candle_core::Error::Msg(e.message))
     };
-    let recording = Recording { inner: guider.denoiser.as_ref(), last: Mutex::new(None) };
-    let mut sample_ctx = SampleContext { noise: &mut steps, progress: &mut progress };
-    let out = sampler.sampler.sample(&recording, x, sigmas, &mut sample_ctx).map_err(|e| {
-        if ctx.cancel_token().is_cancelled() {
-            NodeError::cancelled()
-        } else {
-            NodeError::new(format!("{} with {}: {e}", sampler.name, guider.name))
-        }
-    })?;
-    let denoised = recording.last.into_inner().unwrap_or_else(|e| e.into_inner()).unwrap_or_else(|| out.clone());
-    let wrap = |samples| Latent { samples, space: latent.space.clone(), noise_mask: latent.noise_mask.clone() };
+    let recording = Recording {
+        inner: guider.denoiser.as_ref(),
+        last: Mutex::new(None),
+    };
+    let mut sample_ctx = SampleContext {
+        noise: &mut steps,
+        progress: &mut progress,
+    };
+    let out = sampler
+        .sampler
+        .sample(&recording, x, sigmas, &mut sample_ctx)
+        .map_err(|e| {
+            if ctx.cancel_token().is_cancelled() {
+                NodeError::cancelled()
+            } else {
+                NodeError::new(format!("{} with {}: {e}", sampler.name, guider.name))
+            }
+        })?;
+    let denoised = recording
+        .last
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(|| out.clone());
+    let wrap = |samples| Latent {
+        samples,
+        space: latent.space.clone(),
+        noise_mask: latent.noise_mask.clone(),
+    };
     Ok((wrap(out), wrap(denoised)))
 }
 
@@ -93,15 +137,26 @@ pub struct SamplerCustomAdvanced(NodeSchema);
 impl SamplerCustomAdvanced {
     pub fn new() -> Self {
         SamplerCustomAdvanced(
-            NodeSchema::new("SamplerCustomAdvanced", "sampling", "Samples a latent with any noise, guider, sampler and σ schedule.")
-                .input(InputSpec::of("noise", ValueType::Noise).doc("Initial noise."))
-                .input(InputSpec::of("guider", ValueType::Guider).doc("The guided model."))
-                .input(InputSpec::of("sampler", ValueType::Sampler).doc("The algorithm."))
-                .input(InputSpec::of("sigmas", ValueType::Sigmas).doc("The σ schedule, high to low."))
-                .input(InputSpec::of("latent_image", ValueType::Latent).doc("The starting latent (zeros for text-to-image)."))
-                .output("output", ValueType::Latent, "The sample at the last σ.")
-                .output("denoised_output", ValueType::Latent, "The last denoised estimate.")
-                .heavy(),
+            NodeSchema::new(
+                "SamplerCustomAdvanced",
+                "sampling",
+                "Samples a latent with any noise, guider, sampler and σ schedule.",
+            )
+            .input(InputSpec::of("noise", ValueType::Noise).doc("Initial noise."))
+            .input(InputSpec::of("guider", ValueType::Guider).doc("The guided model."))
+            .input(InputSpec::of("sampler", ValueType::Sampler).doc("The algorithm."))
+            .input(InputSpec::of("sigmas", ValueType::Sigmas).doc("The σ schedule, high to low."))
+            .input(
+                InputSpec::of("latent_image", ValueType::Latent)
+                    .doc("The starting latent (zeros for text-to-image)."),
+            )
+            .output("output", ValueType::Latent, "The sample at the last σ.")
+            .output(
+                "denoised_output",
+                ValueType::Latent,
+                "The last denoised estimate.",
+            )
+            .heavy(),
         )
     }
 }
@@ -109,15 +164,27 @@ impl SamplerCustomAdvanced {
 /// A SIGMAS tensor as f64 values.
 pub fn sigma_values(value: &Value) -> Result<Vec<f64>, NodeError> {
     match value {
-        Value::Sigmas(t) => Ok(t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1()?),
-        other => Err(NodeError::input("sigmas", format!("expected SIGMAS, found {}", other.ty()))),
+        Value::Sigmas(t) => Ok(t
+            .to_dtype(candle_core::DType::F64)?
+            .flatten_all()?
+            .to_vec1()?),
+        other => Err(NodeError::input(
+            "sigmas",
+            format!("expected SIGMAS, found {}", other.ty()),
+        )),
     }
 }
 
-pub fn latent_input<'a>(inputs: &'a weft_core::Inputs, name: &str) -> Result<&'a Latent, NodeError> {
+pub fn latent_input<'a>(
+    inputs: &'a weft_core::Inputs,
+    name: &str,
+) -> Result<&'a Latent, NodeError> {
     match inputs.value(name)? {
         Value::Latent(l) => Ok(l),
-        other => Err(NodeError::input(name, format!("expected LATENT, found {}", other.ty()))),
+        other => Err(NodeError::input(
+            name,
+            format!("expected LATENT, found {}", other.ty()),
+        )),
     }
 }
 
@@ -136,6 +203,9 @@ impl Node for SamplerCustomAdvanced {
             &sigma_values(i.value("sigmas")?)?,
             latent_input(i, "latent_image")?,
         )?;
-        Ok(vec![Value::Latent(Arc::new(out)), Value::Latent(Arc::new(denoised))])
+        Ok(vec![
+            Value::Latent(Arc::new(out)),
+            Value::Latent(Arc::new(denoised)),
+        ])
     }
 }

@@ -35,7 +35,9 @@ impl Node for Print {
         let value = ctx.inputs.value("value")?;
         let text = match value {
             Value::String(s) => s.to_string(),
-            Value::Image(t) | Value::Mask(t) | Value::Sigmas(t) => format!("{} {}", value.summary(), stats(t)?),
+            Value::Image(t) | Value::Mask(t) | Value::Sigmas(t) => {
+                format!("{} {}", value.summary(), stats(t)?)
+            }
             Value::Latent(l) => format!("{} {}", value.summary(), stats(&l.samples)?),
             other => other.summary(),
         };
@@ -51,15 +53,24 @@ impl Node for Print {
 
 /// Mean, standard deviation and range of a tensor, for a quick look at a latent.
 fn stats(t: &candle_core::Tensor) -> Result<String, NodeError> {
-    let v: Vec<f64> = t.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1()?;
+    let v: Vec<f64> = t
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec1()?;
     if v.is_empty() {
         return Ok("(empty)".into());
     }
     let n = v.len() as f64;
     let mean = v.iter().sum::<f64>() / n;
     let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt();
-    let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| (a.min(*x), b.max(*x)));
-    Ok(format!("mean {mean:.4} std {std:.4} min {lo:.4} max {hi:.4}"))
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(*x), b.max(*x))
+        });
+    Ok(format!(
+        "mean {mean:.4} std {std:.4} min {lo:.4} max {hi:.4}"
+    ))
 }
 
 /// Writes text to `{prefix}_{counter:05}_.txt` in the output directory, atomically.

@@ -21,7 +21,11 @@ pub fn fixture(name: &str) -> Json {
 }
 
 pub fn f64s(v: &Json) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
 }
 
 pub fn f32s(v: &Json) -> Vec<f32> {
@@ -30,18 +34,31 @@ pub fn f32s(v: &Json) -> Vec<f32> {
 
 /// A fixture tensor (flattened, row-major) with the fixture's shape.
 pub fn tensor(case: &Json, v: &Json) -> Tensor {
-    let shape: Vec<usize> = case["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let shape: Vec<usize> = case["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
     Tensor::from_vec(f32s(v), shape, &Device::Cpu).unwrap()
 }
 
 pub fn flat(t: &Tensor) -> Vec<f32> {
-    t.flatten_all().unwrap().to_dtype(candle_core::DType::F32).unwrap().to_vec1().unwrap()
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 /// The fixtures' model: `0.5·tanh(x) + 0.1·t/1000`, in f64, rounded once to f32.
 pub fn toy_model(x_in: &Tensor, t: f64) -> Result<Tensor> {
     let xs: Vec<f32> = x_in.flatten_all()?.to_vec1()?;
-    let out: Vec<f32> = xs.iter().map(|&x| (0.5 * (x as f64).tanh() + 0.1 * (t / 1000.0)) as f32).collect();
+    let out: Vec<f32> = xs
+        .iter()
+        .map(|&x| (0.5 * (x as f64).tanh() + 0.1 * (t / 1000.0)) as f32)
+        .collect();
     Tensor::from_vec(out, x_in.dims(), x_in.device())
 }
 
@@ -57,7 +74,11 @@ pub struct FixtureDenoiser {
 
 impl FixtureDenoiser {
     pub fn new(sampling: ModelSampling, table: Vec<(f64, f64)>) -> Self {
-        FixtureDenoiser { sampling, table, calls: Default::default() }
+        FixtureDenoiser {
+            sampling,
+            table,
+            calls: Default::default(),
+        }
     }
 
     pub fn timestep(&self, sigma: f64) -> f64 {
@@ -103,7 +124,10 @@ impl ReplayNoise {
 
 impl NoiseSource for ReplayNoise {
     fn sample(&mut self, like: &Tensor) -> Result<Tensor> {
-        let data = self.0.pop_front().expect("the sampler drew more noise than diffusers did");
+        let data = self
+            .0
+            .pop_front()
+            .expect("the sampler drew more noise than diffusers did");
         Tensor::from_vec(data, like.dims(), like.device())
     }
 }
@@ -111,5 +135,8 @@ impl NoiseSource for ReplayNoise {
 /// Largest absolute difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
