@@ -32,6 +32,7 @@ impl ExactGaussianModel {
                 .input(InputSpec::string("stds").default("0.5,0.5").doc("Component standard deviations."))
                 .input(InputSpec::string("weights").default("1,1").doc("Component weights."))
                 .input(InputSpec::choice("parameterization", &["epsilon", "v_prediction", "sample", "flow"]).doc("What the network predicts; `flow` uses the linear flow-matching path."))
+                .input(InputSpec::int("channels").default(0).range(0.0, 64.0).doc("Latent channels the model accepts; 0 accepts any."))
                 .output("MODEL", ValueType::Model, "The model."),
         )
     }
@@ -79,7 +80,10 @@ impl Node for ExactGaussianModel {
             }),
             sampling,
             latent_space: LatentSpace::pixels(),
-            latent_channels: None,
+            latent_channels: match i.int("channels")? {
+                0 => None,
+                c => Some(c as usize),
+            },
         };
         Ok(vec![value(ValueType::Model, model)])
     }
