@@ -302,6 +302,48 @@ fn same_seed_same_samples() {
     }
 }
 
+/// A repeated σ (as in diffusers' `final_sigmas_type="sigma_min"` schedules)
+/// is a zero-length step: it must leave the sample finite, and for the
+/// multistep solvers, whose step ratios would divide by it, unchanged.
+#[test]
+fn repeated_sigma_is_a_zero_step() {
+    let path = Path::Diffusion;
+    let sigmas = [14.6, 4.0, 1.0, 1.0, 0.3, 0.1, 0.0];
+    let once = [14.6, 4.0, 1.0, 0.3, 0.1, 0.0];
+    let denoiser = ExactDenoiser {
+        data: GaussianMixture::single(MEAN, STD),
+        path,
+        label: None,
+    };
+    let x = seeded_noise(1, &[1, 64])
+        .unwrap()
+        .affine(14.6, MEAN)
+        .unwrap();
+    for name in SAMPLERS {
+        let opts = SamplerOptions::default();
+        let out = flat(&run(
+            name,
+            opts,
+            &denoiser,
+            x.clone(),
+            &sigmas,
+            &mut SeededSteps::new(2),
+        ));
+        assert!(out.iter().all(|v| v.is_finite()), "{name}: not finite");
+        if matches!(*name, "dpmpp_2m_sde" | "dpmpp_2m_sde_heun" | "dpmpp_3m_sde") {
+            let want = flat(&run(
+                name,
+                opts,
+                &denoiser,
+                x.clone(),
+                &once,
+                &mut SeededSteps::new(2),
+            ));
+            assert_eq!(out, want, "{name}");
+        }
+    }
+}
+
 /// ᾱ_t of diffusers' `scaled_linear` betas as torch computes them: betas
 /// `linspace(√start, √end, n)²` in f32, then a cumulative product of `1 − β`
 /// accumulated in f64, each partial product rounded to f32.

@@ -282,43 +282,34 @@ impl Sampler for Dpmpp2mSde {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
-        let path = denoiser.path();
-        let steps = sigmas.len().saturating_sub(1);
-        let mut noise = ScaledNoise {
-            inner: ctx.noise,
-            scale: self.s_noise,
-        };
         let mut previous: Option<(Tensor, f64)> = None;
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
-            let denoised = denoiser.denoise(&x, sigma)?;
-            if next <= 0.0 {
-                x = denoised;
-                (ctx.progress)(i + 1, steps)?;
-                continue;
-            }
-            let step = SdeStep::new(path, sigma, next, self.eta);
-            x = step.first_order(&x, &denoised)?;
-            if let Some((old, h_old)) = &previous {
-                // Slope of D in λ from the last two estimates, scaled to this step.
-                let slope_coef = step.alpha_next
-                    * match self.solver {
-                        SolverType::Midpoint => 0.5 * one_minus_exp_neg(step.h_eta),
-                        SolverType::Heun => 1.0 - one_minus_exp_neg(step.h_eta) / step.h_eta,
-                    }
-                    * step.h
-                    / h_old;
-                x = (x + (&denoised - old)?.affine(slope_coef, 0.0)?)?;
-            }
-            x = step.add_noise(x, &mut noise)?;
-            previous = history(denoised, step.h);
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+        multistep(
+            denoiser,
+            x,
+            sigmas,
+            ctx,
+            (self.eta, self.s_noise),
+            |x, denoised, step, noise| {
+                let mut x = step.first_order(&x, &denoised)?;
+                if let Some((old, h_old)) = &previous {
+                    // Slope of D in λ from the last two estimates, scaled to this step.
+                    let slope_coef = step.alpha_next
+                        * match self.solver {
+                            SolverType::Midpoint => 0.5 * one_minus_exp_neg(step.h_eta),
+                            SolverType::Heun => 1.0 - one_minus_exp_neg(step.h_eta) / step.h_eta,
+                        }
+                        * step.h
+                        / h_old;
+                    x = (x + (&denoised - old)?.affine(slope_coef, 0.0)?)?;
+                }
+                previous = history(denoised, step.h);
+                step.add_noise(x, noise)
+            },
+        )
     }
 }
 
@@ -333,59 +324,84 @@ impl Sampler for Dpmpp3mSde {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
-        let path = denoiser.path();
-        let steps = sigmas.len().saturating_sub(1);
-        let mut noise = ScaledNoise {
-            inner: ctx.noise,
-            scale: self.s_noise,
-        };
         // Most recent first: (D, h) of the last two steps.
         let mut previous: Vec<(Tensor, f64)> = Vec::with_capacity(2);
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
-            let denoised = denoiser.denoise(&x, sigma)?;
-            if next <= 0.0 {
-                x = denoised;
-                (ctx.progress)(i + 1, steps)?;
-                continue;
-            }
-            let step = SdeStep::new(path, sigma, next, self.eta);
-            x = step.first_order(&x, &denoised)?;
-            // φ₂ and φ₃ weigh the first and second divided differences of D in λ.
-            let phi_2 = 1.0 - one_minus_exp_neg(step.h_eta) / step.h_eta;
-            let phi_3 = phi_2 / step.h_eta - 0.5;
-            let a = step.alpha_next;
-            match previous.as_slice() {
-                [] => {}
-                [(d1, h1)] => {
-                    let r = h1 / step.h;
-                    x = (x + (&denoised - d1)?.affine(a * phi_2 / r, 0.0)?)?;
+        multistep(
+            denoiser,
+            x,
+            sigmas,
+            ctx,
+            (self.eta, self.s_noise),
+            |x, denoised, step, noise| {
+                let mut x = step.first_order(&x, &denoised)?;
+                // φ₂ and φ₃ weigh the first and second divided differences of D in λ.
+                let phi_2 = 1.0 - one_minus_exp_neg(step.h_eta) / step.h_eta;
+                let phi_3 = phi_2 / step.h_eta - 0.5;
+                let a = step.alpha_next;
+                match previous.as_slice() {
+                    [] => {}
+                    [(d1, h1)] => {
+                        let r = h1 / step.h;
+                        x = (x + (&denoised - d1)?.affine(a * phi_2 / r, 0.0)?)?;
+                    }
+                    [(d1, h1), (d2, h2), ..] => {
+                        let (r0, r1) = (h1 / step.h, h2 / step.h);
+                        let diff_0 = (&denoised - d1)?.affine(1.0 / r0, 0.0)?;
+                        let diff_1 = (d1 - d2)?.affine(1.0 / r1, 0.0)?;
+                        let second = (&diff_0 - &diff_1)?.affine(1.0 / (r0 + r1), 0.0)?;
+                        let first = (&diff_0 + second.affine(r0, 0.0)?)?;
+                        x = (x + lerp(&first, a * phi_2, &second, -a * phi_3)?)?;
+                    }
                 }
-                [(d1, h1), (d2, h2), ..] => {
-                    let (r0, r1) = (h1 / step.h, h2 / step.h);
-                    let diff_0 = (&denoised - d1)?.affine(1.0 / r0, 0.0)?;
-                    let diff_1 = (d1 - d2)?.affine(1.0 / r1, 0.0)?;
-                    let second = (&diff_0 - &diff_1)?.affine(1.0 / (r0 + r1), 0.0)?;
-                    let first = (&diff_0 + second.affine(r0, 0.0)?)?;
-                    x = (x + lerp(&first, a * phi_2, &second, -a * phi_3)?)?;
+                match history(denoised, step.h) {
+                    Some(entry) => {
+                        previous.insert(0, entry);
+                        previous.truncate(2);
+                    }
+                    None => previous.clear(),
                 }
-            }
-            x = step.add_noise(x, &mut noise)?;
-            match history(denoised, step.h) {
-                Some(entry) => {
-                    previous.insert(0, entry);
-                    previous.truncate(2);
-                }
-                None => previous.clear(),
-            }
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+                step.add_noise(x, noise)
+            },
+        )
     }
+}
+
+/// The loop shared by the multistep SDE solvers. `step` advances x given D
+/// and the [`SdeStep`]; the last step to σ = 0 returns D itself (every
+/// exponential-integrator coefficient but D's vanishes there), and a repeated
+/// σ is skipped, since h = 0 would divide the history's step ratios by zero.
+fn multistep(
+    denoiser: &dyn Denoiser,
+    mut x: Tensor,
+    sigmas: &[f64],
+    ctx: &mut SampleContext<'_>,
+    (eta, s_noise): (f64, f64),
+    mut step: impl FnMut(Tensor, Tensor, &SdeStep, &mut dyn NoiseSource) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let path = denoiser.path();
+    let steps = sigmas.len().saturating_sub(1);
+    let mut noise = ScaledNoise {
+        inner: ctx.noise,
+        scale: s_noise,
+    };
+    for i in 0..steps {
+        let (sigma, next) = (sigmas[i], sigmas[i + 1]);
+        if next != sigma {
+            let denoised = denoiser.denoise(&x, sigma)?;
+            x = if next <= 0.0 {
+                denoised
+            } else {
+                let sde = SdeStep::new(path, sigma, next, eta);
+                step(x, denoised, &sde, &mut noise)?
+            };
+        }
+        (ctx.progress)(i + 1, steps)?;
+    }
+    Ok(x)
 }
 
 /// Latent-consistency sampling: jump to the denoised estimate, then re-noise
