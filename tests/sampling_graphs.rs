@@ -243,3 +243,81 @@ fn a_latent_that_does_not_fit_the_model_is_a_node_error() {
         "{message}"
     );
 }
+
+#[test]
+fn model_sampling_discrete_patches_prediction_and_zero_snr() {
+    let text = r#"(nodes: {
+        "model": ExactGaussianModel(parameterization: "epsilon"),
+        "patched": ModelSamplingDiscrete(model: Link("model", "MODEL"), sampling: "v_prediction", zsnr: true),
+        "show": Print(value: Link("patched", "MODEL")),
+    })"#;
+    let g = weft_core::load(SourceFile::new("g.ron", text), &registry(), &[]).unwrap();
+    let opts = RunOptions {
+        workers: 1,
+        targets: Some(vec!["model".into(), "patched".into()]),
+        ..RunOptions::default()
+    };
+    let report = Executor::new(1 << 30)
+        .run(&g, &opts, &Recorder::default().sink(), &CancelToken::new())
+        .unwrap();
+    let model = |id: &str| {
+        report.output(id).unwrap()[0]
+            .downcast::<weft_nodes::sampling::Model>()
+            .unwrap()
+            .sampling
+            .clone()
+    };
+    let (before, after) = (model("model"), model("patched"));
+    assert_eq!(after.prediction, weft_nodes::sampling::Prediction::V);
+    assert!(
+        (before.sigma_max() - 14.6146).abs() < 1e-3,
+        "{}",
+        before.sigma_max()
+    );
+    // Zero terminal SNR with diffusers' 2^-24 floor: σ_max = sqrt(2^24 − 1).
+    assert!(
+        (after.sigma_max() - (16_777_215f64).sqrt()).abs() < 1e-6,
+        "{}",
+        after.sigma_max()
+    );
+    assert!(
+        (after.sigma_min() - before.sigma_min()).abs() < 1e-9,
+        "the first ᾱ is kept"
+    );
+}
+
+#[test]
+fn sampling_is_interrupted_between_steps() {
+    let graph = weft_core::load(
+        SourceFile::new("g.ron", GRAPH),
+        &registry(),
+        &["steps=10000".into()],
+    )
+    .unwrap();
+    let cancel = CancelToken::new();
+    let trigger = cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        trigger.cancel();
+    });
+    let rec = Recorder::default();
+    let t = std::time::Instant::now();
+    let report = Executor::new(1 << 30)
+        .run(&graph, &RunOptions::default(), &rec.sink(), &cancel)
+        .unwrap();
+    assert!(report.interrupted);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    let progress = rec
+        .take()
+        .iter()
+        .filter(|e| matches!(e, weft_core::Event::Progress { node, .. } if node == "sample"))
+        .count();
+    assert!(
+        progress > 0 && progress < 10000,
+        "stopped part-way: {progress} steps"
+    );
+}

@@ -34,9 +34,9 @@ impl Gaussian {
         }
         let (u1, u2) = (self.uniform(), self.uniform());
         let r = (-2.0 * u1.ln()).sqrt();
-        let theta = std::f64::consts::TAU * u2;
-        self.spare = Some(r * theta.sin());
-        r * theta.cos()
+        let (sin, cos) = (std::f64::consts::TAU * u2).sin_cos();
+        self.spare = Some(r * sin);
+        r * cos
     }
 
     pub fn fill(&mut self, n: usize) -> Vec<f32> {

@@ -23,6 +23,7 @@ pub fn register(registry: &mut Registry) -> Result<(), String> {
     registry.register(latent::EmptyLatent::new())?;
     registry.register(conditioning::ClassLabel::new())?;
     registry.register(models::ExactGaussianModel::new())?;
+    registry.register(models::ModelSamplingDiscrete::new())?;
     registry.register(samplers::KSamplerSelect::new())?;
     registry.register(guiders::CfgGuider::new())?;
     registry.register(guiders::BasicGuider::new())?;
