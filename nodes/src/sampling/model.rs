@@ -211,10 +211,20 @@ impl Conditioning {
         }
     }
 
-    /// This conditioning for a batch of `n` (a batch of 1 is broadcast).
+    /// This conditioning for a batch of `n` (a batch of 1 is broadcast);
+    /// any other size mismatch is an error, never a silent misalignment.
     pub fn for_batch(&self, n: usize) -> Result<Conditioning> {
+        let mismatch = |what: &str, got: usize| {
+            candle_core::Error::Msg(format!("the conditioning has {got} {what} for a batch of {n}"))
+        };
+        if let Some(l) = &self.labels {
+            if l.len() != 1 && l.len() != n {
+                return Err(mismatch("labels", l.len()));
+            }
+        }
         let repeat_tensor = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
             match t {
+                Some(t) if t.dim(0)? != 1 && t.dim(0)? != n => Err(mismatch("items", t.dim(0)?)),
                 Some(t) if t.dim(0)? == 1 && n != 1 => {
                     let mut dims = vec![n];
                     dims.extend(&t.dims()[1..]);

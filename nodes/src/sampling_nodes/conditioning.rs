@@ -11,6 +11,7 @@ impl ClassLabel {
         ClassLabel(
             NodeSchema::new("ClassLabel", "conditioning", "Conditions on class labels: a comma-separated list, one per batch item (a single label applies to the whole batch); `none` is the null class ∅ used for unconditional passes.")
                 .input(InputSpec::string("labels").default("0").doc("e.g. `7`, `0,1,2` or `none`."))
+                .input(InputSpec::int("repeat").default(1).range(1.0, 4096.0).doc("Repeat each label this many times (`0,1` × 3 = `0,0,0,1,1,1`): one grid row per label."))
                 .output("CONDITIONING", ValueType::Conditioning, "The labels."),
         )
     }
@@ -33,9 +34,11 @@ impl Node for ClassLabel {
                 }),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(vec![value(
-            ValueType::Conditioning,
-            Conditioning::labels(labels),
-        )])
+        let repeat = ctx.inputs.int("repeat")? as usize;
+        let labels = labels
+            .into_iter()
+            .flat_map(|l| std::iter::repeat_n(l, repeat))
+            .collect();
+        Ok(vec![value(ValueType::Conditioning, Conditioning::labels(labels))])
     }
 }
