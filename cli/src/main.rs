@@ -73,7 +73,7 @@ enum Command {
 
 #[derive(Args)]
 struct GraphArgs {
-    /// The graph file (RON).
+    /// The graph file (RON), or a PNG saved by SaveImage (runs the graph it embeds).
     graph: PathBuf,
     /// Override an input: `--set node.input=value` or `--set param=value`.
     #[arg(long = "set", value_name = "TARGET=VALUE")]
@@ -198,6 +198,12 @@ fn read_and_validate(
     overrides: &[String],
     registry: &Registry,
 ) -> Result<ValidGraph, LoadError> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        return read_png_graph(path, overrides, registry);
+    }
     let text = std::fs::read(path)
         .map_err(|e| LoadError::Io(format!("cannot read {}: {e}", path.display())))?;
     let text = String::from_utf8(text).map_err(|e| {
@@ -209,6 +215,26 @@ fn read_and_validate(
     })?;
     let source = SourceFile::new(path.display().to_string(), text);
     weft_core::load(source, registry, overrides).map_err(LoadError::Invalid)
+}
+
+/// Runs the graph a saved image embeds (`SaveImage` writes it with seeds and
+/// overrides applied), so an image is enough to reproduce itself.
+fn read_png_graph(
+    path: &Path,
+    overrides: &[String],
+    registry: &Registry,
+) -> Result<ValidGraph, LoadError> {
+    let text = weft_nodes::image::embedded_graph(path)
+        .map_err(LoadError::Io)?
+        .ok_or_else(|| {
+            LoadError::Io(format!(
+                "{} has no `{}` text chunk: it was not saved by weft's SaveImage",
+                path.display(),
+                weft_nodes::image::GRAPH_KEY
+            ))
+        })?;
+    let name = format!("{}#{}", path.display(), weft_nodes::image::GRAPH_KEY);
+    weft_core::load(SourceFile::new(name, text), registry, overrides).map_err(LoadError::Invalid)
 }
 
 fn report_invalid(mode: EventMode, error: &LoadError, sink: &EventSink) {

@@ -302,3 +302,98 @@ fn watch_reruns_only_what_changed_and_keeps_the_last_good_graph() {
         .iter()
         .any(|e| e["event"] == "output" && e["text"] == "29"));
 }
+
+#[test]
+fn a_saved_png_re_runs_the_graph_it_embeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let graph = dir.path().join("make.ron");
+    std::fs::write(
+        &graph,
+        r#"(
+            params: { "seed": "sample.seed" },
+            nodes: {
+                "model": ExactGaussianModel(means: "-0.5,0.5", stds: "0.2,0.2", parameterization: "flow"),
+                "positive": ClassLabel(labels: "1"),
+                "negative": ClassLabel(labels: "none"),
+                "latent": EmptyLatent(width: 8, height: 6, channels: 3, batch_size: 1),
+                "sample": KSampler(
+                    model: Link("model", "MODEL"), seed: 1, steps: 8, cfg: 1.5,
+                    sampler_name: "flow_euler", scheduler: "simple",
+                    positive: Link("positive", "CONDITIONING"),
+                    negative: Link("negative", "CONDITIONING"),
+                    latent_image: Link("latent", "LATENT"),
+                ),
+                "image": LatentToImage(latent: Link("sample", "LATENT")),
+                "save": SaveImage(images: Link("image", "IMAGE"), filename_prefix: "made"),
+            },
+        )"#,
+    )
+    .unwrap();
+    let (first_dir, second_dir) = (dir.path().join("first"), dir.path().join("second"));
+    let run = |args: &[&str]| {
+        let out = weft(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    };
+    // The override must travel inside the PNG, not just the file's seed.
+    run(&[
+        "run",
+        graph.to_str().unwrap(),
+        "--set",
+        "seed=11",
+        "--out",
+        first_dir.to_str().unwrap(),
+    ]);
+    let first = first_dir.join("made_00001_.png");
+    run(&[
+        "run",
+        first.to_str().unwrap(),
+        "--out",
+        second_dir.to_str().unwrap(),
+    ]);
+    let second = second_dir.join("made_00001_.png");
+    let (a, b) = (
+        weft_nodes::image::read_png(&first).unwrap(),
+        weft_nodes::image::read_png(&second).unwrap(),
+    );
+    assert_eq!((a.width, a.height, a.channels), (8, 6, 3));
+    assert!(
+        a.pixels.iter().any(|&p| p != a.pixels[0]),
+        "the sample is not flat"
+    );
+    assert_eq!(a.pixels, b.pixels, "re-running the PNG reproduces it");
+    assert_eq!(
+        a.text(weft_nodes::image::GRAPH_KEY),
+        b.text(weft_nodes::image::GRAPH_KEY)
+    );
+
+    // `--set` still applies on top of the embedded graph.
+    let third_dir = dir.path().join("third");
+    run(&[
+        "run",
+        first.to_str().unwrap(),
+        "--set",
+        "seed=12",
+        "--out",
+        third_dir.to_str().unwrap(),
+    ]);
+    let c = weft_nodes::image::read_png(&third_dir.join("made_00001_.png")).unwrap();
+    assert_ne!(
+        a.pixels, c.pixels,
+        "a different seed gives a different image"
+    );
+
+    // A PNG without a graph is a clear load error.
+    let plain = dir.path().join("plain.png");
+    std::fs::write(
+        &plain,
+        weft_nodes::image::encode_png(1, 1, 1, &[0], &[]).unwrap(),
+    )
+    .unwrap();
+    let out = weft(&["run", plain.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("has no `weft.graph` text chunk"),
+        "{}",
+        text(&out.stderr)
+    );
+}

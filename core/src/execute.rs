@@ -23,7 +23,7 @@ use crossbeam_channel as channel;
 
 use crate::cache::{Cache, Outputs, Signature};
 use crate::events::{Event, EventSink};
-use crate::node::{CancelToken, Inputs, NodeContext, NodeError};
+use crate::node::{CancelToken, GraphText, Inputs, NodeContext, NodeError};
 use crate::schema::Cost;
 use crate::validate::{Binding, PlannedNode, ValidGraph};
 use crate::value::ValueType;
@@ -200,6 +200,8 @@ struct Run<'g> {
     fresh: Vec<usize>,
     ready: VecDeque<usize>,
     report: RunReport,
+    /// The graph's RON text for nodes that record it, printed at most once.
+    graph_text: Arc<GraphText>,
 }
 
 enum Dep {
@@ -233,6 +235,7 @@ impl<'g> Run<'g> {
             fresh: Vec::new(),
             ready: VecDeque::new(),
             report: RunReport::default(),
+            graph_text: Arc::new(GraphText::new(graph.doc.clone())),
         }
     }
 
@@ -569,9 +572,10 @@ impl<'g> Run<'g> {
                 let events = self.events.clone();
                 let cancel = self.cancel.clone();
                 let out_dir = self.opts.out_dir.clone();
+                let graph_text = self.graph_text.clone();
                 scope.spawn(move || {
                     for job in job_rx {
-                        let result = job.run(&events, &cancel, &out_dir);
+                        let result = job.run(&events, &cancel, &out_dir, &graph_text);
                         if done_tx.send(result).is_err() {
                             break;
                         }
@@ -635,9 +639,12 @@ impl<'g> Run<'g> {
                     Some((tx, _)) if !alone => {
                         tx.send(job).expect("workers outlive the coordinator")
                     }
-                    _ => {
-                        inline_done.push_back(job.run(self.events, self.cancel, &self.opts.out_dir))
-                    }
+                    _ => inline_done.push_back(job.run(
+                        self.events,
+                        self.cancel,
+                        &self.opts.out_dir,
+                        &self.graph_text,
+                    )),
                 }
             }
             if running == 0 {
@@ -832,7 +839,13 @@ struct JobResult {
 }
 
 impl Job {
-    fn run(self, events: &EventSink, cancel: &CancelToken, out_dir: &std::path::Path) -> JobResult {
+    fn run(
+        self,
+        events: &EventSink,
+        cancel: &CancelToken,
+        out_dir: &std::path::Path,
+        graph: &GraphText,
+    ) -> JobResult {
         let node = self.inputs.node().clone();
         events.emit(Event::NodeStart {
             node: self.id.clone(),
@@ -846,6 +859,7 @@ impl Job {
             threads: self.threads,
             cancel,
             events,
+            graph,
         };
         let outputs = match catch_unwind(AssertUnwindSafe(|| node.run(&ctx))) {
             Ok(result) => result,

@@ -17,6 +17,7 @@ pub mod source;
 pub mod syntax;
 pub mod validate;
 pub mod value;
+pub mod write;
 
 pub use cache::{Cache, Outputs, Signature};
 pub use diagnostic::{Diagnostic, Diagnostics};

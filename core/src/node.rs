@@ -3,9 +3,10 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::events::{Event, EventSink};
+use crate::graph::GraphDoc;
 use crate::schema::NodeSchema;
 use crate::value::Value;
 
@@ -195,6 +196,24 @@ pub struct NodeContext<'a> {
     pub threads: usize,
     pub(crate) cancel: &'a CancelToken,
     pub(crate) events: &'a EventSink,
+    pub(crate) graph: &'a GraphText,
+}
+
+/// The run's validated document and its RON text, printed on first request
+/// and then shared, so a run that saves many images prints the graph once
+/// and a run that saves none never prints it.
+pub(crate) struct GraphText {
+    doc: Arc<GraphDoc>,
+    text: OnceLock<String>,
+}
+
+impl GraphText {
+    pub(crate) fn new(doc: Arc<GraphDoc>) -> Self {
+        GraphText {
+            doc,
+            text: OnceLock::new(),
+        }
+    }
 }
 
 impl NodeContext<'_> {
@@ -226,5 +245,14 @@ impl NodeContext<'_> {
 
     pub fn cancel_token(&self) -> &CancelToken {
         self.cancel
+    }
+
+    /// The graph being run, as RON with seeds and `--set` overrides applied
+    /// ([`crate::write::to_ron`] of the validated document), so an output can
+    /// record exactly how it was made and be re-run from that record.
+    pub fn graph_ron(&self) -> &str {
+        self.graph
+            .text
+            .get_or_init(|| crate::write::to_ron(&self.graph.doc))
     }
 }

@@ -1,5 +1,7 @@
 //! weft's built-in node types.
 
+pub mod image;
+pub mod models;
 pub mod sampling;
 pub mod sampling_nodes;
 pub mod utility;
@@ -10,6 +12,8 @@ use weft_core::Registry;
 pub fn register_builtins(registry: &mut Registry) {
     utility::register(registry).expect("built-in schemas are valid and unique");
     sampling_nodes::register(registry).expect("built-in schemas are valid and unique");
+    image::register(registry).expect("built-in schemas are valid and unique");
+    models::register(registry).expect("built-in schemas are valid and unique");
 }
 
 /// A registry holding just the built-ins.

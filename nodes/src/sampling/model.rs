@@ -215,7 +215,9 @@ impl Conditioning {
     /// any other size mismatch is an error, never a silent misalignment.
     pub fn for_batch(&self, n: usize) -> Result<Conditioning> {
         let mismatch = |what: &str, got: usize| {
-            candle_core::Error::Msg(format!("the conditioning has {got} {what} for a batch of {n}"))
+            candle_core::Error::Msg(format!(
+                "the conditioning has {got} {what} for a batch of {n}"
+            ))
         };
         if let Some(l) = &self.labels {
             if l.len() != 1 && l.len() != n {

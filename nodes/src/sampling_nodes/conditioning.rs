@@ -39,6 +39,9 @@ impl Node for ClassLabel {
             .into_iter()
             .flat_map(|l| std::iter::repeat_n(l, repeat))
             .collect();
-        Ok(vec![value(ValueType::Conditioning, Conditioning::labels(labels))])
+        Ok(vec![value(
+            ValueType::Conditioning,
+            Conditioning::labels(labels),
+        )])
     }
 }

@@ -1,0 +1,100 @@
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use weft_core::{InputSpec, Inputs, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
+
+/// Loads an image file as a one-image batch plus a mask from its alpha.
+pub struct LoadImage(NodeSchema);
+
+impl LoadImage {
+    pub fn new() -> Self {
+        LoadImage(
+            NodeSchema::new(
+                "LoadImage",
+                "image",
+                "Loads a PNG, JPEG, WebP or BMP file as a one-image batch (1 channel if grayscale, else 3) and a mask that is 1 where the image is transparent (ComfyUI's convention; all 0 without alpha).",
+            )
+            .input(InputSpec::string("image_path").doc("The file, relative to the working directory or absolute."))
+            .output("IMAGE", ValueType::Image, "The image, [1, C, H, W] in [0, 1].")
+            .output("MASK", ValueType::Mask, "1 − alpha, [1, H, W].")
+            .external_state(),
+        )
+    }
+}
+
+impl Default for LoadImage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node for LoadImage {
+    fn schema(&self) -> &NodeSchema {
+        &self.0
+    }
+
+    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
+        let (image, mask) = load_image(Path::new(ctx.inputs.str("image_path")?))
+            .map_err(|e| NodeError::input("image_path", e))?;
+        Ok(vec![Value::Image(image), Value::Mask(mask)])
+    }
+
+    /// The file's size and modification time, so an edited file is reloaded
+    /// and an untouched one comes from the cache.
+    fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
+        let path = inputs.str("image_path")?;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            NodeError::input("image_path", format!("cannot read image {path}: {e}"))
+        })?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Ok(format!("{}:{mtime}", meta.len()))
+    }
+}
+
+/// Decodes an image file into `([1, C, H, W], [1, H, W])`: the image in
+/// `[0, 1]` (C = 1 for grayscale sources, 3 otherwise; 16-bit sources keep
+/// their precision) and the mask `1 − alpha` (zeros without alpha).
+/// Errors name the path.
+pub fn load_image(path: &Path) -> Result<(Tensor, Tensor), String> {
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| format!("cannot read image {}: {e}", path.display()))?
+        .with_guessed_format()
+        .map_err(|e| format!("cannot read image {}: {e}", path.display()))?;
+    let img = reader
+        .decode()
+        .map_err(|e| format!("cannot decode image {}: {e}", path.display()))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let color = img.color();
+    let (channels, interleaved) = if color.has_color() {
+        (3, img.to_rgb32f().into_raw())
+    } else {
+        (1, img.to_luma32f().into_raw())
+    };
+    let area = w * h;
+    let mut planar = vec![0f32; channels * area];
+    for p in 0..area {
+        for c in 0..channels {
+            planar[c * area + p] = interleaved[p * channels + c];
+        }
+    }
+    let mask: Vec<f32> = if color.has_alpha() {
+        img.to_rgba32f()
+            .into_raw()
+            .chunks_exact(4)
+            .map(|px| 1.0 - px[3])
+            .collect()
+    } else {
+        vec![0.0; area]
+    };
+    let tensor = |data: Vec<f32>, shape: &[usize]| {
+        Tensor::from_vec(data, shape, &Device::Cpu).map_err(|e| e.to_string())
+    };
+    Ok((
+        tensor(planar, &[1, channels, h, w])?,
+        tensor(mask, &[1, h, w])?,
+    ))
+}

@@ -1,0 +1,64 @@
+//! `CheckpointLoader`: a weft checkpoint file as a MODEL value.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use weft_core::{InputSpec, Inputs, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
+
+/// Loads a weft checkpoint (safetensors with its config in the metadata).
+/// Marked external-state so the cache keys on the file's size and mtime:
+/// an unchanged file is not reloaded, a retrained one is.
+pub struct CheckpointLoader(NodeSchema);
+
+impl CheckpointLoader {
+    pub fn new() -> Self {
+        CheckpointLoader(
+            NodeSchema::new(
+                "CheckpointLoader",
+                "model/loaders",
+                "Loads a weft checkpoint: a safetensors file whose metadata holds the model's config (architecture, objective, image size, classes), as saved by `weft train`.",
+            )
+            .input(InputSpec::string("ckpt_path").doc("Path to the .safetensors checkpoint."))
+            .output("MODEL", ValueType::Model, "The model, in pixel space.")
+            .external_state()
+            .heavy(),
+        )
+    }
+}
+
+impl Default for CheckpointLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node for CheckpointLoader {
+    fn schema(&self) -> &NodeSchema {
+        &self.0
+    }
+
+    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
+        let path = ctx.inputs.str("ckpt_path")?;
+        let model =
+            super::load_model(Path::new(path)).map_err(|e| NodeError::input("ckpt_path", e))?;
+        Ok(vec![Value::Object(ValueType::Model, Arc::new(model))])
+    }
+
+    /// Size and modification time; a missing or unreadable file gets a
+    /// fingerprint of its own, and `run` then reports the real problem.
+    fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
+        let path = inputs.str("ckpt_path")?;
+        Ok(match std::fs::metadata(path) {
+            Ok(meta) => {
+                let mtime = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                format!("{}:{mtime}", meta.len())
+            }
+            Err(e) => format!("unreadable:{:?}", e.kind()),
+        })
+    }
+}
