@@ -325,7 +325,10 @@ fn sampling_is_interrupted_between_steps() {
 #[test]
 fn label_count_must_match_the_batch() {
     let message = failure(&["digit.labels=\"0,1\""], GRAPH);
-    assert!(message.contains("the conditioning has 2 labels for a batch of 4"), "{message}");
+    assert!(
+        message.contains("the conditioning has 2 labels for a batch of 4"),
+        "{message}"
+    );
     // One label per item, repeated per row, is fine.
     let report = run(&["digit.labels=\"1,1\"", "digit.repeat=2", "cfg=1"], 1);
     assert!(report.failed.is_empty(), "{:?}", report.failed);

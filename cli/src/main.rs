@@ -58,6 +58,14 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         debounce_ms: u64,
     },
+    /// Train one of weft's own models from a RON config (see models/*.ron).
+    Train {
+        /// The training config.
+        config: PathBuf,
+        /// Continue from the config's resume checkpoint, exactly.
+        #[arg(long)]
+        resume: bool,
+    },
     /// List node types with their schemas.
     Nodes {
         /// Show only this node type.
@@ -170,6 +178,25 @@ fn main() -> ExitCode {
         } => {
             let sink = render::sink(graph.events);
             watch::watch(&graph, &exec, &registry, &sink, debounce_ms)
+        }
+        Command::Train { config, resume } => {
+            match weft_train::train(&config, resume, std::io::stderr().is_terminal()) {
+                Ok(report) => {
+                    eprintln!(
+                        "trained steps {}..{} in {:.0} s ({:.1} images/s); wrote {}",
+                        report.start_step,
+                        report.end_step,
+                        report.seconds,
+                        report.images_per_sec,
+                        report.output.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_INVALID)
+                }
+            }
         }
         Command::Nodes {
             r#type,

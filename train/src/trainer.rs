@@ -562,7 +562,7 @@ impl Trainer {
             bar.set_position(self.step);
             bar.set_message(format!("loss {s:.4}  {rate:.0} img/s"));
             let every = self.config.checkpoint_every;
-            if every > 0 && self.step % every == 0 && self.step < total {
+            if every > 0 && self.step.is_multiple_of(every) && self.step < total {
                 self.save()?;
             }
         }

@@ -350,9 +350,12 @@ fn bad_data_files_give_clear_errors() {
     let images = data_dir().join("train-images-idx3-ubyte.gz");
     let labels = data_dir().join("train-labels-idx1-ubyte.gz");
     let with = |img: &Path, lbl: &Path| {
+        // Through placeholders, so swapping the two paths works.
         let t = text
-            .replace(&images.display().to_string(), &img.display().to_string())
-            .replace(&labels.display().to_string(), &lbl.display().to_string());
+            .replace(&images.display().to_string(), "@IMAGES@")
+            .replace(&labels.display().to_string(), "@LABELS@")
+            .replace("@IMAGES@", &img.display().to_string())
+            .replace("@LABELS@", &lbl.display().to_string());
         std::fs::write(&cfg, t).unwrap();
         train(&cfg, false, false).unwrap_err()
     };
