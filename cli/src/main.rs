@@ -182,12 +182,15 @@ fn main() -> ExitCode {
         Command::Train { config, resume } => {
             match weft_train::train(&config, resume, std::io::stderr().is_terminal()) {
                 Ok(report) => {
+                    let tail = &report.losses[report.losses.len().saturating_sub(50)..];
+                    let final_loss = tail.iter().sum::<f32>() / tail.len().max(1) as f32;
                     eprintln!(
-                        "trained steps {}..{} in {:.0} s ({:.1} images/s); wrote {}",
+                        "trained steps {}..{} in {:.0} s ({:.1} images/s), final loss {final_loss:.4} (mean of the last {}); wrote {}",
                         report.start_step,
                         report.end_step,
                         report.seconds,
                         report.images_per_sec,
+                        tail.len(),
                         report.output.display()
                     );
                     ExitCode::SUCCESS
