@@ -83,6 +83,28 @@ pub fn lerp(x: &Tensor, a: f64, y: &Tensor, b: f64) -> Result<Tensor> {
     x.affine(a, 0.0)? + y.affine(b, 0.0)?
 }
 
+/// The loop every sampler shares: one `step` per consecutive (σ, σ') pair,
+/// given the step index, with step noise scaled by `s_noise`, and progress
+/// reported after each step (which is where cancellation is noticed).
+pub(crate) fn walk(
+    mut x: Tensor,
+    sigmas: &[f64],
+    ctx: &mut SampleContext<'_>,
+    s_noise: f64,
+    mut step: impl FnMut(usize, Tensor, f64, f64, &mut dyn NoiseSource) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let steps = sigmas.len().saturating_sub(1);
+    let mut noise = ScaledNoise {
+        inner: &mut *ctx.noise,
+        scale: s_noise,
+    };
+    for i in 0..steps {
+        x = step(i, x, sigmas[i], sigmas[i + 1], &mut noise)?;
+        (ctx.progress)(i + 1, steps)?;
+    }
+    Ok(x)
+}
+
 /// One stochastic step from σ to σ' with strength η, generic over the path:
 /// the DDIM-η / ancestral step written in the path's VE-equivalent
 /// coordinates (x/α, σ/α), so it is DDPM's posterior for diffusion at η = 1
@@ -150,19 +172,14 @@ impl Sampler for Euler {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
-        let steps = sigmas.len().saturating_sub(1);
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
-            let denoised = denoiser.denoise(&x, sigma)?;
-            let d = derivative(&x, &denoised, sigma)?;
-            x = (x + d.affine(next - sigma, 0.0)?)?;
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+        walk(x, sigmas, ctx, 1.0, |_, x, sigma, next, _| {
+            let d = derivative(&x, &denoiser.denoise(&x, sigma)?, sigma)?;
+            x + d.affine(next - sigma, 0.0)?
+        })
     }
 }
 
@@ -177,24 +194,16 @@ impl Sampler for EulerAncestral {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
         let path = denoiser.path();
-        let steps = sigmas.len().saturating_sub(1);
-        let mut scaled = ScaledNoise {
-            inner: ctx.noise,
-            scale: self.s_noise,
-        };
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
+        walk(x, sigmas, ctx, self.s_noise, |_, x, sigma, next, noise| {
             let denoised = denoiser.denoise(&x, sigma)?;
-            let step = AncestralStep::new(path, sigma, next, self.eta);
-            x = step.apply(path, &x, &denoised, sigma, next, &mut scaled)?;
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+            AncestralStep::new(path, sigma, next, self.eta)
+                .apply(path, &x, &denoised, sigma, next, noise)
+        })
     }
 }
 

@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use candle_core::{Result, Tensor};
 
 use super::super::model::Path;
-use super::{derivative, lerp, Denoiser, Euler, SampleContext, Sampler, SamplerOptions};
+use super::{derivative, lerp, walk, Denoiser, Euler, SampleContext, Sampler, SamplerOptions};
 
 /// Names served by [`by_name`].
 pub const NAMES: &[&str] = &[
@@ -91,13 +91,11 @@ impl Sampler for Heun {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
-        let steps = sigmas.len().saturating_sub(1);
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
+        walk(x, sigmas, ctx, 1.0, |_, mut x, sigma, next, _| {
             let d = derivative(&x, &denoiser.denoise(&x, sigma)?, sigma)?;
             let euler = (&x + d.affine(next - sigma, 0.0)?)?;
             x = if next == 0.0 {
@@ -106,9 +104,8 @@ impl Sampler for Heun {
                 let d_next = derivative(&euler, &denoiser.denoise(&euler, next)?, next)?;
                 (x + (d + d_next)?.affine(0.5 * (next - sigma), 0.0)?)?
             };
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+            Ok(x)
+        })
     }
 }
 
@@ -122,13 +119,11 @@ impl Sampler for Dpm2 {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
-        let steps = sigmas.len().saturating_sub(1);
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
+        walk(x, sigmas, ctx, 1.0, |_, mut x, sigma, next, _| {
             let d = derivative(&x, &denoiser.denoise(&x, sigma)?, sigma)?;
             x = if next == 0.0 {
                 (x + d.affine(next - sigma, 0.0)?)?
@@ -138,9 +133,8 @@ impl Sampler for Dpm2 {
                 let d_mid = derivative(&x_mid, &denoiser.denoise(&x_mid, mid)?, mid)?;
                 (x + d_mid.affine(next - sigma, 0.0)?)?
             };
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+            Ok(x)
+        })
     }
 }
 
@@ -187,15 +181,13 @@ impl Sampler for Lms {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
-        let steps = sigmas.len().saturating_sub(1);
         // dx/dσ at sigmas[i], sigmas[i − 1], …: most recent first.
         let mut history: VecDeque<Tensor> = VecDeque::with_capacity(LMS_ORDER);
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
+        walk(x, sigmas, ctx, 1.0, |i, mut x, sigma, next, _| {
             history.push_front(derivative(&x, &denoiser.denoise(&x, sigma)?, sigma)?);
             history.truncate(LMS_ORDER);
             let nodes: Vec<f64> = (0..history.len()).map(|k| sigmas[i - k]).collect();
@@ -205,9 +197,8 @@ impl Sampler for Lms {
                 .map(|(j, d)| (d, lagrange_integral(&nodes, j, next)))
                 .collect();
             x = (x + combine(&terms)?)?;
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+            Ok(x)
+        })
     }
 }
 
@@ -233,15 +224,14 @@ impl Sampler for DpmPp2M {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
         let path = denoiser.path();
         let steps = sigmas.len().saturating_sub(1);
         let mut previous: Option<(Tensor, f64)> = None;
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
+        walk(x, sigmas, ctx, 1.0, |i, mut x, sigma, next, _| {
             let denoised = denoiser.denoise(&x, sigma)?;
             let h = path.lambda(next) - path.lambda(sigma);
             let last = i + 1 == steps;
@@ -260,9 +250,8 @@ impl Sampler for DpmPp2M {
             };
             x = exp_step(path, &x, &effective, sigma, next)?;
             previous = Some((denoised, h));
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+            Ok(x)
+        })
     }
 }
 
@@ -285,14 +274,12 @@ impl Sampler for IPndm {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
-        let steps = sigmas.len().saturating_sub(1);
         let mut history: VecDeque<Tensor> = VecDeque::with_capacity(IPNDM_WEIGHTS.len());
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
+        walk(x, sigmas, ctx, 1.0, |_, mut x, sigma, next, _| {
             history.push_front(derivative(&x, &denoiser.denoise(&x, sigma)?, sigma)?);
             history.truncate(IPNDM_WEIGHTS.len());
             let weights = IPNDM_WEIGHTS[history.len() - 1];
@@ -302,9 +289,8 @@ impl Sampler for IPndm {
                 .map(|(d, w)| (d, w * (next - sigma)))
                 .collect();
             x = (x + combine(&terms)?)?;
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+            Ok(x)
+        })
     }
 }
 
@@ -372,7 +358,7 @@ impl Sampler for UniPcBh2 {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
@@ -381,8 +367,7 @@ impl Sampler for UniPcBh2 {
         // Denoised estimates, most recent first.
         let mut history: VecDeque<Tensor> = VecDeque::with_capacity(UNIPC_ORDER);
         let mut corrected_from: Option<(Tensor, usize)> = None;
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
+        walk(x, sigmas, ctx, 1.0, |i, mut x, sigma, next, _| {
             let model_t = denoiser.denoise(&x, sigma)?;
             if let Some((x_prev, order)) = corrected_from.take() {
                 let older = i.checked_sub(2).map(|k| sigmas[k]);
@@ -412,9 +397,8 @@ impl Sampler for UniPcBh2 {
             let predicted = combine(&terms)?;
             corrected_from = Some((x, order));
             x = predicted;
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+            Ok(x)
+        })
     }
 }
 
@@ -434,18 +418,15 @@ impl Sampler for Ddim {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
         let path = denoiser.path();
-        let steps = sigmas.len().saturating_sub(1);
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
+        walk(x, sigmas, ctx, 1.0, |_, mut x, sigma, next, _| {
             let denoised = denoiser.denoise(&x, sigma)?;
             x = exp_step(path, &x, &denoised, sigma, next)?;
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+            Ok(x)
+        })
     }
 }

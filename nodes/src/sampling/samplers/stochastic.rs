@@ -14,7 +14,7 @@
 use candle_core::{Result, Tensor};
 
 use super::{
-    lerp, AncestralStep, Denoiser, EulerAncestral, SampleContext, Sampler, SamplerOptions,
+    lerp, walk, AncestralStep, Denoiser, EulerAncestral, SampleContext, Sampler, SamplerOptions,
     ScaledNoise,
 };
 use crate::sampling::model::Path;
@@ -109,38 +109,37 @@ impl Sampler for Dpm2Ancestral {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
         let path = denoiser.path();
-        let steps = sigmas.len().saturating_sub(1);
-        let mut noise = ScaledNoise {
-            inner: ctx.noise,
-            scale: self.s_noise,
-        };
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
-            let denoised = denoiser.denoise(&x, sigma)?;
-            let step = AncestralStep::new(path, sigma, next, self.eta);
-            x = if first_order_only(path, sigma, &step) {
-                step.apply(path, &x, &denoised, sigma, next, &mut noise)?
-            } else {
-                // In VE-equivalent coordinates y = x/α the ODE is dy/ds = (y − D)/s = ε̂.
-                let (alpha, s) = (path.alpha(sigma), ve_sigma(path, sigma));
-                let s_mid = (s * step.sigma_down).sqrt();
-                let sigma_mid = sigma_from_ve(path, s_mid);
-                let eps = lerp(&x, 1.0 / sigma, &denoised, -alpha / sigma)?;
-                let y_mid = (&denoised + eps.affine(s_mid, 0.0)?)?;
-                let x_mid = y_mid.affine(path.alpha(sigma_mid), 0.0)?;
-                let denoised_mid = denoiser.denoise(&x_mid, sigma_mid)?;
-                let eps_mid = lerp(&y_mid, 1.0 / s_mid, &denoised_mid, -1.0 / s_mid)?;
-                let y = lerp(&x, 1.0 / alpha, &eps_mid, step.sigma_down - s)?;
-                add_ancestral_noise(path, y, next, &step, &mut noise)?
-            };
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+        walk(
+            x,
+            sigmas,
+            ctx,
+            self.s_noise,
+            |_, mut x, sigma, next, noise| {
+                let denoised = denoiser.denoise(&x, sigma)?;
+                let step = AncestralStep::new(path, sigma, next, self.eta);
+                x = if first_order_only(path, sigma, &step) {
+                    step.apply(path, &x, &denoised, sigma, next, &mut *noise)?
+                } else {
+                    // In VE-equivalent coordinates y = x/α the ODE is dy/ds = (y − D)/s = ε̂.
+                    let (alpha, s) = (path.alpha(sigma), ve_sigma(path, sigma));
+                    let s_mid = (s * step.sigma_down).sqrt();
+                    let sigma_mid = sigma_from_ve(path, s_mid);
+                    let eps = lerp(&x, 1.0 / sigma, &denoised, -alpha / sigma)?;
+                    let y_mid = (&denoised + eps.affine(s_mid, 0.0)?)?;
+                    let x_mid = y_mid.affine(path.alpha(sigma_mid), 0.0)?;
+                    let denoised_mid = denoiser.denoise(&x_mid, sigma_mid)?;
+                    let eps_mid = lerp(&y_mid, 1.0 / s_mid, &denoised_mid, -1.0 / s_mid)?;
+                    let y = lerp(&x, 1.0 / alpha, &eps_mid, step.sigma_down - s)?;
+                    add_ancestral_noise(path, y, next, &step, &mut *noise)?
+                };
+                Ok(x)
+            },
+        )
     }
 }
 
@@ -171,38 +170,37 @@ impl Sampler for Dpmpp2sAncestral {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
         let path = denoiser.path();
-        let steps = sigmas.len().saturating_sub(1);
-        let mut noise = ScaledNoise {
-            inner: ctx.noise,
-            scale: self.s_noise,
-        };
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
-            let denoised = denoiser.denoise(&x, sigma)?;
-            let step = AncestralStep::new(path, sigma, next, self.eta);
-            x = if first_order_only(path, sigma, &step) {
-                step.apply(path, &x, &denoised, sigma, next, &mut noise)?
-            } else {
-                // Exact for a constant D in y = x/α: y(s') = (s'/s)·y + (1 − s'/s)·D,
-                // taken to the λ-midpoint, then the full step with the midpoint's D.
-                let (alpha, s) = (path.alpha(sigma), ve_sigma(path, sigma));
-                let s_mid = (s * step.sigma_down).sqrt();
-                let sigma_mid = sigma_from_ve(path, s_mid);
-                let (r_mid, r_down) = (s_mid / s, step.sigma_down / s);
-                let y_mid = lerp(&x, r_mid / alpha, &denoised, 1.0 - r_mid)?;
-                let x_mid = y_mid.affine(path.alpha(sigma_mid), 0.0)?;
-                let denoised_mid = denoiser.denoise(&x_mid, sigma_mid)?;
-                let y = lerp(&x, r_down / alpha, &denoised_mid, 1.0 - r_down)?;
-                add_ancestral_noise(path, y, next, &step, &mut noise)?
-            };
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+        walk(
+            x,
+            sigmas,
+            ctx,
+            self.s_noise,
+            |_, mut x, sigma, next, noise| {
+                let denoised = denoiser.denoise(&x, sigma)?;
+                let step = AncestralStep::new(path, sigma, next, self.eta);
+                x = if first_order_only(path, sigma, &step) {
+                    step.apply(path, &x, &denoised, sigma, next, &mut *noise)?
+                } else {
+                    // Exact for a constant D in y = x/α: y(s') = (s'/s)·y + (1 − s'/s)·D,
+                    // taken to the λ-midpoint, then the full step with the midpoint's D.
+                    let (alpha, s) = (path.alpha(sigma), ve_sigma(path, sigma));
+                    let s_mid = (s * step.sigma_down).sqrt();
+                    let sigma_mid = sigma_from_ve(path, s_mid);
+                    let (r_mid, r_down) = (s_mid / s, step.sigma_down / s);
+                    let y_mid = lerp(&x, r_mid / alpha, &denoised, 1.0 - r_mid)?;
+                    let x_mid = y_mid.affine(path.alpha(sigma_mid), 0.0)?;
+                    let denoised_mid = denoiser.denoise(&x_mid, sigma_mid)?;
+                    let y = lerp(&x, r_down / alpha, &denoised_mid, 1.0 - r_down)?;
+                    add_ancestral_noise(path, y, next, &step, &mut *noise)?
+                };
+                Ok(x)
+            },
+        )
     }
 }
 
@@ -416,24 +414,23 @@ impl Sampler for Lcm {
     fn sample(
         &self,
         denoiser: &dyn Denoiser,
-        mut x: Tensor,
+        x: Tensor,
         sigmas: &[f64],
         ctx: &mut SampleContext<'_>,
     ) -> Result<Tensor> {
         let path = denoiser.path();
-        let steps = sigmas.len().saturating_sub(1);
-        let mut noise = ScaledNoise {
-            inner: ctx.noise,
-            scale: self.s_noise,
-        };
-        for i in 0..steps {
-            let (sigma, next) = (sigmas[i], sigmas[i + 1]);
-            x = denoiser.denoise(&x, sigma)?;
-            if next > 0.0 {
-                x = path.noise(next, &noise.sample(&x)?, &x)?;
-            }
-            (ctx.progress)(i + 1, steps)?;
-        }
-        Ok(x)
+        walk(
+            x,
+            sigmas,
+            ctx,
+            self.s_noise,
+            |_, mut x, sigma, next, noise| {
+                x = denoiser.denoise(&x, sigma)?;
+                if next > 0.0 {
+                    x = path.noise(next, &noise.sample(&x)?, &x)?;
+                }
+                Ok(x)
+            },
+        )
     }
 }
