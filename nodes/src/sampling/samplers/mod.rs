@@ -208,9 +208,9 @@ impl Sampler for EulerAncestral {
 }
 
 /// Noise multiplied by `s_noise`, the usual knob on stochastic samplers.
-pub struct ScaledNoise<'a> {
-    pub inner: &'a mut dyn NoiseSource,
-    pub scale: f64,
+struct ScaledNoise<'a> {
+    inner: &'a mut dyn NoiseSource,
+    scale: f64,
 }
 
 impl NoiseSource for ScaledNoise<'_> {

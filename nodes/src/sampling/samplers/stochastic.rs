@@ -15,7 +15,6 @@ use candle_core::{Result, Tensor};
 
 use super::{
     lerp, walk, AncestralStep, Denoiser, EulerAncestral, SampleContext, Sampler, SamplerOptions,
-    ScaledNoise,
 };
 use crate::sampling::model::Path;
 use crate::sampling::noise::NoiseSource;
@@ -374,32 +373,24 @@ impl Sampler for Dpmpp3mSde {
 /// σ is skipped, since h = 0 would divide the history's step ratios by zero.
 fn multistep(
     denoiser: &dyn Denoiser,
-    mut x: Tensor,
+    x: Tensor,
     sigmas: &[f64],
     ctx: &mut SampleContext<'_>,
     (eta, s_noise): (f64, f64),
     mut step: impl FnMut(Tensor, Tensor, &SdeStep, &mut dyn NoiseSource) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let path = denoiser.path();
-    let steps = sigmas.len().saturating_sub(1);
-    let mut noise = ScaledNoise {
-        inner: ctx.noise,
-        scale: s_noise,
-    };
-    for i in 0..steps {
-        let (sigma, next) = (sigmas[i], sigmas[i + 1]);
-        if next != sigma {
-            let denoised = denoiser.denoise(&x, sigma)?;
-            x = if next <= 0.0 {
-                denoised
-            } else {
-                let sde = SdeStep::new(path, sigma, next, eta);
-                step(x, denoised, &sde, &mut noise)?
-            };
+    walk(x, sigmas, ctx, s_noise, |_, x, sigma, next, noise| {
+        if next == sigma {
+            return Ok(x);
         }
-        (ctx.progress)(i + 1, steps)?;
-    }
-    Ok(x)
+        let denoised = denoiser.denoise(&x, sigma)?;
+        if next <= 0.0 {
+            Ok(denoised)
+        } else {
+            step(x, denoised, &SdeStep::new(path, sigma, next, eta), noise)
+        }
+    })
 }
 
 /// Latent-consistency sampling: jump to the denoised estimate, then re-noise
