@@ -7,14 +7,11 @@ use weft_tests::{registry, Recorder};
 
 const GRAPH: &str = include_str!("../graphs/exact_gaussian_cfg.ron");
 
-fn run(overrides: &[&str], workers: usize) -> RunReport {
+/// Runs `graph` with `overrides`, computing only the `sample` node.
+fn run_graph(graph: &str, overrides: &[&str], workers: usize) -> RunReport {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    let graph = weft_core::load(
-        SourceFile::new("exact_gaussian_cfg.ron", GRAPH),
-        &registry(),
-        &overrides,
-    )
-    .unwrap_or_else(|d| panic!("{d}"));
+    let graph = weft_core::load(SourceFile::new("g.ron", graph), &registry(), &overrides)
+        .unwrap_or_else(|d| panic!("{d}"));
     let opts = RunOptions {
         workers,
         targets: Some(vec!["sample".into()]),
@@ -28,6 +25,10 @@ fn run(overrides: &[&str], workers: usize) -> RunReport {
             &CancelToken::new(),
         )
         .unwrap()
+}
+
+fn run(overrides: &[&str], workers: usize) -> RunReport {
+    run_graph(GRAPH, overrides, workers)
 }
 
 fn samples(report: &RunReport) -> Vec<f32> {
@@ -85,20 +86,7 @@ fn every_sampler_with_every_parameterisation_reaches_the_labelled_class() {
                     "\"sigmas\": FlowMatchScheduler(steps: 20, shift: 1.0)",
                     "\"sigmas\": BasicScheduler(model: Link(\"model\", \"MODEL\"), scheduler: \"karras\", steps: 20)",
                 );
-                let g = weft_core::load(
-                    SourceFile::new("g.ron", graph_text.as_str()),
-                    &registry(),
-                    &overrides.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-                )
-                .unwrap_or_else(|d| panic!("{d}"));
-                let opts = RunOptions {
-                    workers: 1,
-                    targets: Some(vec!["sample".into()]),
-                    ..RunOptions::default()
-                };
-                let report = Executor::new(1 << 30)
-                    .run(&g, &opts, &Recorder::default().sink(), &CancelToken::new())
-                    .unwrap();
+                let report = run_graph(&graph_text, &overrides, 1);
                 check(&report, name, parameterization);
             } else {
                 overrides.push("seed=5");
@@ -166,17 +154,7 @@ fn same_seed_is_bit_identical_across_runs_and_worker_counts() {
 }
 
 fn failure(overrides: &[&str], graph: &str) -> String {
-    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
-    let g = weft_core::load(SourceFile::new("g.ron", graph), &registry(), &overrides)
-        .unwrap_or_else(|d| panic!("{d}"));
-    let opts = RunOptions {
-        workers: 1,
-        targets: Some(vec!["sample".into()]),
-        ..RunOptions::default()
-    };
-    let report = Executor::new(1 << 30)
-        .run(&g, &opts, &Recorder::default().sink(), &CancelToken::new())
-        .unwrap();
+    let report = run_graph(graph, overrides, 1);
     let f = report
         .failed
         .first()
