@@ -66,6 +66,12 @@ enum Command {
         #[arg(long)]
         resume: bool,
     },
+    /// Measure guidance: accuracy, Fréchet distance and diversity of generated
+    /// digits for each model, guidance weight and step count (see models/eval.ron).
+    Eval {
+        /// The evaluation config.
+        config: PathBuf,
+    },
     /// List node types with their schemas.
     Nodes {
         /// Show only this node type.
@@ -193,6 +199,18 @@ fn main() -> ExitCode {
                         tail.len(),
                         report.output.display()
                     );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_INVALID)
+                }
+            }
+        }
+        Command::Eval { config } => {
+            match weft_train::eval::evaluate(&config, &mut |line| eprintln!("{line}")) {
+                Ok(report) => {
+                    println!("{}", weft_train::eval::markdown(&report));
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

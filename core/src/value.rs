@@ -34,12 +34,14 @@ pub enum ValueType {
     ControlNet,
     Guider,
     Sampler,
+    /// An image classifier (for classifier guidance and evaluation).
+    Classifier,
     /// Accepts anything; used by generic nodes such as `Switch`.
     Any,
 }
 
 impl ValueType {
-    pub const ALL: [ValueType; 17] = [
+    pub const ALL: [ValueType; 18] = [
         ValueType::Int,
         ValueType::Float,
         ValueType::Bool,
@@ -56,6 +58,7 @@ impl ValueType {
         ValueType::ControlNet,
         ValueType::Guider,
         ValueType::Sampler,
+        ValueType::Classifier,
         ValueType::Any,
     ];
 
@@ -77,6 +80,7 @@ impl ValueType {
             ValueType::ControlNet => "CONTROL_NET",
             ValueType::Guider => "GUIDER",
             ValueType::Sampler => "SAMPLER",
+            ValueType::Classifier => "CLASSIFIER",
             ValueType::Any => "*",
         }
     }

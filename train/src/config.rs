@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use weft_nodes::models::{ModelConfig, Objective};
 
@@ -85,29 +86,39 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!("{stem}.{suffix}"))
 }
 
+/// Reads a RON file; errors carry file:line:col.
+pub fn read_ron<T: DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
+    parse_ron(&text, path)
+}
+
+/// Parses RON text; `path` only names the file in errors.
+pub fn parse_ron<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, String> {
+    ron::Options::default()
+        .from_str(text)
+        .map_err(|e: ron::error::SpannedError| {
+            format!(
+                "{}:{}:{}: {}",
+                path.display(),
+                e.span.start.line,
+                e.span.start.col,
+                e.code
+            )
+        })
+}
+
 impl TrainConfig {
     /// Parses and validates a config file.
     pub fn load(path: &Path) -> Result<TrainConfig, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
-        let config = Self::parse(&text, path)?;
+        let config: TrainConfig = read_ron(path)?;
         config.validate(path)?;
         Ok(config)
     }
 
     /// Parses RON text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &Path) -> Result<TrainConfig, String> {
-        ron::Options::default()
-            .from_str(text)
-            .map_err(|e: ron::error::SpannedError| {
-                format!(
-                    "{}:{}:{}: {}",
-                    path.display(),
-                    e.span.start.line,
-                    e.span.start.col,
-                    e.code
-                )
-            })
+        parse_ron(text, path)
     }
 
     /// Checks every value; the error names the file and the field.
@@ -170,15 +181,24 @@ impl TrainConfig {
                     ),
                 );
             }
-            if !matches!(self.model.objective, Objective::Flow) {
+            if matches!(self.model.objective, Objective::Ddpm { .. }) {
                 return bad(
                     "sigma_sampling",
-                    "LogitNormal applies to flow models only; DDPM draws t uniformly".into(),
+                    "LogitNormal applies to flow-path training only; DDPM draws t uniformly".into(),
                 );
             }
         }
         if let Err(e) = self.model.validate() {
             return bad("model", e);
+        }
+        if self.model.objective == Objective::Classify && self.cfg_dropout != 0.0 {
+            return bad(
+                "cfg_dropout",
+                format!(
+                    "must be 0 for a classifier, which learns every label (got {})",
+                    self.cfg_dropout
+                ),
+            );
         }
         if self.model.channels != 1 {
             return bad(

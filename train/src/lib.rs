@@ -5,7 +5,10 @@
 pub mod adamw;
 pub mod config;
 pub mod ema;
+pub mod eval;
 pub mod idx;
+pub mod metrics;
+pub mod plot;
 pub mod rng;
 pub mod trainer;
 

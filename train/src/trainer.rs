@@ -13,7 +13,10 @@
 //! - DDPM: t ~ U{0..N−1}, x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε, target ε, network input
 //!   (x_t, t). `Model::predict` feeds the network x·input_scale(σ) with x the
 //!   variance-exploding sample x0 + σ·ε; with σ_t = √((1−ᾱ_t)/ᾱ_t) that
-//!   product is exactly x_t, so this is the input the sampler will give.
+//!   product is exactly x_t, so this is the input the sampler will give;
+//! - classify: cross-entropy on the true labels (no dropout), on clean images
+//!   at timestep 0, or on flow-path x_σ with timestep σ·1000 when the
+//!   classifier is noise-conditional.
 //!
 //! ᾱ_t is read back from the σ table of `ModelConfig::sampling()` rather than
 //! recomputed, so training and sampling cannot disagree on the schedule.
@@ -154,6 +157,16 @@ impl SimpleBackend for SeededVarMap {
     }
 }
 
+/// How a training image becomes the network's input.
+enum Noising {
+    /// Flow path, σ from the config's `sigma_sampling`.
+    Flow,
+    /// DDPM forward process; the σ table of its discrete schedule.
+    Ddpm(Vec<f64>),
+    /// Clean images at timestep 0 (a plain classifier).
+    Clean,
+}
+
 /// A batch ready for the network.
 pub struct Batch {
     /// Network input, `[B, C, H, W]`.
@@ -176,8 +189,7 @@ pub struct Trainer {
     opt: AdamW,
     ema: Ema,
     step: u64,
-    /// The σ table of a DDPM objective (`None` for flow).
-    ddpm_sigmas: Option<Vec<f64>>,
+    noising: Noising,
     sampling: ModelSampling,
     /// The permutation of the epoch last used, cached across steps.
     order: Option<(u64, Vec<u32>)>,
@@ -241,9 +253,21 @@ impl Trainer {
         )?;
         let ema = Ema::new(&varmap, config.ema_decay)?;
         let sampling = config.model.sampling();
-        let ddpm_sigmas = match (&config.model.objective, &sampling.levels) {
-            (Objective::Ddpm { .. }, NoiseLevels::Discrete { sigmas }) => Some(sigmas.clone()),
-            (Objective::Flow, NoiseLevels::Flow { .. }) => None,
+        let noise_conditional = match &config.model.net {
+            NetConfig::Classifier(c) => c.noise_conditional,
+            _ => true,
+        };
+        let noising = match (&config.model.objective, &sampling.levels) {
+            (Objective::Ddpm { .. }, NoiseLevels::Discrete { sigmas }) => {
+                Noising::Ddpm(sigmas.clone())
+            }
+            (Objective::Flow | Objective::Classify, NoiseLevels::Flow { .. }) => {
+                if noise_conditional {
+                    Noising::Flow
+                } else {
+                    Noising::Clean
+                }
+            }
             _ => return Err("objective and sampling parameterisation disagree".into()),
         };
         Ok(Trainer {
@@ -255,7 +279,7 @@ impl Trainer {
             opt,
             ema,
             step: 0,
-            ddpm_sigmas,
+            noising,
             sampling,
             order: None,
         })
@@ -313,8 +337,9 @@ impl Trainer {
                 self.data.labels[idx] as u32
             });
             // (signal coefficient, noise coefficient, timestep, target = a·x0 + b·ε)
-            let (alpha, sigma, t, tx0, teps) = match &self.ddpm_sigmas {
-                None => {
+            let (alpha, sigma, t, tx0, teps) = match &self.noising {
+                Noising::Clean => (1.0, 0.0, 0.0, 1.0, 0.0),
+                Noising::Flow => {
                     let sig = match self.config.sigma_sampling {
                         SigmaSampling::Uniform => d.uniform(),
                         SigmaSampling::LogitNormal { mean, std } => {
@@ -323,7 +348,7 @@ impl Trainer {
                     };
                     (1.0 - sig, sig, self.sampling.timestep(sig), -1.0, 1.0)
                 }
-                Some(sigmas) => {
+                Noising::Ddpm(sigmas) => {
                     let t = d.below(sigmas.len());
                     let inv = 1.0 / (sigmas[t] * sigmas[t] + 1.0).sqrt(); // √ᾱ_t
                     (inv, sigmas[t] * inv, t as f64, 0.0, 1.0)
@@ -356,10 +381,13 @@ impl Trainer {
             .net
             .forward(&batch.x, &batch.t, &batch.labels)
             .map_err(|e| format!("forward pass at step {step}: {e}"))?;
-        let loss = (out - &batch.target)
-            .and_then(|d| d.sqr())
-            .and_then(|d| d.mean_all())
-            .map_err(cerr)?;
+        let loss = match self.config.model.objective {
+            Objective::Classify => candle_nn::loss::cross_entropy(&out, &batch.labels),
+            _ => (out - &batch.target)
+                .and_then(|d| d.sqr())
+                .and_then(|d| d.mean_all()),
+        }
+        .map_err(cerr)?;
         let value = loss.to_scalar::<f32>().map_err(cerr)?;
         if !value.is_finite() {
             return Err(format!(

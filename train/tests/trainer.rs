@@ -70,9 +70,36 @@ const TINY_DIT_DDPM: &str = r#"(
     num_classes: 10,
 )"#;
 
-/// A config file in `dir` with `extra` fields appended; `model` is RON.
+const TINY_CLASSIFIER: &str = r#"(
+    net: (
+        arch: "Classifier",
+        in_channels: 1,
+        image_size: 28,
+        channels: [8, 16],
+        hidden: 32,
+        num_classes: 10,
+    ),
+    objective: (kind: "classify"),
+    image_size: 28,
+    channels: 1,
+    num_classes: 10,
+)"#;
+
+/// A config file in `dir` with `extra` fields appended (replacing the
+/// defaults they name); `model` is RON.
 fn write_config(dir: &Path, name: &str, model: &str, extra: &str) -> PathBuf {
     let data = data_dir();
+    let defaults: String = [
+        "batch_size: 16,",
+        "lr: 2e-3,",
+        "warmup_steps: 2,",
+        "ema_decay: 0.99,",
+        "cfg_dropout: 0.1,",
+    ]
+    .iter()
+    .filter(|d| !extra.contains(&d[..=d.find(':').unwrap()]))
+    .map(|d| format!("    {d}\n"))
+    .collect();
     let text = format!(
         r#"(
     data: (
@@ -80,12 +107,7 @@ fn write_config(dir: &Path, name: &str, model: &str, extra: &str) -> PathBuf {
         labels: "{}",
     ),
     model: {model},
-    batch_size: 16,
-    lr: 2e-3,
-    warmup_steps: 2,
-    ema_decay: 0.99,
-    cfg_dropout: 0.1,
-    seed: 7,
+{defaults}    seed: 7,
     output: "{}",
     {extra}
 )"#,
@@ -293,26 +315,7 @@ fn bad_config_values_name_the_field_and_file() {
         ),
     ];
     for (extra, field) in cases {
-        // Later duplicates are refused by RON, so drop the defaults being overridden.
         let cfg = write_config(d, "bad", TINY_UNET, extra);
-        let mut text = std::fs::read_to_string(&cfg).unwrap();
-        for key in [
-            "batch_size",
-            "cfg_dropout",
-            "lr",
-            "ema_decay",
-            "warmup_steps",
-        ] {
-            if extra.contains(&format!("{key}:")) {
-                let line = text
-                    .lines()
-                    .find(|l| l.trim_start().starts_with(&format!("{key}:")))
-                    .unwrap()
-                    .to_string();
-                text = text.replacen(&format!("{line}\n"), "", 1);
-            }
-        }
-        std::fs::write(&cfg, text).unwrap();
         let err = train(&cfg, false, false).unwrap_err();
         assert!(
             err.contains(field) && err.contains("bad.ron"),
@@ -339,6 +342,85 @@ fn bad_config_values_name_the_field_and_file() {
     let dropout = TINY_UNET.replace("groups: 4", "groups: 4, dropout: 0.1");
     let err = config_error(d, &dropout, "steps: 5,");
     assert!(err.contains("dropout"), "{err}");
+    // A classifier learns every label, and networks match their objective.
+    let err = config_error(d, TINY_CLASSIFIER, "steps: 5,");
+    assert!(
+        err.contains("`cfg_dropout`") && err.contains("classifier"),
+        "{err}"
+    );
+    let unet_classify = TINY_UNET.replace(r#"kind: "flow""#, r#"kind: "classify""#);
+    let err = config_error(d, &unet_classify, "steps: 5, cfg_dropout: 0.0,");
+    assert!(err.contains("`model`") && err.contains("classify"), "{err}");
+}
+
+/// A classifier trained on the subset beats chance by far on the images it
+/// saw, its checkpoint loads only as a classifier, and the noise-conditional
+/// variant trains too.
+#[test]
+fn classifiers_train_and_load_only_as_classifiers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "judge",
+        TINY_CLASSIFIER,
+        "steps: 96, cfg_dropout: 0.0, batch_size: 32, lr: 1e-2,",
+    );
+    let report = train(&cfg, false, false).unwrap();
+    let (first, last) = (mean(&report.losses[..8]), mean(&report.losses[88..]));
+    assert!(last < 0.6 * first, "loss went from {first} to {last}");
+
+    let judge = checkpoint::load_classifier(&report.output).unwrap();
+    let data = weft_train::idx::read_dataset(
+        &data_dir().join("train-images-idx3-ubyte.gz"),
+        &data_dir().join("train-labels-idx1-ubyte.gz"),
+    )
+    .unwrap();
+    let pixels: Vec<f32> = (0..data.len())
+        .flat_map(|i| data.images.image(i).iter().map(|&p| p as f32 / 127.5 - 1.0))
+        .collect();
+    let x = Tensor::from_vec(pixels, (data.len(), 1, 28, 28), &Device::Cpu).unwrap();
+    let t = Tensor::zeros(data.len(), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let predicted: Vec<u32> = judge
+        .forward(&x, &t)
+        .unwrap()
+        .argmax(1)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let right = predicted
+        .iter()
+        .zip(&data.labels)
+        .filter(|(p, l)| **p == **l as u32)
+        .count();
+    assert!(
+        right as f64 > 0.7 * data.len() as f64,
+        "{right} of {} right",
+        data.len()
+    );
+
+    let err = checkpoint::load_model(&report.output).unwrap_err();
+    assert!(err.contains("is a classifier"), "{err}");
+    let flow = write_config(dir.path(), "flow", TINY_DIT_FLOW, "steps: 3,");
+    let flow = train(&flow, false, false).unwrap();
+    let err = checkpoint::load_classifier(&flow.output).unwrap_err();
+    assert!(err.contains("not a classifier"), "{err}");
+
+    let noisy = TINY_CLASSIFIER.replace("hidden: 32,", "hidden: 32, noise_conditional: true,");
+    let cfg = write_config(
+        dir.path(),
+        "noisy",
+        &noisy,
+        "steps: 96, cfg_dropout: 0.0, batch_size: 32, lr: 1e-2,",
+    );
+    let report = train(&cfg, false, false).unwrap();
+    let (first, last) = (mean(&report.losses[..8]), mean(&report.losses[88..]));
+    assert!(last < 0.9 * first, "noisy loss went from {first} to {last}");
+    assert!(
+        checkpoint::load_classifier(&report.output)
+            .unwrap()
+            .config()
+            .noise_conditional
+    );
 }
 
 #[test]

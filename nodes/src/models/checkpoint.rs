@@ -17,7 +17,7 @@ use candle_nn::{VarBuilder, VarMap};
 use safetensors::SafeTensors;
 use weft_core::LatentSpace;
 
-use super::{label_tensor, ModelConfig, Net};
+use super::{label_tensor, Classifier, ModelConfig, Net, Objective};
 use crate::sampling::{Conditioning, Model, Network};
 
 /// Metadata key holding the JSON [`ModelConfig`].
@@ -26,6 +26,9 @@ pub const CONFIG_KEY: &str = "weft.config";
 pub const FORMAT_KEY: &str = "weft.format";
 /// The format version this code writes and reads.
 pub const FORMAT_VERSION: &str = "1";
+
+/// The `net.arch` tags this version reads.
+const ARCHS: [&str; 3] = ["UNet", "DiT", "Classifier"];
 
 /// How many offending keys an error lists before summarising.
 const LIST: usize = 5;
@@ -136,6 +139,12 @@ pub fn load_net(path: &Path) -> Result<(ModelConfig, Net), String> {
 /// channel count, and the sampling parameterisation of its objective.
 pub fn load_model(path: &Path) -> Result<Model, String> {
     let (config, net) = load_net(path)?;
+    if config.objective == Objective::Classify {
+        return Err(format!(
+            "{}: is a classifier, not a generative model; load it with ClassifierLoader",
+            path.display()
+        ));
+    }
     // The file's size approximates the f32 weights for the cache budget.
     let size_bytes = std::fs::metadata(path)
         .map(|m| m.len() as usize)
@@ -152,6 +161,18 @@ pub fn load_model(path: &Path) -> Result<Model, String> {
         latent_space: LatentSpace::pixels(),
         latent_channels: Some(config.channels),
     })
+}
+
+/// Loads a classifier checkpoint (see [`super::classifier`]).
+pub fn load_classifier(path: &Path) -> Result<Classifier, String> {
+    match load_net(path)? {
+        (_, Net::Classifier(c)) => Ok(*c),
+        (config, _) => Err(format!(
+            "{}: holds a {} generative model, not a classifier",
+            path.display(),
+            config.net.arch()
+        )),
+    }
 }
 
 /// A loaded [`Net`] as a sampling [`Network`]: conditioning labels become
@@ -241,10 +262,11 @@ fn parse_config(json: &str) -> Result<ModelConfig, String> {
     let value: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
     match value.get("net").and_then(|n| n.get("arch")) {
-        Some(serde_json::Value::String(a)) if a == "UNet" || a == "DiT" => {}
+        Some(serde_json::Value::String(a)) if ARCHS.contains(&a.as_str()) => {}
         Some(other) => {
             return Err(format!(
-                "unknown arch {other} (expected \"UNet\" or \"DiT\")"
+                "unknown arch {other} (expected one of {})",
+                ARCHS.join(", ")
             ))
         }
         None => return Err("no `net.arch` field".into()),

@@ -1,4 +1,4 @@
-//! `CheckpointLoader`: a weft checkpoint file as a MODEL value.
+//! `CheckpointLoader` and `ClassifierLoader`: weft checkpoint files as values.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -45,20 +45,68 @@ impl Node for CheckpointLoader {
         Ok(vec![Value::Object(ValueType::Model, Arc::new(model))])
     }
 
-    /// Size and modification time; a missing or unreadable file gets a
-    /// fingerprint of its own, and `run` then reports the real problem.
     fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
-        let path = inputs.str("ckpt_path")?;
-        Ok(match std::fs::metadata(path) {
-            Ok(meta) => {
-                let mtime = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_nanos());
-                format!("{}:{mtime}", meta.len())
-            }
-            Err(e) => format!("unreadable:{:?}", e.kind()),
-        })
+        file_fingerprint(inputs.str("ckpt_path")?)
+    }
+}
+
+/// Size and modification time; a missing or unreadable file gets a
+/// fingerprint of its own, and `run` then reports the real problem.
+fn file_fingerprint(path: &str) -> Result<String, NodeError> {
+    Ok(match std::fs::metadata(path) {
+        Ok(meta) => {
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}:{mtime}", meta.len())
+        }
+        Err(e) => format!("unreadable:{:?}", e.kind()),
+    })
+}
+
+/// Loads a classifier checkpoint trained by `weft train` (objective `classify`).
+pub struct ClassifierLoader(NodeSchema);
+
+impl ClassifierLoader {
+    pub fn new() -> Self {
+        ClassifierLoader(
+            NodeSchema::new(
+                "ClassifierLoader",
+                "model/loaders",
+                "Loads a weft classifier checkpoint: a noise-conditional one drives ClassifierGuidance; a plain one judges `weft eval`.",
+            )
+            .input(InputSpec::string("ckpt_path").doc("Path to the classifier's .safetensors checkpoint."))
+            .output("CLASSIFIER", ValueType::Classifier, "The classifier.")
+            .external_state()
+            .heavy(),
+        )
+    }
+}
+
+impl Default for ClassifierLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node for ClassifierLoader {
+    fn schema(&self) -> &NodeSchema {
+        &self.0
+    }
+
+    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
+        let path = ctx.inputs.str("ckpt_path")?;
+        let classifier = super::load_classifier(Path::new(path))
+            .map_err(|e| NodeError::input("ckpt_path", e))?;
+        Ok(vec![Value::Object(
+            ValueType::Classifier,
+            Arc::new(super::classifier::ClassifierHandle(Arc::new(classifier))),
+        )])
+    }
+
+    fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
+        file_fingerprint(inputs.str("ckpt_path")?)
     }
 }

@@ -8,6 +8,7 @@
 //! same number [`crate::sampling::Model::predict`] passes at sampling time.
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod dit;
 pub mod loader;
 pub mod unet;
@@ -19,13 +20,15 @@ use weft_core::Registry;
 
 use crate::sampling::{schedule, ModelSampling, Prediction};
 
-pub use checkpoint::{load_model, load_net, save};
+pub use checkpoint::{load_classifier, load_model, load_net, save};
+pub use classifier::{Classifier, ClassifierConfig};
 pub use dit::{DiT, DiTBlock, DiTConfig};
 pub use unet::{UNet, UNetConfig};
 
 /// Registers the model nodes.
 pub fn register(registry: &mut Registry) -> std::result::Result<(), String> {
     registry.register(loader::CheckpointLoader::new())?;
+    registry.register(loader::ClassifierLoader::new())?;
     Ok(())
 }
 
@@ -36,6 +39,7 @@ pub fn register(registry: &mut Registry) -> std::result::Result<(), String> {
 pub enum NetConfig {
     UNet(UNetConfig),
     DiT(DiTConfig),
+    Classifier(ClassifierConfig),
 }
 
 impl NetConfig {
@@ -43,6 +47,7 @@ impl NetConfig {
         match self {
             NetConfig::UNet(c) => c.in_channels,
             NetConfig::DiT(c) => c.in_channels,
+            NetConfig::Classifier(c) => c.in_channels,
         }
     }
 
@@ -50,6 +55,7 @@ impl NetConfig {
         match self {
             NetConfig::UNet(c) => c.num_classes,
             NetConfig::DiT(c) => c.num_classes,
+            NetConfig::Classifier(c) => c.num_classes,
         }
     }
 
@@ -57,6 +63,7 @@ impl NetConfig {
         match self {
             NetConfig::UNet(_) => "UNet",
             NetConfig::DiT(_) => "DiT",
+            NetConfig::Classifier(_) => "Classifier",
         }
     }
 }
@@ -66,6 +73,7 @@ impl NetConfig {
 pub enum Net {
     UNet(Box<UNet>),
     DiT(Box<DiT>),
+    Classifier(Box<Classifier>),
 }
 
 impl Net {
@@ -75,16 +83,19 @@ impl Net {
         Ok(match cfg {
             NetConfig::UNet(c) => Net::UNet(Box::new(UNet::new(c, vb)?)),
             NetConfig::DiT(c) => Net::DiT(Box::new(DiT::new(c, vb)?)),
+            NetConfig::Classifier(c) => Net::Classifier(Box::new(Classifier::new(c, vb)?)),
         })
     }
 
     /// `x`: `[B, C, H, W]` f32; `t`: `[B]` f32 timesteps (what
     /// [`ModelSampling::timestep`] gives); `labels`: `[B]` u32 with the null
-    /// class ∅ written as `num_classes`.
+    /// class ∅ written as `num_classes`. A classifier ignores `labels` and
+    /// returns logits `[B, num_classes]`.
     pub fn forward(&self, x: &Tensor, t: &Tensor, labels: &Tensor) -> Result<Tensor> {
         match self {
             Net::UNet(n) => n.forward(x, t, labels),
             Net::DiT(n) => n.forward(x, t, labels),
+            Net::Classifier(n) => n.forward(x, t),
         }
     }
 
@@ -98,7 +109,7 @@ impl Net {
     ) -> Result<Tensor> {
         match self {
             Net::UNet(n) => n.forward_t(x, t, labels, train),
-            Net::DiT(n) => n.forward(x, t, labels),
+            Net::DiT(_) | Net::Classifier(_) => self.forward(x, t, labels),
         }
     }
 }
@@ -126,9 +137,21 @@ pub enum Objective {
         beta_schedule: BetaSchedule,
         n_train: usize,
     },
+    /// Cross-entropy on the labels; a noise-conditional classifier sees
+    /// flow-path inputs x_s with timestep s·1000 (see [`classifier`]).
+    Classify,
 }
 
 impl Objective {
+    /// The name its RON and JSON `kind` tag uses.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Objective::Flow => "flow",
+            Objective::Ddpm { .. } => "ddpm",
+            Objective::Classify => "classify",
+        }
+    }
+
     /// DDPM's usual setting: 1000 linear-β steps.
     pub fn ddpm_linear() -> Objective {
         Objective::Ddpm {
@@ -191,7 +214,24 @@ impl ModelConfig {
                 }
                 c.validate()
             }
+            NetConfig::Classifier(c) => {
+                if c.image_size != self.image_size {
+                    return Err(format!(
+                        "config says image size {} but the classifier was built for {}",
+                        self.image_size, c.image_size
+                    ));
+                }
+                c.validate()
+            }
         }?;
+        let classifier_net = matches!(self.net, NetConfig::Classifier(_));
+        if classifier_net != (self.objective == Objective::Classify) {
+            return Err(format!(
+                "a {} cannot be trained with the {} objective",
+                self.net.arch(),
+                self.objective.name()
+            ));
+        }
         if let Objective::Ddpm { n_train, .. } = self.objective {
             if n_train < 2 {
                 return Err(format!("DDPM objective needs n_train ≥ 2, got {n_train}"));
@@ -204,7 +244,7 @@ impl ModelConfig {
     /// exactly the network's timestep input, in training and in sampling.
     pub fn sampling(&self) -> ModelSampling {
         match &self.objective {
-            Objective::Flow => ModelSampling::flow(1000.0),
+            Objective::Flow | Objective::Classify => ModelSampling::flow(1000.0),
             Objective::Ddpm {
                 beta_schedule,
                 n_train,

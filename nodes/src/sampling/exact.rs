@@ -9,6 +9,7 @@
 
 use candle_core::{Result, Tensor};
 
+use super::guidance::NoisyClassifier;
 use super::model::{Conditioning, ModelSampling, Network, Path};
 use super::samplers::Denoiser;
 
@@ -99,6 +100,28 @@ impl GaussianMixture {
             items.push(Tensor::from_vec(ds, x.get(b)?.dims(), x.device())?);
         }
         Tensor::stack(&items, 0)?.to_dtype(x.dtype())
+    }
+}
+
+/// The exact class posterior: with every element of an item drawn from
+/// component k, log p(k | x_s) is ln π_k + Σ log N(x_s; (1−s)·m_k, (1−s)²s_k² + s²)
+/// up to a constant. Written in tensor ops so autograd gives its gradient.
+impl NoisyClassifier for GaussianMixture {
+    fn logits(&self, x_s: &Tensor, s: f64) -> Result<Tensor> {
+        let batch = x_s.dim(0)?;
+        let flat = x_s.reshape((batch, ()))?;
+        let n = flat.dim(1)? as f64;
+        let alpha = 1.0 - s;
+        let mut columns = Vec::with_capacity(self.weights.len());
+        for k in 0..self.weights.len() {
+            let var = alpha * alpha * self.stds[k].powi(2) + s * s;
+            let sq = flat
+                .affine(1.0, -alpha * self.means[k])?
+                .sqr()?
+                .sum_keepdim(1)?;
+            columns.push(sq.affine(-0.5 / var, self.weights[k].ln() - 0.5 * n * var.ln())?);
+        }
+        Tensor::cat(&columns, 1)
     }
 }
 

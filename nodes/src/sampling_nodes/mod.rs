@@ -27,6 +27,7 @@ pub fn register(registry: &mut Registry) -> Result<(), String> {
     registry.register(samplers::KSamplerSelect::new())?;
     registry.register(guiders::CfgGuider::new())?;
     registry.register(guiders::BasicGuider::new())?;
+    registry.register(guiders::ClassifierGuidance::new())?;
     registry.register(run::SamplerCustomAdvanced::new())?;
     registry.register(ksampler::KSampler::new())?;
     registry.register(schedules::BasicScheduler::new())?;
