@@ -29,7 +29,7 @@ use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use weft_nodes::models::{checkpoint, Net, NetConfig, Objective};
+use weft_nodes::models::{checkpoint, Net, NetConfig, Objective, Preconditioner};
 use weft_nodes::sampling::{ModelSampling, NoiseLevels};
 
 use crate::adamw::{AdamW, AdamWParams, AdamWState};
@@ -191,6 +191,7 @@ pub struct Trainer {
     step: u64,
     noising: Noising,
     sampling: ModelSampling,
+    preconditioner: Option<Preconditioner>,
     /// The permutation of the epoch last used, cached across steps.
     order: Option<(u64, Vec<u32>)>,
 }
@@ -270,6 +271,7 @@ impl Trainer {
             }
             _ => return Err("objective and sampling parameterisation disagree".into()),
         };
+        let preconditioner = config.model.preconditioner();
         Ok(Trainer {
             config,
             config_path: config_path.to_path_buf(),
@@ -280,6 +282,7 @@ impl Trainer {
             ema,
             step: 0,
             noising,
+            preconditioner,
             sampling,
             order: None,
         })
@@ -380,6 +383,10 @@ impl Trainer {
         let out = self
             .net
             .forward(&batch.x, &batch.t, &batch.labels)
+            .and_then(|raw| match &self.preconditioner {
+                Some(p) => p.apply(&batch.x, &batch.t, &raw),
+                None => Ok(raw),
+            })
             .map_err(|e| format!("forward pass at step {step}: {e}"))?;
         let loss = match self.config.model.objective {
             Objective::Classify => candle_nn::loss::cross_entropy(&out, &batch.labels),

@@ -511,3 +511,94 @@ fn shipped_config_throughput() {
         );
     }
 }
+
+/// `weft eval` on tiny models: one row per (guidance, steps, w) in order,
+/// metrics in range, seeded (a second run gives the same numbers), the
+/// guidance weight changes the samples, and the table, JSON and plot are
+/// written. A bad sampler name is refused naming the field and file.
+#[test]
+fn eval_measures_every_configuration_and_writes_its_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let long = "steps: 48, cfg_dropout: 0.0, batch_size: 32, lr: 1e-2,";
+    let judge = train(&write_config(d, "judge", TINY_CLASSIFIER, long), false, false).unwrap();
+    let noisy = TINY_CLASSIFIER.replace("hidden: 32,", "hidden: 32, noise_conditional: true,");
+    let noisy = train(&write_config(d, "noisy", &noisy, long), false, false).unwrap();
+    let flow = train(&write_config(d, "flow", TINY_DIT_FLOW, "steps: 20,"), false, false).unwrap();
+    let eval_config = |sampler: &str| {
+        let text = format!(
+            r#"(
+    classifier: "{}",
+    test_data: (images: "{}", labels: "{}"),
+    models: [(name: "tiny", checkpoint: "{}", sampler: "{sampler}", scheduler: "simple")],
+    weights: [0.0, 3.0],
+    steps: [2, 3],
+    classifier_guidance: Some((classifier: "{}", steps: [2])),
+    samples_per_class: 3,
+    seed: 1,
+    output_dir: "{}",
+)"#,
+            judge.output.display(),
+            data_dir().join("train-images-idx3-ubyte.gz").display(),
+            data_dir().join("train-labels-idx1-ubyte.gz").display(),
+            flow.output.display(),
+            noisy.output.display(),
+            d.join("out").display(),
+        );
+        let path = d.join("eval.ron");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let path = eval_config("euler");
+    let mut lines = Vec::new();
+    let report = weft_train::eval::evaluate(&path, &mut |l| lines.push(l.to_string())).unwrap();
+    let keys: Vec<(&str, usize, f64)> = report
+        .rows
+        .iter()
+        .map(|r| (r.guidance.as_str(), r.steps, r.w))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("CFG", 2, 0.0),
+            ("CFG", 2, 3.0),
+            ("CFG", 3, 0.0),
+            ("CFG", 3, 3.0),
+            ("classifier", 2, 0.0),
+            ("classifier", 2, 3.0),
+        ]
+    );
+    assert_eq!(lines.len(), 1 + report.rows.len());
+    assert!((0.0..=1.0).contains(&report.judge_accuracy));
+    for r in &report.rows {
+        assert!((0.0..=1.0).contains(&r.accuracy), "{r:?}");
+        assert!(r.frechet.is_finite() && r.frechet >= 0.0, "{r:?}");
+        assert!(r.diversity.is_finite() && r.diversity > 0.0, "{r:?}");
+    }
+    assert_ne!(report.rows[0].frechet, report.rows[1].frechet);
+
+    let again = weft_train::eval::evaluate(&path, &mut |_| {}).unwrap();
+    let strip = |rows: &[weft_train::eval::Row]| -> Vec<(f64, f64, f64)> {
+        rows.iter()
+            .map(|r| (r.accuracy, r.frechet, r.diversity))
+            .collect()
+    };
+    assert_eq!(strip(&report.rows), strip(&again.rows));
+
+    let out = d.join("out");
+    let table = std::fs::read_to_string(out.join("eval.md")).unwrap();
+    assert_eq!(table.matches("| tiny |").count(), 6, "{table}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 6);
+    let png = png::Decoder::new(std::io::Cursor::new(std::fs::read(out.join("eval.png")).unwrap()))
+        .read_info()
+        .unwrap();
+    assert_eq!((png.info().width, png.info().height), (3 * 520, 420));
+
+    let err = weft_train::eval::evaluate(&eval_config("warp_drive"), &mut |_| {}).unwrap_err();
+    assert!(
+        err.contains("eval.ron") && err.contains("`models.sampler`") && err.contains("warp_drive"),
+        "{err}"
+    );
+}

@@ -17,7 +17,7 @@ use candle_nn::{VarBuilder, VarMap};
 use safetensors::SafeTensors;
 use weft_core::LatentSpace;
 
-use super::{label_tensor, Classifier, ModelConfig, Net, Objective};
+use super::{label_tensor, Classifier, ModelConfig, Net, Objective, Preconditioner};
 use crate::sampling::{Conditioning, Model, Network};
 
 /// Metadata key holding the JSON [`ModelConfig`].
@@ -153,6 +153,7 @@ pub fn load_model(path: &Path) -> Result<Model, String> {
     Ok(Model {
         network: Arc::new(CheckpointNetwork {
             net,
+            preconditioner: config.preconditioner(),
             num_classes: config.num_classes,
             arch: config.net.arch(),
             size_bytes,
@@ -179,6 +180,7 @@ pub fn load_classifier(path: &Path) -> Result<Classifier, String> {
 /// the u32 label tensor the net expects.
 pub struct CheckpointNetwork {
     pub net: Net,
+    pub preconditioner: Option<Preconditioner>,
     pub num_classes: usize,
     arch: &'static str,
     size_bytes: usize,
@@ -204,11 +206,12 @@ impl Network for CheckpointNetwork {
             Some(l) => candle_core::bail!("{} labels for a batch of {batch}", l.len()),
             None => label_tensor(&vec![None; batch], self.num_classes, x.device())?,
         };
-        self.net.forward(
-            &x.to_dtype(DType::F32)?,
-            &timesteps.to_dtype(DType::F32)?,
-            &labels,
-        )
+        let (x, t) = (x.to_dtype(DType::F32)?, timesteps.to_dtype(DType::F32)?);
+        let raw = self.net.forward(&x, &t, &labels)?;
+        match &self.preconditioner {
+            Some(p) => p.apply(&x, &t, &raw),
+            None => Ok(raw),
+        }
     }
 
     fn size_bytes(&self) -> usize {

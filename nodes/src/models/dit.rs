@@ -13,7 +13,9 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{attention, layer_norm_plain, silu_linear, timestep_features, zero_linear};
+use super::{
+    attention, gelu_tanh, layer_norm_plain, silu_linear, timestep_features, zero_linear,
+};
 
 /// Hyper-parameters of [`DiT`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,7 +123,7 @@ impl DiTBlock {
             .forward(&attention(&self.qkv.forward(&h)?, self.heads)?)?;
         let x = (x + h.broadcast_mul(&m[2].unsqueeze(1)?)?)?;
         let h = modulate(&layer_norm_plain(&x, 1e-6)?, &m[3], &m[4])?;
-        let h = self.fc2.forward(&self.fc1.forward(&h)?.gelu()?)?;
+        let h = self.fc2.forward(&gelu_tanh(&self.fc1.forward(&h)?)?)?;
         x + h.broadcast_mul(&m[5].unsqueeze(1)?)?
     }
 }
