@@ -36,7 +36,12 @@ fn run_default(workers: usize) -> Tensor {
         ..RunOptions::default()
     };
     let report = Executor::new(1 << 30)
-        .run(&graph, &opts, &Recorder::default().sink(), &CancelToken::new())
+        .run(
+            &graph,
+            &opts,
+            &Recorder::default().sink(),
+            &CancelToken::new(),
+        )
         .unwrap();
     match &report
         .output("sample")
@@ -71,8 +76,9 @@ fn default_graph_reproduces_its_committed_checksum_with_any_worker_count() {
 #[test]
 fn the_judge_reads_the_default_graphs_digits_as_requested() {
     const MIN_RIGHT: usize = 99;
-    let judge = weft_nodes::models::load_classifier(&root().join("models/mnist_classifier.safetensors"))
-        .unwrap();
+    let judge =
+        weft_nodes::models::load_classifier(&root().join("models/mnist_classifier.safetensors"))
+            .unwrap();
     // Judged as saved: rounded to 8-bit levels, like the test digits.
     let images = ((default_samples().clamp(-1f32, 1f32).unwrap() + 1.0).unwrap() * 127.5)
         .unwrap()

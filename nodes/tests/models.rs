@@ -175,7 +175,7 @@ fn save_load_roundtrip_is_bit_identical_through_model_predict() {
         assert_eq!(model.sampling, config.sampling());
 
         let (x, _) = inputs(3, 28);
-        let sigma = match objective_kind(&config) {
+        let sigma = match config.objective.name() {
             "flow" => 0.6,
             _ => 3.0,
         };
@@ -195,13 +195,6 @@ fn save_load_roundtrip_is_bit_identical_through_model_predict() {
         let want = net.forward(&x_in, &t, &nulls).unwrap();
         assert_eq!(bits(&uncond), bits(&want));
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
-    }
-}
-
-fn objective_kind(c: &ModelConfig) -> &'static str {
-    match c.objective {
-        Objective::Flow => "flow",
-        Objective::Ddpm { .. } => "ddpm",
     }
 }
 

@@ -521,10 +521,20 @@ fn eval_measures_every_configuration_and_writes_its_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let long = "steps: 48, cfg_dropout: 0.0, batch_size: 32, lr: 1e-2,";
-    let judge = train(&write_config(d, "judge", TINY_CLASSIFIER, long), false, false).unwrap();
+    let judge = train(
+        &write_config(d, "judge", TINY_CLASSIFIER, long),
+        false,
+        false,
+    )
+    .unwrap();
     let noisy = TINY_CLASSIFIER.replace("hidden: 32,", "hidden: 32, noise_conditional: true,");
     let noisy = train(&write_config(d, "noisy", &noisy, long), false, false).unwrap();
-    let flow = train(&write_config(d, "flow", TINY_DIT_FLOW, "steps: 20,"), false, false).unwrap();
+    let flow = train(
+        &write_config(d, "flow", TINY_DIT_FLOW, "steps: 20,"),
+        false,
+        false,
+    )
+    .unwrap();
     let eval_config = |sampler: &str| {
         let text = format!(
             r#"(
@@ -591,9 +601,11 @@ fn eval_measures_every_configuration_and_writes_its_outputs() {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("eval.json")).unwrap()).unwrap();
     assert_eq!(json["rows"].as_array().unwrap().len(), 6);
-    let png = png::Decoder::new(std::io::Cursor::new(std::fs::read(out.join("eval.png")).unwrap()))
-        .read_info()
-        .unwrap();
+    let png = png::Decoder::new(std::io::Cursor::new(
+        std::fs::read(out.join("eval.png")).unwrap(),
+    ))
+    .read_info()
+    .unwrap();
     assert_eq!((png.info().width, png.info().height), (3 * 520, 420));
 
     let err = weft_train::eval::evaluate(&eval_config("warp_drive"), &mut |_| {}).unwrap_err();

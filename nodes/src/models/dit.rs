@@ -13,9 +13,7 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    attention, gelu_tanh, layer_norm_plain, silu_linear, timestep_features, zero_linear,
-};
+use super::{attention, gelu_tanh, layer_norm_plain, silu_linear, timestep_features, zero_linear};
 
 /// Hyper-parameters of [`DiT`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -442,7 +442,10 @@ mod tests {
             };
             for sigma in sigmas {
                 let xs = [-1.5f32, 0.2, 2.0];
-                let x = Tensor::new(&xs, &Device::Cpu).unwrap().reshape((3, 1)).unwrap();
+                let x = Tensor::new(&xs, &Device::Cpu)
+                    .unwrap()
+                    .reshape((3, 1))
+                    .unwrap();
                 let x_in = x.affine(sampling.input_scale(sigma), 0.0).unwrap();
                 let t = Tensor::full(sampling.timestep(sigma) as f32, 3, &Device::Cpu).unwrap();
                 let out = p.apply(&x_in, &t, &x_in.zeros_like().unwrap()).unwrap();
@@ -475,7 +478,10 @@ mod tests {
         for (v, got) in xs.iter().zip(ours.to_vec1::<f32>().unwrap()) {
             let v = *v as f64;
             let want = 0.5 * v * (1.0 + (c * (v + 0.044715 * v.powi(3))).tanh());
-            assert!((got as f64 - want).abs() < 2e-6, "gelu({v}) = {got}, want {want}");
+            assert!(
+                (got as f64 - want).abs() < 2e-6,
+                "gelu({v}) = {got}, want {want}"
+            );
         }
         let g_ours = ours.sum_all().unwrap().backward().unwrap();
         let theirs = x.as_tensor().gelu().unwrap();
