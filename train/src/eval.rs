@@ -197,7 +197,8 @@ fn quantise(x: &Tensor) -> candle_core::Result<Tensor> {
         .affine(1.0 / 127.5, -1.0)
 }
 
-/// Samples `labels.len()` images from seeded noise.
+/// Samples a batch of `shape` from seeded noise (the noise seed, and the
+/// step-noise seed of stochastic samplers, are both `seed`).
 fn generate(
     denoiser: &dyn Denoiser,
     sampler_name: &str,
