@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use weft_core::{CancelToken, Executor, RunOptions, SourceFile, Value};
+use weft_nodes::models::classifier::as_saved;
 use weft_tests::{registry, Recorder};
 
 const DEFAULT_GRAPH: &str = include_str!("../graphs/mnist_flow_cfg.ron");
@@ -83,20 +84,8 @@ fn the_judge_reads_the_default_graphs_digits_as_requested() {
         weft_nodes::models::load_classifier(&root().join("models/mnist_classifier.safetensors"))
             .unwrap();
     // Judged as saved: rounded to 8-bit levels, like the test digits.
-    let images = ((default_samples().clamp(-1f32, 1f32).unwrap() + 1.0).unwrap() * 127.5)
-        .unwrap()
-        .round()
-        .unwrap()
-        .affine(1.0 / 127.5, -1.0)
-        .unwrap();
-    let t = Tensor::zeros(100, DType::F32, &Device::Cpu).unwrap();
-    let predicted: Vec<u32> = judge
-        .forward(&images, &t)
-        .unwrap()
-        .argmax(1)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let images = as_saved(default_samples()).unwrap();
+    let (_, predicted) = judge.classify(&images).unwrap();
     let right = predicted
         .iter()
         .enumerate()

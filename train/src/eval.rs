@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use weft_nodes::models::{self, Classifier};
+use weft_nodes::models;
+use weft_nodes::models::classifier::as_saved;
 use weft_nodes::sampling::guidance::{Cfg, ClassifierGuided};
 use weft_nodes::sampling::{
     sampler_by_name, schedule, seeded_noise, Conditioning, Denoiser, Model, SampleContext,
@@ -155,27 +156,6 @@ pub struct EvalReport {
     pub rows: Vec<Row>,
 }
 
-/// The plain classifier that scores samples.
-struct Judge {
-    classifier: Classifier,
-}
-
-impl Judge {
-    /// Features `[N·hidden]` and predicted classes of images in [−1, 1].
-    fn judge(&self, images: &Tensor) -> candle_core::Result<(Vec<f32>, Vec<u32>)> {
-        let n = images.dim(0)?;
-        let (mut features, mut predicted) = (Vec::new(), Vec::with_capacity(n));
-        for start in (0..n).step_by(500) {
-            let chunk = images.narrow(0, start, 500.min(n - start))?;
-            let t = Tensor::zeros(chunk.dim(0)?, DType::F32, &Device::Cpu)?;
-            let f = self.classifier.features(&chunk, &t)?;
-            predicted.extend(self.classifier.logits(&f)?.argmax(1)?.to_vec1::<u32>()?);
-            features.extend(f.flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok((features, predicted))
-    }
-}
-
 fn cerr(e: candle_core::Error) -> String {
     e.to_string()
 }
@@ -187,14 +167,6 @@ fn images_tensor(data: &Dataset) -> Result<Tensor, String> {
         .flat_map(|i| data.images.image(i).iter().map(|&p| p as f32 / 127.5 - 1.0))
         .collect();
     Tensor::from_vec(pixels, (n, 1, h, w), &Device::Cpu).map_err(cerr)
-}
-
-/// Rounds samples to 8-bit levels, as a saved PNG would hold them, so they
-/// are judged like the 8-bit test digits.
-fn quantise(x: &Tensor) -> candle_core::Result<Tensor> {
-    ((x.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?
-        .round()?
-        .affine(1.0 / 127.5, -1.0)
 }
 
 /// Samples a batch of `shape` from seeded noise (the noise seed, and the
@@ -226,15 +198,13 @@ fn generate(
 /// table, JSON and plot; `log` receives one line per measured row.
 pub fn evaluate(path: &Path, log: &mut dyn FnMut(&str)) -> Result<EvalReport, String> {
     let config = EvalConfig::load(path)?;
-    let judge = Judge {
-        classifier: models::load_classifier(&config.classifier)?,
-    };
+    let judge = models::load_classifier(&config.classifier)?;
     let test = read_dataset(&config.test_data.images, &config.test_data.labels)?;
-    let (test_features, test_predicted) = judge.judge(&images_tensor(&test)?).map_err(cerr)?;
+    let (test_features, test_predicted) = judge.classify(&images_tensor(&test)?).map_err(cerr)?;
     let test_labels: Vec<u32> = test.labels.iter().map(|&l| l as u32).collect();
     let judge_accuracy = accuracy(&test_predicted, &test_labels)?;
-    let dim = judge.classifier.config().hidden;
-    let classes = judge.classifier.config().num_classes;
+    let dim = judge.config().hidden;
+    let classes = judge.config().num_classes;
     let test_gaussian = Gaussian::fit(&test_features, dim)?;
     let test_diversity = class_diversity(&test_features, dim, &test_labels, classes)?;
     log(&format!(
@@ -282,7 +252,7 @@ pub fn evaluate(path: &Path, log: &mut dyn FnMut(&str)) -> Result<EvalReport, St
                     generate(denoiser.as_ref(), &m.sampler, &sigmas, &shape, config.seed)?;
                 let seconds = began.elapsed().as_secs_f64();
                 let (features, predicted) = judge
-                    .judge(&quantise(&samples).map_err(cerr)?)
+                    .classify(&as_saved(&samples).map_err(cerr)?)
                     .map_err(cerr)?;
                 let row = Row {
                     model: m.name.clone(),

@@ -379,14 +379,7 @@ fn classifiers_train_and_load_only_as_classifiers() {
         .flat_map(|i| data.images.image(i).iter().map(|&p| p as f32 / 127.5 - 1.0))
         .collect();
     let x = Tensor::from_vec(pixels, (data.len(), 1, 28, 28), &Device::Cpu).unwrap();
-    let t = Tensor::zeros(data.len(), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let predicted: Vec<u32> = judge
-        .forward(&x, &t)
-        .unwrap()
-        .argmax(1)
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let (_, predicted) = judge.classify(&x).unwrap();
     let right = predicted
         .iter()
         .zip(&data.labels)

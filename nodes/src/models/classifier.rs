@@ -179,6 +179,29 @@ impl Classifier {
     pub fn logits(&self, features: &Tensor) -> Result<Tensor> {
         self.head.forward(features)
     }
+
+    /// Features (`[N·hidden]`, row-major) and predicted classes of clean
+    /// images in [−1, 1], in chunks of 500 so memory stays bounded.
+    pub fn classify(&self, images: &Tensor) -> Result<(Vec<f32>, Vec<u32>)> {
+        let n = images.dim(0)?;
+        let (mut features, mut predicted) = (Vec::new(), Vec::with_capacity(n));
+        for start in (0..n).step_by(500) {
+            let chunk = images.narrow(0, start, 500.min(n - start))?;
+            let t = Tensor::zeros(chunk.dim(0)?, candle_core::DType::F32, chunk.device())?;
+            let f = self.features(&chunk, &t)?;
+            predicted.extend(self.logits(&f)?.argmax(1)?.to_vec1::<u32>()?);
+            features.extend(f.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok((features, predicted))
+    }
+}
+
+/// Samples in [−1, 1] rounded to the 8-bit levels a saved PNG holds, so
+/// generated digits are judged like the 8-bit test digits.
+pub fn as_saved(x: &Tensor) -> Result<Tensor> {
+    ((x.clamp(-1f32, 1f32)? + 1.0)? * 127.5)?
+        .round()?
+        .affine(1.0 / 127.5, -1.0)
 }
 
 impl NoisyClassifier for Classifier {
