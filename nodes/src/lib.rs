@@ -4,6 +4,7 @@ pub mod image;
 pub mod models;
 pub mod sampling;
 pub mod sampling_nodes;
+pub mod sd;
 pub mod utility;
 
 use weft_core::Registry;

@@ -270,11 +270,44 @@ impl Conditioning {
                 ))
             }
         };
+        let (a, b) = match (&self.context, &other.context) {
+            (Some(a), Some(b)) => {
+                let (a, b) = common_length(a, b)?;
+                (Some(a), Some(b))
+            }
+            _ => (self.context.clone(), other.context.clone()),
+        };
         Ok(Conditioning {
             labels,
-            context: cat(&self.context, &other.context)?,
+            context: cat(&a, &b)?,
             pooled: cat(&self.pooled, &other.pooled)?,
         })
+    }
+}
+
+/// Text contexts of different lengths (long prompts are encoded in
+/// 77-token chunks), each repeated along the tokens to a common length:
+/// attention over repeated keys is unchanged, as in ComfyUI.
+fn common_length(a: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
+    if a.rank() != 3 || b.rank() != 3 {
+        return Ok((a.clone(), b.clone()));
+    }
+    let (na, nb) = (a.dim(1)?, b.dim(1)?);
+    if na == nb {
+        return Ok((a.clone(), b.clone()));
+    }
+    if na == 0 || nb == 0 {
+        candle_core::bail!("cannot batch text contexts of {na} and {nb} tokens");
+    }
+    let lcm = na / gcd(na, nb) * nb;
+    Ok((a.repeat((1, lcm / na, 1))?, b.repeat((1, lcm / nb, 1))?))
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 

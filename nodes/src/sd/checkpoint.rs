@@ -1,0 +1,298 @@
+//! Opening a Stable Diffusion checkpoint, in either layout users have: a
+//! single `.safetensors` file (LDM / A1111 / ComfyUI) or a diffusers folder.
+//! The result says what each component is and where its tensors are; the
+//! networks are built from it by [`super::unet`], [`super::vae`] and
+//! [`super::text`].
+
+use std::path::{Path, PathBuf};
+
+use super::clip::{Activation, ClipConfig};
+use super::config::{self, ClipLayout, Family, ScheduleSpec, UNetSpec, VaeSpec};
+use super::ldm::{self, CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
+use super::weights::{TensorMap, WeightFile};
+
+/// The text encoder's part of a checkpoint.
+#[derive(Clone, Debug)]
+pub struct ClipParts {
+    pub config: ClipConfig,
+    pub tensors: TensorMap,
+    /// Layer whose states condition the UNet (counted from 1): the last,
+    /// except for full OpenCLIP towers in SD 2.x single files, where SD 2.x
+    /// uses the penultimate (diffusers' converted encoders already end there).
+    pub layer: usize,
+    /// SD 2.x's tokenizer pads with `!` (id 0) instead of the end token.
+    pub pad_with_zero: bool,
+    /// The BPE merges of the checkpoint's own tokenizer, when it has one.
+    pub merges: Option<PathBuf>,
+}
+
+/// Everything a checkpoint holds, not yet built.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub family: Family,
+    pub unet: Option<(UNetSpec, TensorMap)>,
+    pub vae: Option<(VaeSpec, TensorMap)>,
+    pub clip: Option<ClipParts>,
+    pub schedule: ScheduleSpec,
+}
+
+/// Opens `path` (a single file or a diffusers folder). `config_dir`, a
+/// diffusers folder, supplies the configs of a single file whose family the
+/// shapes cannot tell (diffusers' `from_single_file(config=…)`).
+pub fn open(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, String> {
+    if path.is_dir() {
+        return open_diffusers(path);
+    }
+    if !path.exists() {
+        return Err(format!("{}: no such model file or folder", path.display()));
+    }
+    open_single_file(path, config_dir)
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn parse<T>(path: &Path, f: impl Fn(&str) -> Result<T, String>) -> Result<T, String> {
+    f(&read(path)?).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The configs a diffusers folder declares for each component it has.
+struct FolderConfigs {
+    unet: Option<UNetSpec>,
+    vae: Option<VaeSpec>,
+    clip: Option<ClipConfig>,
+    schedule: Option<ScheduleSpec>,
+    pad_with_zero: Option<bool>,
+}
+
+fn folder_configs(dir: &Path) -> Result<FolderConfigs, String> {
+    let opt = |sub: &str| {
+        let p = dir.join(sub);
+        p.exists().then_some(p)
+    };
+    Ok(FolderConfigs {
+        unet: opt("unet/config.json")
+            .map(|p| parse(&p, config::unet_from_json))
+            .transpose()?,
+        vae: opt("vae/config.json")
+            .map(|p| parse(&p, config::vae_from_json))
+            .transpose()?,
+        clip: opt("text_encoder/config.json")
+            .map(|p| parse(&p, config::clip_from_json))
+            .transpose()?,
+        schedule: opt("scheduler/scheduler_config.json")
+            .map(|p| parse(&p, config::schedule_from_json))
+            .transpose()?,
+        pad_with_zero: opt("tokenizer/special_tokens_map.json")
+            .map(|p| read(&p))
+            .transpose()?
+            .map(|text| text.contains("\"!\"")),
+    })
+}
+
+/// The weights file of a diffusers component, refusing pickles.
+fn component_file(dir: &Path, sub: &str, names: &[&str]) -> Result<Option<PathBuf>, String> {
+    let folder = dir.join(sub);
+    if !folder.is_dir() {
+        return Ok(None);
+    }
+    for name in names {
+        let p = folder.join(name);
+        if p.is_file() {
+            return Ok(Some(p));
+        }
+    }
+    Err(format!(
+        "{}: no safetensors weights (looked for {}); pickled .bin weights are not loaded, convert them to safetensors",
+        folder.display(),
+        names.join(", ")
+    ))
+}
+
+fn open_diffusers(dir: &Path) -> Result<Checkpoint, String> {
+    let cfg = folder_configs(dir)?;
+    let load = |sub: &str, names: &[&str]| -> Result<Option<TensorMap>, String> {
+        let Some(file) = component_file(dir, sub, names)? else {
+            return Ok(None);
+        };
+        let file = WeightFile::open(&file)?;
+        let mut map = TensorMap::default();
+        map.add_file(&file, "", |k| {
+            if k.ends_with("position_ids") {
+                Vec::new()
+            } else {
+                vec![(k.to_string(), super::weights::Transform::Same)]
+            }
+        });
+        Ok(Some(map))
+    };
+    let model_names = [
+        "diffusion_pytorch_model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors",
+    ];
+    let text_names = ["model.safetensors", "model.fp16.safetensors"];
+    fn pair<S>(
+        dir: &Path,
+        spec: Option<S>,
+        map: Option<TensorMap>,
+        what: &str,
+    ) -> Result<Option<(S, TensorMap)>, String> {
+        match (spec, map) {
+            (Some(s), Some(m)) => Ok(Some((s, m))),
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(format!(
+                "{}: {what} has weights but no config.json",
+                dir.display()
+            )),
+            (Some(_), None) => Err(format!(
+                "{}: {what} has a config.json but no weights",
+                dir.display()
+            )),
+        }
+    }
+    let unet = pair(dir, cfg.unet, load("unet", &model_names)?, "unet/")?;
+    let vae = pair(dir, cfg.vae, load("vae", &model_names)?, "vae/")?;
+    let clip = pair(
+        dir,
+        cfg.clip,
+        load("text_encoder", &text_names)?,
+        "text_encoder/",
+    )?;
+    if unet.is_none() && vae.is_none() && clip.is_none() {
+        return Err(format!(
+            "{}: not a diffusers model folder (no unet/, vae/ or text_encoder/ with config.json and safetensors weights)",
+            dir.display()
+        ));
+    }
+    let family = match &unet {
+        Some((u, _)) => match u.config.cross_attention_dim {
+            768 => Family::Sd1,
+            1024 => Family::Sd2,
+            _ => Family::Other,
+        },
+        None => Family::Other,
+    };
+    let merges = dir.join("tokenizer/merges.txt");
+    let clip = clip.map(|(config, tensors)| ClipParts {
+        layer: config.num_hidden_layers,
+        pad_with_zero: cfg
+            .pad_with_zero
+            .unwrap_or(config.hidden_act == Activation::Gelu),
+        merges: merges.is_file().then_some(merges.clone()),
+        config,
+        tensors,
+    });
+    Ok(Checkpoint {
+        path: dir.to_path_buf(),
+        family,
+        unet,
+        vae,
+        clip,
+        schedule: cfg.schedule.unwrap_or_else(|| {
+            ScheduleSpec::stable_diffusion(crate::sampling::Prediction::Epsilon)
+        }),
+    })
+}
+
+fn open_single_file(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, String> {
+    let file = WeightFile::open(path)?;
+    let shapes = file.shapes();
+    let has = |prefix: &str| shapes.keys().any(|k| k.starts_with(prefix));
+    if !has(UNET_PREFIX) && !has(VAE_PREFIX) && !has(CLIP_PREFIX) {
+        let mut sample: Vec<&String> = shapes.keys().collect();
+        sample.sort();
+        sample.truncate(3);
+        return Err(format!(
+            "{}: not a Stable Diffusion checkpoint: no `{UNET_PREFIX}`, `{VAE_PREFIX}` or `{CLIP_PREFIX}` tensors (first keys: {sample:?})",
+            path.display()
+        ));
+    }
+    let family = config::detect_family(&shapes);
+    let given = config_dir.map(folder_configs).transpose()?;
+    let ctx = |e: String| format!("{}: {e}", path.display());
+
+    let unet = if has(UNET_PREFIX) {
+        let spec = match given.as_ref().and_then(|g| g.unet.clone()) {
+            Some(s) => s,
+            None => config::unet_from_shapes(&shapes, family).map_err(ctx)?,
+        };
+        let lpb = spec.config.layers_per_block;
+        let mut map = TensorMap::default();
+        map.add_file(&file, UNET_PREFIX, |k| ldm::unet_names(k, lpb));
+        Some((spec, map))
+    } else {
+        None
+    };
+    let vae = if has(VAE_PREFIX) {
+        let spec = match given.as_ref().and_then(|g| g.vae.clone()) {
+            Some(s) => s,
+            None => config::vae_from_shapes(&shapes).map_err(ctx)?,
+        };
+        let levels = spec.config.block_out_channels.len();
+        let mut map = TensorMap::default();
+        map.add_file(&file, VAE_PREFIX, |k| ldm::vae_names(k, levels));
+        Some((spec, map))
+    } else {
+        None
+    };
+    let clip = if has(CLIP_PREFIX) {
+        let (inferred, layout) = config::clip_from_shapes(&shapes).map_err(ctx)?;
+        let config = given
+            .as_ref()
+            .and_then(|g| g.clip.clone())
+            .map(|c| ClipConfig {
+                // The file's own depth: a full OpenCLIP tower has one layer
+                // more than diffusers' converted encoder.
+                num_hidden_layers: inferred.num_hidden_layers,
+                projection_dim: inferred.projection_dim.or(c.projection_dim),
+                ..c
+            })
+            .unwrap_or(inferred);
+        let mut map = TensorMap::default();
+        map.add_file(&file, CLIP_PREFIX, ldm::clip_names);
+        let n = config.num_hidden_layers;
+        Some(ClipParts {
+            layer: if layout == ClipLayout::OpenClip && n > 1 {
+                n - 1
+            } else {
+                n
+            },
+            pad_with_zero: layout == ClipLayout::OpenClip,
+            merges: None,
+            config,
+            tensors: map,
+        })
+    } else {
+        None
+    };
+    let schedule = match given.as_ref().and_then(|g| g.schedule.clone()) {
+        Some(s) => s,
+        None => {
+            let prediction = config::prediction_from_shapes(&shapes, family, |key| {
+                let t = file.load_f32(key).ok()?;
+                let mean = t.mean_all().ok()?.to_scalar::<f32>().ok()?;
+                let var = t
+                    .broadcast_sub(&candle_core::Tensor::new(mean, t.device()).ok()?)
+                    .ok()?
+                    .sqr()
+                    .ok()?
+                    .mean_all()
+                    .ok()?
+                    .to_scalar::<f32>()
+                    .ok()?;
+                Some(var.sqrt() as f64)
+            });
+            ScheduleSpec::stable_diffusion(prediction)
+        }
+    };
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        family,
+        unet,
+        vae,
+        clip,
+        schedule,
+    })
+}

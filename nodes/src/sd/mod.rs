@@ -1,0 +1,13 @@
+//! Stable Diffusion 1.x and 2.x: checkpoint loading (single-file LDM and
+//! diffusers folders), the CLIP text encoder and prompt handling, and the
+//! UNet and VAE as weft values.
+
+pub mod checkpoint;
+pub mod clip;
+pub mod config;
+pub mod ldm;
+pub mod prompt;
+pub mod text;
+pub mod unet;
+pub mod vae;
+pub mod weights;

@@ -1,0 +1,590 @@
+//! The Stable Diffusion 1.x/2.x UNet (diffusers' `UNet2DConditionModel`
+//! with its parameter names), as a weft [`Network`].
+//!
+//! Ours rather than candle-transformers': that one drops `norm_num_groups`
+//! in its down blocks, uses the tanh GELU where diffusers' GEGLU uses the
+//! exact one, and computes full attention matrices (1 GB at 512×512).
+//! The building blocks are shared with [`super::controlnet`].
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+
+use super::config::UNetSpec;
+use super::weights::TensorMap;
+use crate::sampling::{Conditioning, Network};
+
+pub(crate) fn conv(i: usize, o: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
+    let cfg = Conv2dConfig {
+        stride,
+        padding: k / 2,
+        ..Default::default()
+    };
+    candle_nn::conv2d(i, o, k, cfg, vb)
+}
+
+/// Sinusoidal timestep features, diffusers' `Timesteps` (cos first when flipped).
+pub(crate) fn timestep_features(
+    t: f64,
+    dim: usize,
+    flip: bool,
+    shift: f64,
+    batch: usize,
+) -> Result<Tensor> {
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| {
+            let e = (-(10000f64.ln()) * i as f64 / (half as f64 - shift)).exp();
+            (t * e) as f32
+        })
+        .collect();
+    let args = Tensor::new(freqs, &candle_core::Device::Cpu)?;
+    let (sin, cos) = (args.sin()?, args.cos()?);
+    let emb = if flip {
+        Tensor::cat(&[cos, sin], 0)?
+    } else {
+        Tensor::cat(&[sin, cos], 0)?
+    };
+    emb.unsqueeze(0)?.repeat((batch, 1))
+}
+
+/// diffusers' `ResnetBlock2D` with a time embedding.
+#[derive(Debug)]
+pub(crate) struct ResBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    time_emb_proj: Linear,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl ResBlock {
+    pub(crate) fn new(
+        spec: &UNetSpec,
+        in_c: usize,
+        out_c: usize,
+        temb: usize,
+        vb: VarBuilder,
+    ) -> Result<ResBlock> {
+        let (g, eps) = (spec.config.norm_num_groups, spec.config.norm_eps);
+        Ok(ResBlock {
+            norm1: candle_nn::group_norm(g, in_c, eps, vb.pp("norm1"))?,
+            conv1: conv(in_c, out_c, 3, 1, vb.pp("conv1"))?,
+            time_emb_proj: candle_nn::linear(temb, out_c, vb.pp("time_emb_proj"))?,
+            norm2: candle_nn::group_norm(g, out_c, eps, vb.pp("norm2"))?,
+            conv2: conv(out_c, out_c, 3, 1, vb.pp("conv2"))?,
+            shortcut: (in_c != out_c)
+                .then(|| conv(in_c, out_c, 1, 1, vb.pp("conv_shortcut")))
+                .transpose()?,
+        })
+    }
+
+    /// `temb_act` is SiLU(time embedding), shared by every block.
+    pub(crate) fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let t = self
+            .time_emb_proj
+            .forward(temb_act)?
+            .unsqueeze(2)?
+            .unsqueeze(3)?;
+        let h = h.broadcast_add(&t)?;
+        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        match &self.shortcut {
+            Some(s) => s.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
+/// Queries per attention slice: bounds the score matrix to
+/// heads × SLICE × keys floats however large the image.
+const SLICE: usize = 1024;
+
+/// Multi-head attention with diffusers' `to_q/to_k/to_v/to_out.0`.
+#[derive(Debug)]
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+    heads: usize,
+}
+
+impl Attention {
+    fn new(dim: usize, context: usize, heads: usize, vb: VarBuilder) -> Result<Attention> {
+        Ok(Attention {
+            q: candle_nn::linear_no_bias(dim, dim, vb.pp("to_q"))?,
+            k: candle_nn::linear_no_bias(context, dim, vb.pp("to_k"))?,
+            v: candle_nn::linear_no_bias(context, dim, vb.pp("to_v"))?,
+            out: candle_nn::linear(dim, dim, vb.pp("to_out.0"))?,
+            heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
+        let (b, n, d) = x.dims3()?;
+        let ctx = context.unwrap_or(x);
+        let m = ctx.dim(1)?;
+        let hd = d / self.heads;
+        let split = |t: Tensor, len: usize| {
+            t.reshape((b, len, self.heads, hd))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split((self.q.forward(x)? * (hd as f64).powf(-0.5))?, n)?;
+        let k = split(self.k.forward(ctx)?, m)?.t()?.contiguous()?;
+        let v = split(self.v.forward(ctx)?, m)?;
+        let mut outs = Vec::with_capacity(n.div_ceil(SLICE));
+        for start in (0..n).step_by(SLICE) {
+            let qs = q.narrow(2, start, SLICE.min(n - start))?;
+            let w = candle_nn::ops::softmax_last_dim(&qs.matmul(&k)?)?;
+            outs.push(w.matmul(&v)?);
+        }
+        let o = Tensor::cat(&outs, 2)?.transpose(1, 2)?.reshape((b, n, d))?;
+        self.out.forward(&o)
+    }
+}
+
+/// diffusers' `BasicTransformerBlock`: self-attention, cross-attention and
+/// a GEGLU feed-forward, each pre-norm and residual.
+#[derive(Debug)]
+struct TransformerBlock {
+    norm1: LayerNorm,
+    attn1: Attention,
+    norm2: LayerNorm,
+    attn2: Attention,
+    norm3: LayerNorm,
+    ff_in: Linear,
+    ff_out: Linear,
+}
+
+impl TransformerBlock {
+    fn new(dim: usize, context: usize, heads: usize, vb: VarBuilder) -> Result<TransformerBlock> {
+        let inner = 4 * dim;
+        Ok(TransformerBlock {
+            norm1: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm1"))?,
+            attn1: Attention::new(dim, dim, heads, vb.pp("attn1"))?,
+            norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
+            attn2: Attention::new(dim, context, heads, vb.pp("attn2"))?,
+            norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
+            ff_in: candle_nn::linear(dim, 2 * inner, vb.pp("ff.net.0.proj"))?,
+            ff_out: candle_nn::linear(inner, dim, vb.pp("ff.net.2"))?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let x = (self.attn1.forward(&self.norm1.forward(x)?, None)? + x)?;
+        let x = (self
+            .attn2
+            .forward(&self.norm2.forward(&x)?, Some(context))?
+            + x)?;
+        let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
+        let half = h.dim(D::Minus1)? / 2;
+        // GEGLU with the exact (erf) GELU, as diffusers.
+        let h = (h.narrow(D::Minus1, 0, half)? * h.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
+        self.ff_out.forward(&h)? + x
+    }
+}
+
+/// A 1×1 conv (SD 1.x) or a linear layer (SD 2.x) into or out of the blocks.
+#[derive(Debug)]
+enum Projection {
+    Conv(Conv2d),
+    Linear(Linear),
+}
+
+/// diffusers' `Transformer2DModel`: GroupNorm, project in, transformer
+/// blocks over the H·W positions, project out, plus the input.
+#[derive(Debug)]
+pub(crate) struct SpatialTransformer {
+    norm: GroupNorm,
+    proj_in: Projection,
+    blocks: Vec<TransformerBlock>,
+    proj_out: Projection,
+}
+
+impl SpatialTransformer {
+    pub(crate) fn new(
+        spec: &UNetSpec,
+        channels: usize,
+        heads: usize,
+        depth: usize,
+        vb: VarBuilder,
+    ) -> Result<SpatialTransformer> {
+        if heads == 0 || channels % heads != 0 {
+            candle_core::bail!("{channels} channels do not split into {heads} attention heads");
+        }
+        let c = &spec.config;
+        let proj = |vb: VarBuilder| -> Result<Projection> {
+            Ok(if c.use_linear_projection {
+                Projection::Linear(candle_nn::linear(channels, channels, vb)?)
+            } else {
+                Projection::Conv(conv(channels, channels, 1, 1, vb)?)
+            })
+        };
+        Ok(SpatialTransformer {
+            norm: candle_nn::group_norm(c.norm_num_groups, channels, 1e-6, vb.pp("norm"))?,
+            proj_in: proj(vb.pp("proj_in"))?,
+            blocks: (0..depth)
+                .map(|i| {
+                    TransformerBlock::new(
+                        channels,
+                        c.cross_attention_dim,
+                        heads,
+                        vb.pp(format!("transformer_blocks.{i}")),
+                    )
+                })
+                .collect::<Result<_>>()?,
+            proj_out: proj(vb.pp("proj_out"))?,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let tokens = |t: Tensor| t.flatten_from(2)?.transpose(1, 2)?.contiguous();
+        let image = |t: Tensor| t.transpose(1, 2)?.reshape((b, c, h, w));
+        let n = self.norm.forward(x)?;
+        let mut t = match &self.proj_in {
+            Projection::Conv(p) => tokens(p.forward(&n)?)?,
+            Projection::Linear(p) => p.forward(&tokens(n)?)?,
+        };
+        for block in &self.blocks {
+            t = block.forward(&t, context)?;
+        }
+        let out = match &self.proj_out {
+            Projection::Conv(p) => p.forward(&image(t)?)?,
+            Projection::Linear(p) => image(p.forward(&t)?)?,
+        };
+        out + x
+    }
+}
+
+/// A ResNet block and, at attention levels, the transformer after it.
+#[derive(Debug)]
+pub(crate) struct Stage {
+    res: ResBlock,
+    attn: Option<SpatialTransformer>,
+}
+
+impl Stage {
+    pub(crate) fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let h = self.res.forward(x, temb)?;
+        match &self.attn {
+            Some(a) => a.forward(&h, context),
+            None => Ok(h),
+        }
+    }
+}
+
+/// The encoder half shared by the UNet and ControlNet: time embedding,
+/// conv in, the down levels and the middle block.
+#[derive(Debug)]
+pub(crate) struct Encoder {
+    time_1: Linear,
+    time_2: Linear,
+    pub(crate) conv_in: Conv2d,
+    /// Per level: its stages, then the downsampler (absent at the last level).
+    down: Vec<(Vec<Stage>, Option<Conv2d>)>,
+    mid: (ResBlock, SpatialTransformer, ResBlock),
+    spec: UNetSpec,
+}
+
+/// Heads of level `l` (diffusers stores the head count per level).
+fn heads(spec: &UNetSpec, l: usize) -> usize {
+    spec.config.blocks[l].attention_head_dim
+}
+
+impl Encoder {
+    pub(crate) fn new(spec: &UNetSpec, vb: VarBuilder) -> Result<Encoder> {
+        let c = &spec.config;
+        if c.blocks.is_empty() {
+            candle_core::bail!("a UNet needs at least one level");
+        }
+        let c0 = c.blocks[0].out_channels;
+        let temb = 4 * c0;
+        let mut down = Vec::with_capacity(c.blocks.len());
+        let mut cur = c0;
+        for (l, block) in c.blocks.iter().enumerate() {
+            let vbl = vb.pp(format!("down_blocks.{l}"));
+            let stages = (0..c.layers_per_block)
+                .map(|j| {
+                    let res = ResBlock::new(
+                        spec,
+                        if j == 0 { cur } else { block.out_channels },
+                        block.out_channels,
+                        temb,
+                        vbl.pp(format!("resnets.{j}")),
+                    )?;
+                    let attn = match block.use_cross_attn {
+                        Some(depth) => Some(SpatialTransformer::new(
+                            spec,
+                            block.out_channels,
+                            heads(spec, l),
+                            depth,
+                            vbl.pp(format!("attentions.{j}")),
+                        )?),
+                        None => None,
+                    };
+                    Ok(Stage { res, attn })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            cur = block.out_channels;
+            let ds = (l + 1 < c.blocks.len())
+                .then(|| {
+                    let cfg = Conv2dConfig {
+                        stride: 2,
+                        padding: c.downsample_padding,
+                        ..Default::default()
+                    };
+                    candle_nn::conv2d(cur, cur, 3, cfg, vbl.pp("downsamplers.0.conv"))
+                })
+                .transpose()?;
+            down.push((stages, ds));
+        }
+        let last = c.blocks.len() - 1;
+        let depth = c.blocks[last].use_cross_attn.unwrap_or(1);
+        let mvb = vb.pp("mid_block");
+        Ok(Encoder {
+            time_1: candle_nn::linear(c0, temb, vb.pp("time_embedding.linear_1"))?,
+            time_2: candle_nn::linear(temb, temb, vb.pp("time_embedding.linear_2"))?,
+            conv_in: conv(spec.in_channels, c0, 3, 1, vb.pp("conv_in"))?,
+            down,
+            mid: (
+                ResBlock::new(spec, cur, cur, temb, mvb.pp("resnets.0"))?,
+                SpatialTransformer::new(
+                    spec,
+                    cur,
+                    heads(spec, last),
+                    depth,
+                    mvb.pp("attentions.0"),
+                )?,
+                ResBlock::new(spec, cur, cur, temb, mvb.pp("resnets.1"))?,
+            ),
+            spec: spec.clone(),
+        })
+    }
+
+    /// SiLU of the time embedding for timestep `t`, batch `b`.
+    pub(crate) fn time(&self, t: f64, b: usize) -> Result<Tensor> {
+        let c = &self.spec.config;
+        let f = timestep_features(
+            t,
+            c.blocks[0].out_channels,
+            c.flip_sin_to_cos,
+            c.freq_shift,
+            b,
+        )?;
+        self.time_2
+            .forward(&self.time_1.forward(&f)?.silu()?)?
+            .silu()
+    }
+
+    /// Runs the down levels on `h` (after conv in): every skip activation,
+    /// and the middle block's output.
+    pub(crate) fn down_and_mid(
+        &self,
+        mut h: Tensor,
+        temb: &Tensor,
+        context: &Tensor,
+    ) -> Result<(Vec<Tensor>, Tensor)> {
+        let mut skips = vec![h.clone()];
+        for (stages, ds) in &self.down {
+            for s in stages {
+                h = s.forward(&h, temb, context)?;
+                skips.push(h.clone());
+            }
+            if let Some(ds) = ds {
+                h = ds.forward(&h)?;
+                skips.push(h.clone());
+            }
+        }
+        let h = self.mid.0.forward(&h, temb)?;
+        let h = self.mid.1.forward(&h, context)?;
+        let h = self.mid.2.forward(&h, temb)?;
+        Ok((skips, h))
+    }
+}
+
+/// Residuals a ControlNet adds to the UNet's skips and middle.
+#[derive(Clone, Debug)]
+pub struct ControlResiduals {
+    pub down: Vec<Tensor>,
+    pub mid: Tensor,
+}
+
+/// The UNet; see the module docs.
+pub struct SdUNet {
+    encoder: Encoder,
+    /// Per level from the bottom: its stages, then the upsampler conv.
+    up: Vec<(Vec<Stage>, Option<Conv2d>)>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    spec: UNetSpec,
+    bytes: usize,
+}
+
+impl std::fmt::Debug for SdUNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SdUNet({:?})", self.spec.config.blocks)
+    }
+}
+
+impl SdUNet {
+    pub fn build(spec: &UNetSpec, tensors: &TensorMap) -> std::result::Result<SdUNet, String> {
+        let (encoder, up, norm_out, conv_out) = tensors.build("UNet", |vb| {
+            let c = &spec.config;
+            let encoder = Encoder::new(spec, vb.clone())?;
+            let n = c.blocks.len();
+            let temb = 4 * c.blocks[0].out_channels;
+            let rev: Vec<usize> = c.blocks.iter().rev().map(|b| b.out_channels).collect();
+            let mut up = Vec::with_capacity(n);
+            let mut prev = rev[0];
+            for (i, &out_c) in rev.iter().enumerate() {
+                let level = n - 1 - i;
+                let block = &c.blocks[level];
+                let input_c = rev[(i + 1).min(n - 1)];
+                let vbl = vb.pp(format!("up_blocks.{i}"));
+                let stages = (0..=c.layers_per_block)
+                    .map(|j| {
+                        let skip_c = if j == c.layers_per_block {
+                            input_c
+                        } else {
+                            out_c
+                        };
+                        let in_c = if j == 0 { prev } else { out_c };
+                        let res = ResBlock::new(
+                            spec,
+                            in_c + skip_c,
+                            out_c,
+                            temb,
+                            vbl.pp(format!("resnets.{j}")),
+                        )?;
+                        let attn = match block.use_cross_attn {
+                            Some(depth) => Some(SpatialTransformer::new(
+                                spec,
+                                out_c,
+                                heads(spec, level),
+                                depth,
+                                vbl.pp(format!("attentions.{j}")),
+                            )?),
+                            None => None,
+                        };
+                        Ok(Stage { res, attn })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                prev = out_c;
+                let us = (i + 1 < n)
+                    .then(|| conv(out_c, out_c, 3, 1, vbl.pp("upsamplers.0.conv")))
+                    .transpose()?;
+                up.push((stages, us));
+            }
+            let c0 = c.blocks[0].out_channels;
+            Ok((
+                encoder,
+                up,
+                candle_nn::group_norm(c.norm_num_groups, c0, c.norm_eps, vb.pp("conv_norm_out"))?,
+                conv(c0, spec.out_channels, 3, 1, vb.pp("conv_out"))?,
+            ))
+        })?;
+        Ok(SdUNet {
+            encoder,
+            up,
+            norm_out,
+            conv_out,
+            spec: spec.clone(),
+            bytes: tensors.f32_bytes(),
+        })
+    }
+
+    pub fn spec(&self) -> &UNetSpec {
+        &self.spec
+    }
+
+    /// One forward at a single timestep for the whole batch.
+    pub fn forward_at(&self, x: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
+        self.forward_controlled(x, timestep, context, None)
+    }
+
+    /// A forward with ControlNet residuals added to the skips and middle.
+    pub fn forward_controlled(
+        &self,
+        x: &Tensor,
+        timestep: f64,
+        context: &Tensor,
+        control: Option<&ControlResiduals>,
+    ) -> Result<Tensor> {
+        let b = x.dim(0)?;
+        let temb = self.encoder.time(timestep, b)?;
+        let h = self.encoder.conv_in.forward(x)?;
+        let (mut skips, mut h) = self.encoder.down_and_mid(h, &temb, context)?;
+        if let Some(ctrl) = control {
+            if ctrl.down.len() != skips.len() {
+                candle_core::bail!(
+                    "the ControlNet gives {} residuals, the UNet has {} skips",
+                    ctrl.down.len(),
+                    skips.len()
+                );
+            }
+            for (s, r) in skips.iter_mut().zip(&ctrl.down) {
+                *s = (&*s + r)?;
+            }
+            h = (h + &ctrl.mid)?;
+        }
+        for (stages, us) in &self.up {
+            for s in stages {
+                let skip = skips.pop().expect("one skip per up stage");
+                h = s.forward(&Tensor::cat(&[&h, &skip], 1)?, &temb, context)?;
+            }
+            if let Some(us) = us {
+                // Upsample to the next skip's size, so odd sizes work too.
+                let (hh, ww) = match skips.last() {
+                    Some(s) => (s.dim(2)?, s.dim(3)?),
+                    None => (h.dim(2)? * 2, h.dim(3)? * 2),
+                };
+                h = us.forward(&h.upsample_nearest2d(hh, ww)?)?;
+            }
+        }
+        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+    }
+}
+
+impl Network for SdUNet {
+    fn forward(&self, x: &Tensor, timesteps: &Tensor, cond: &Conditioning) -> Result<Tensor> {
+        let context = cond.context.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg(
+                "the Stable Diffusion UNet needs text conditioning (from CLIPTextEncode)".into(),
+            )
+        })?;
+        let (_, c, _, _) = x.dims4()?;
+        if c != self.spec.in_channels {
+            candle_core::bail!(
+                "the UNet takes {}-channel latents, got {c} channels",
+                self.spec.in_channels
+            );
+        }
+        let width = context.dim(2)?;
+        if width != self.spec.config.cross_attention_dim {
+            candle_core::bail!(
+                "the UNet cross-attends to {}-wide text states, got {width} (a text encoder of another family?)",
+                self.spec.config.cross_attention_dim
+            );
+        }
+        let ts = timesteps
+            .to_dtype(candle_core::DType::F64)?
+            .to_vec1::<f64>()?;
+        // The samplers give every item the same timestep; run per item only if not.
+        if ts.windows(2).all(|w| w[0] == w[1]) {
+            return self.forward_at(x, ts.first().copied().unwrap_or(0.0), context);
+        }
+        let outs = ts
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| self.forward_at(&x.narrow(0, i, 1)?, t, &context.narrow(0, i, 1)?))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&outs, 0)
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.bytes
+    }
+}

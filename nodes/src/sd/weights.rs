@@ -1,0 +1,301 @@
+//! Tensors for one model component, gathered from memory-mapped safetensors
+//! files under the diffusers names the networks are built with.
+//!
+//! Why a map and a checking backend rather than candle's own VarBuilder
+//! loaders: a single-file checkpoint names its tensors differently (LDM
+//! layout) and stores a few in other shapes (fused q/k/v, 1×1 convs,
+//! transposed projections), and a user with a damaged or foreign file
+//! deserves one error listing every missing or misshapen tensor, not a
+//! failure at the first.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+/// One opened safetensors file.
+pub struct WeightFile {
+    pub path: PathBuf,
+    tensors: MmapedSafetensors,
+}
+
+impl std::fmt::Debug for WeightFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WeightFile({})", self.path.display())
+    }
+}
+
+impl WeightFile {
+    /// Memory-maps `path` and checks its header (truncation shows up here).
+    pub fn open(path: &Path) -> Result<Arc<WeightFile>, String> {
+        let meta = std::fs::metadata(path)
+            .map_err(|e| format!("{}: cannot read the model file: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{}: not a file", path.display()));
+        }
+        // Safety: the mapping is read-only; a file rewritten while mapped is
+        // the one hazard, and weft never writes model files.
+        let tensors = unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
+            format!(
+                "{}: not a valid safetensors file (truncated or corrupt?): {e}",
+                path.display()
+            )
+        })?;
+        Ok(Arc::new(WeightFile {
+            path: path.to_path_buf(),
+            tensors,
+        }))
+    }
+
+    /// Every tensor's name and shape.
+    pub fn shapes(&self) -> HashMap<String, Vec<usize>> {
+        self.tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect()
+    }
+
+    /// One tensor, upcast to f32 (weights are computed in f32 on the CPU).
+    pub fn load_f32(&self, key: &str) -> candle_core::Result<Tensor> {
+        self.tensors.load(key, &Device::Cpu)?.to_dtype(DType::F32)
+    }
+}
+
+/// How a stored tensor becomes the one the network wants.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Transform {
+    Same,
+    /// Part `index` of `parts` equal slices along dim 0 (fused q/k/v).
+    Chunk {
+        index: usize,
+        parts: usize,
+    },
+    /// A 2-D matrix stored transposed (OpenCLIP's `text_projection`).
+    Transpose,
+    /// A 1×1 convolution kernel `[O, I, 1, 1]` used as a linear `[O, I]`.
+    Squeeze,
+}
+
+/// Where one network tensor comes from.
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub file: Arc<WeightFile>,
+    pub key: String,
+    pub transform: Transform,
+}
+
+/// The tensors of one component (UNet, VAE, text encoder) by diffusers name.
+#[derive(Clone, Debug, Default)]
+pub struct TensorMap {
+    entries: HashMap<String, Source>,
+}
+
+impl TensorMap {
+    pub fn insert(&mut self, name: String, source: Source) {
+        self.entries.insert(name, source);
+    }
+
+    /// Maps every key of `file` that starts with `prefix` to the name
+    /// `rename` gives it (keys it returns no names for are skipped).
+    pub fn add_file(
+        &mut self,
+        file: &Arc<WeightFile>,
+        prefix: &str,
+        rename: impl Fn(&str) -> Vec<(String, Transform)>,
+    ) {
+        for key in file.shapes().into_keys() {
+            let Some(rest) = key.strip_prefix(prefix) else {
+                continue;
+            };
+            for (name, transform) in rename(rest) {
+                self.insert(
+                    name,
+                    Source {
+                        file: file.clone(),
+                        key: key.clone(),
+                        transform,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Bytes the mapped tensors take once loaded as f32.
+    pub fn f32_bytes(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        self.entries
+            .values()
+            .filter(|s| seen.insert((s.file.path.clone(), s.key.clone())))
+            .map(|s| {
+                s.file
+                    .tensors
+                    .get(&s.key)
+                    .map(|v| v.shape().iter().product::<usize>() * 4)
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Builds a network with `build`, reporting every tensor it asked for
+    /// that is missing or has the wrong shape in one error naming `what`
+    /// and the files.
+    pub fn build<T>(
+        &self,
+        what: &str,
+        build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+    ) -> Result<T, String> {
+        let backend = Checked {
+            map: self.clone(),
+            problems: Mutex::new(Vec::new()),
+        };
+        let backend = Arc::new(backend);
+        let vb = VarBuilder::from_backend(
+            Box::new(SharedChecked(backend.clone())),
+            DType::F32,
+            Device::Cpu,
+        );
+        let built = build(vb);
+        let problems = std::mem::take(&mut *backend.problems.lock().expect("not poisoned"));
+        if !problems.is_empty() {
+            return Err(self.report(what, &problems));
+        }
+        built.map_err(|e| format!("{what} from {}: {e}", self.files()))
+    }
+
+    fn files(&self) -> String {
+        let mut files: Vec<String> = self
+            .entries
+            .values()
+            .map(|s| s.file.path.display().to_string())
+            .collect();
+        files.sort();
+        files.dedup();
+        if files.is_empty() {
+            "(no tensors found)".into()
+        } else {
+            files.join(", ")
+        }
+    }
+
+    fn report(&self, what: &str, problems: &[String]) -> String {
+        const SHOWN: usize = 5;
+        let mut msg = format!(
+            "{}: {what} cannot be built: {} tensor problem(s): {}",
+            self.files(),
+            problems.len(),
+            problems[..problems.len().min(SHOWN)].join("; ")
+        );
+        if problems.len() > SHOWN {
+            msg.push_str(&format!("; and {} more", problems.len() - SHOWN));
+        }
+        msg
+    }
+}
+
+/// The backend behind [`TensorMap::build`]: serves mapped tensors as f32 and
+/// records problems, returning zeros so construction goes on to find them all.
+struct Checked {
+    map: TensorMap,
+    problems: Mutex<Vec<String>>,
+}
+
+struct SharedChecked(Arc<Checked>);
+
+impl Checked {
+    fn fetch(&self, name: &str) -> Result<Tensor, String> {
+        let source = self
+            .map
+            .entries
+            .get(name)
+            .ok_or_else(|| format!("missing `{name}`"))?;
+        let key = &source.key;
+        let stored = source
+            .file
+            .load_f32(key)
+            .map_err(|e| format!("`{key}` cannot be read: {e}"))?;
+        let bad = |want: &str| {
+            format!(
+                "`{key}` has shape {:?}, expected {want}",
+                stored.dims().to_vec()
+            )
+        };
+        match source.transform {
+            Transform::Same => Ok(stored),
+            Transform::Chunk { index, parts } => {
+                let rows = stored.dim(0).map_err(|_| bad("a tensor"))?;
+                if rows % parts != 0 {
+                    return Err(bad(&format!("a first dimension divisible by {parts}")));
+                }
+                stored
+                    .narrow(0, index * rows / parts, rows / parts)
+                    .map_err(|e| e.to_string())
+            }
+            Transform::Transpose => stored
+                .t()
+                .and_then(|t| t.contiguous())
+                .map_err(|_| bad("a matrix")),
+            Transform::Squeeze => match stored.dims() {
+                [o, i, 1, 1] => stored.reshape((*o, *i)).map_err(|e| e.to_string()),
+                [_, _] => Ok(stored),
+                _ => Err(bad("[out, in, 1, 1]")),
+            },
+        }
+    }
+}
+
+impl SimpleBackend for SharedChecked {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let checked = &self.0;
+        let result = checked.fetch(name).and_then(|t| {
+            if t.shape() == &shape {
+                Ok(t)
+            } else {
+                let key = &checked.map.entries[name].key;
+                Err(format!(
+                    "`{key}` has shape {:?}, expected {:?} for `{name}`",
+                    t.dims(),
+                    shape.dims()
+                ))
+            }
+        });
+        match result {
+            Ok(t) => t.to_dtype(dtype)?.to_device(dev),
+            Err(problem) => {
+                checked.problems.lock().expect("not poisoned").push(problem);
+                Tensor::zeros(shape, dtype, dev)
+            }
+        }
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0
+            .fetch(name)
+            .map_err(candle_core::Error::Msg)?
+            .to_dtype(dtype)?
+            .to_device(dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.map.contains(name)
+    }
+}
