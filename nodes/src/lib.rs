@@ -15,6 +15,7 @@ pub fn register_builtins(registry: &mut Registry) {
     sampling_nodes::register(registry).expect("built-in schemas are valid and unique");
     image::register(registry).expect("built-in schemas are valid and unique");
     models::register(registry).expect("built-in schemas are valid and unique");
+    sd::register(registry).expect("built-in schemas are valid and unique");
 }
 
 /// A registry holding just the built-ins.

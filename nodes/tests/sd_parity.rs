@@ -204,3 +204,117 @@ fn vaes_match_diffusers() {
         assert!(e < 1e-4, "{name} decode {e}");
     }
 }
+
+struct NoNoise;
+
+impl weft_nodes::sampling::NoiseSource for NoNoise {
+    fn sample(&mut self, _: &Tensor) -> candle_core::Result<Tensor> {
+        panic!("a deterministic sampler drew noise")
+    }
+}
+
+fn pipeline_json(name: &str) -> serde_json::Value {
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir().join("reference.json")).unwrap(),
+    )
+    .unwrap();
+    json["pipelines"][name].clone()
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+/// diffusers' StableDiffusionPipeline (CFG 7.5, 10 steps, fixed latents)
+/// against weft's model, CFG guider and samplers on diffusers' σ lists:
+/// the final latents (up to ±64 with random weights) agree to 1e-4.
+#[test]
+fn pipelines_match_diffusers() {
+    use std::sync::Arc;
+    use weft_nodes::sampling::guidance::Cfg;
+    use weft_nodes::sampling::{sampler_by_name, SampleContext, SamplerOptions};
+
+    let r = reference();
+    let prompt = "a photograph of an astronaut riding a horse";
+    let cases = [
+        ("tiny_sd15.safetensors", "pipeline.euler", "euler"),
+        ("tiny_sd15.safetensors", "pipeline.dpmpp_2m", "dpmpp_2m"),
+        ("tiny_sd15.safetensors", "pipeline.ddim", "ddim"),
+        ("tiny_sd2v.safetensors", "pipeline_sd2v.euler", "euler"),
+    ];
+    for (file, key, sampler) in cases {
+        let config = file.trim_end_matches(".safetensors");
+        let ck = open(file, Some(config));
+        let (spec, tensors) = ck.unet.as_ref().unwrap();
+        let model = Arc::new(
+            weft_nodes::sd::nodes::model_of(&ck, SdUNet::build(spec, tensors).unwrap()).unwrap(),
+        );
+        let clip = TextEncoder::build(ck.clip.as_ref().unwrap()).unwrap();
+        let (positive, negative) = (clip.encode(prompt).unwrap(), clip.encode("").unwrap());
+        let embeds = key.replace(".euler", "").replace(".dpmpp_2m", "").replace(".ddim", "")
+            + ".prompt_embeds";
+        let both = Tensor::cat(
+            &[negative.context.as_ref().unwrap(), positive.context.as_ref().unwrap()],
+            0,
+        )
+        .unwrap();
+        assert!(max_abs(&both, &r[&embeds]) < 1e-4, "{key}: prompt embeddings");
+
+        let p = pipeline_json(key);
+        let sigmas = match p.get("sigmas") {
+            Some(s) if !s.is_null() => floats(s),
+            // DDIM: σ at its timesteps, ending at the σ of ᾱ_0 (set_alpha_to_one false).
+            _ => {
+                let table = model.sampling.clone();
+                let mut s: Vec<f64> = floats(&p["timesteps"])
+                    .iter()
+                    .map(|&t| table.sigma_at(t))
+                    .collect();
+                s.push(table.sigma_at(0.0));
+                s
+            }
+        };
+        let guider = Cfg {
+            model: model.clone(),
+            positive,
+            negative,
+            scale: 7.5,
+            rescale: 0.0,
+            norm_rescale: false,
+            interval: None,
+        };
+        // diffusers starts from latents·init_noise_sigma in its own space;
+        // weft's samplers work on x = latent·√(1+σ²) for VP schedulers.
+        let init = p["init_noise_sigma"].as_f64().unwrap();
+        let vp = init == 1.0;
+        let s0 = sigmas[0];
+        let x = if vp {
+            (&r["pipeline.latents"] * (1.0 + s0 * s0).sqrt()).unwrap()
+        } else {
+            (&r["pipeline.latents"] * init).unwrap()
+        };
+        let mut noise = NoNoise;
+        let mut progress = |_: usize, _: usize| -> candle_core::Result<()> { Ok(()) };
+        let mut ctx = SampleContext {
+            noise: &mut noise,
+            progress: &mut progress,
+        };
+        let s = sampler_by_name(sampler, SamplerOptions::default()).unwrap();
+        let out = s.sample(&guider, x, &sigmas, &mut ctx).unwrap();
+        let last = *sigmas.last().unwrap();
+        let out = (out / (1.0 + last * last).sqrt()).unwrap();
+        let e = max_abs(&out, &r[key]);
+        eprintln!("{key}: max abs error {e:e}");
+        assert!(e <= 1e-4, "{key}: max error {e}");
+        if key == "pipeline.euler" {
+            let (vspec, vtensors) = ck.vae.as_ref().unwrap();
+            let vae = Vae::build(vspec, vtensors).unwrap();
+            let e = max_abs(&vae.decode_raw(&out).unwrap(), &r["pipeline.euler_image_raw"]);
+            assert!(e <= 1e-4, "decoded image: max error {e}");
+        }
+    }
+}

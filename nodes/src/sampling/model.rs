@@ -201,9 +201,33 @@ pub struct Conditioning {
     pub context: Option<Tensor>,
     /// Pooled embeddings `[batch, dim]`.
     pub pooled: Option<Tensor>,
+    /// Per-item extras only the network reads (ControlNet hints); empty
+    /// when no item has one, else one entry per item (or one for all).
+    pub hints: Vec<Option<Hint>>,
+}
+
+/// An extra input a network understands and samplers pass through as is.
+#[derive(Clone)]
+pub struct Hint(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Hint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hint")
+    }
 }
 
 impl Conditioning {
+    /// Items in the batch, when the conditioning says.
+    pub fn batch(&self) -> Result<Option<usize>> {
+        if let Some(l) = &self.labels {
+            return Ok(Some(l.len()));
+        }
+        match (&self.context, &self.pooled) {
+            (Some(t), _) | (None, Some(t)) => Ok(Some(t.dim(0)?)),
+            (None, None) => Ok((!self.hints.is_empty()).then_some(self.hints.len())),
+        }
+    }
+
     pub fn labels(labels: Vec<Option<u32>>) -> Self {
         Conditioning {
             labels: Some(labels),
@@ -242,10 +266,17 @@ impl Conditioning {
                 l.clone()
             }
         });
+        let hints = match self.hints.len() {
+            0 => Vec::new(),
+            1 if n != 1 => vec![self.hints[0].clone(); n],
+            len if len == n => self.hints.clone(),
+            len => return Err(mismatch("hints", len)),
+        };
         Ok(Conditioning {
             labels,
             context: repeat_tensor(&self.context)?,
             pooled: repeat_tensor(&self.pooled)?,
+            hints,
         })
     }
 
@@ -277,10 +308,26 @@ impl Conditioning {
             }
             _ => (self.context.clone(), other.context.clone()),
         };
+        let hints = if self.hints.is_empty() && other.hints.is_empty() {
+            Vec::new()
+        } else {
+            let items = |c: &Conditioning| -> Result<Vec<Option<Hint>>> {
+                let n = c.batch()?.unwrap_or(1);
+                Ok(match c.hints.len() {
+                    0 => vec![None; n],
+                    1 => vec![c.hints[0].clone(); n],
+                    _ => c.hints.clone(),
+                })
+            };
+            let mut h = items(self)?;
+            h.extend(items(other)?);
+            h
+        };
         Ok(Conditioning {
             labels,
             context: cat(&a, &b)?,
             pooled: cat(&self.pooled, &other.pooled)?,
+            hints,
         })
     }
 }

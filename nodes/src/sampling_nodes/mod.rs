@@ -4,12 +4,12 @@
 
 mod conditioning;
 mod guiders;
-mod handles;
+pub(crate) mod handles;
 mod ksampler;
 mod latent;
 mod models;
 mod noise;
-mod run;
+pub(crate) mod run;
 mod samplers;
 mod schedules;
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::clip::{Activation, ClipConfig};
 use super::config::{self, ClipLayout, Family, ScheduleSpec, UNetSpec, VaeSpec};
 use super::ldm::{self, CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
-use super::weights::{TensorMap, WeightFile};
+use super::weights::{TensorMap, Transform, WeightFile};
 
 /// The text encoder's part of a checkpoint.
 #[derive(Clone, Debug)]
@@ -92,6 +92,14 @@ fn folder_configs(dir: &Path) -> Result<FolderConfigs, String> {
     })
 }
 
+/// Weight file names of diffusers UNet and VAE folders.
+const MODEL_FILES: [&str; 2] = [
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.fp16.safetensors",
+];
+/// Weight file names of transformers text-encoder folders.
+const TEXT_FILES: [&str; 2] = ["model.safetensors", "model.fp16.safetensors"];
+
 /// The weights file of a diffusers component, refusing pickles.
 fn component_file(dir: &Path, sub: &str, names: &[&str]) -> Result<Option<PathBuf>, String> {
     let folder = dir.join(sub);
@@ -123,16 +131,11 @@ fn open_diffusers(dir: &Path) -> Result<Checkpoint, String> {
             if k.ends_with("position_ids") {
                 Vec::new()
             } else {
-                vec![(k.to_string(), super::weights::Transform::Same)]
+                vec![(k.to_string(), Transform::Same)]
             }
         });
         Ok(Some(map))
     };
-    let model_names = [
-        "diffusion_pytorch_model.safetensors",
-        "diffusion_pytorch_model.fp16.safetensors",
-    ];
-    let text_names = ["model.safetensors", "model.fp16.safetensors"];
     fn pair<S>(
         dir: &Path,
         spec: Option<S>,
@@ -152,12 +155,12 @@ fn open_diffusers(dir: &Path) -> Result<Checkpoint, String> {
             )),
         }
     }
-    let unet = pair(dir, cfg.unet, load("unet", &model_names)?, "unet/")?;
-    let vae = pair(dir, cfg.vae, load("vae", &model_names)?, "vae/")?;
+    let unet = pair(dir, cfg.unet, load("unet", &MODEL_FILES)?, "unet/")?;
+    let vae = pair(dir, cfg.vae, load("vae", &MODEL_FILES)?, "vae/")?;
     let clip = pair(
         dir,
         cfg.clip,
-        load("text_encoder", &text_names)?,
+        load("text_encoder", &TEXT_FILES)?,
         "text_encoder/",
     )?;
     if unet.is_none() && vae.is_none() && clip.is_none() {
@@ -295,4 +298,55 @@ fn open_single_file(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint
         clip,
         schedule,
     })
+}
+
+/// A VAE on its own: a standalone LDM-layout VAE file (`encoder.…`), a
+/// diffusers-named VAE file, a full single-file checkpoint, or a diffusers
+/// folder (the model's or its `vae/`).
+pub fn open_vae(path: &Path) -> Result<(VaeSpec, TensorMap), String> {
+    if path.is_dir() {
+        if path.join("config.json").is_file() {
+            // A diffusers vae/ folder itself.
+            let parent = path.parent().unwrap_or(path);
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("vae");
+            let cfg = parse(&path.join("config.json"), config::vae_from_json)?;
+            let file = component_file(parent, name, &MODEL_FILES)?
+                .ok_or_else(|| format!("{}: no VAE weights", path.display()))?;
+            let file = WeightFile::open(&file)?;
+            let mut map = TensorMap::default();
+            map.add_file(&file, "", |k| vec![(k.to_string(), Transform::Same)]);
+            return Ok((cfg, map));
+        }
+        return open_diffusers(path)?
+            .vae
+            .ok_or_else(|| format!("{}: the folder has no vae/", path.display()));
+    }
+    if !path.exists() {
+        return Err(format!("{}: no such VAE file or folder", path.display()));
+    }
+    let file = WeightFile::open(path)?;
+    let shapes = file.shapes();
+    if shapes.keys().any(|k| k.starts_with(VAE_PREFIX)) {
+        let ck = open_single_file(path, None)?;
+        return ck
+            .vae
+            .ok_or_else(|| format!("{}: the checkpoint has no VAE", path.display()));
+    }
+    if shapes.keys().any(|k| k.starts_with("encoder.down.")) {
+        // A standalone LDM VAE: the same names without the prefix.
+        let prefixed: config::Shapes = shapes
+            .into_iter()
+            .map(|(k, v)| (format!("{VAE_PREFIX}{k}"), v))
+            .collect();
+        let spec =
+            config::vae_from_shapes(&prefixed).map_err(|e| format!("{}: {e}", path.display()))?;
+        let levels = spec.config.block_out_channels.len();
+        let mut map = TensorMap::default();
+        map.add_file(&file, "", |k| ldm::vae_names(k, levels));
+        return Ok((spec, map));
+    }
+    Err(format!(
+        "{}: not a VAE (no `encoder.down.…`, `{VAE_PREFIX}…` tensors)",
+        path.display()
+    ))
 }

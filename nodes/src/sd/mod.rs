@@ -5,9 +5,13 @@
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
+pub mod controlnet;
 pub mod ldm;
+pub mod nodes;
 pub mod prompt;
 pub mod text;
 pub mod unet;
 pub mod vae;
 pub mod weights;
+
+pub use nodes::register;

@@ -119,6 +119,7 @@ impl TextEncoder {
             labels: None,
             context: Some(Tensor::cat(&states, 1)?),
             pooled,
+            hints: Vec::new(),
         })
     }
 }
