@@ -8,7 +8,7 @@ pub mod noise;
 pub mod samplers;
 pub mod schedule;
 
-pub use model::{Conditioning, Model, ModelSampling, Network, NoiseLevels, Path, Prediction};
+pub use model::{Conditioning, Hint, Model, ModelSampling, Network, NoiseLevels, Path, Prediction};
 pub use noise::{seeded_noise, Gaussian, NoiseSource, SeededSteps};
 pub use samplers::{
     sampler_by_name, sampler_names, AncestralStep, Denoiser, SampleContext, Sampler, SamplerOptions,

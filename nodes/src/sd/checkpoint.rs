@@ -45,7 +45,10 @@ pub fn open(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, String
         return open_diffusers(path);
     }
     if !path.exists() {
-        return Err(format!("{}: no such model file or folder", path.display()));
+        return Err(format!(
+            "{}: no such model file or folder (weft never downloads models: point it at a local checkpoint)",
+            path.display()
+        ));
     }
     open_single_file(path, config_dir)
 }

@@ -28,6 +28,7 @@ pub fn register(registry: &mut weft_core::Registry) -> Result<(), String> {
     registry.register(VaeDecode::new(true))?;
     registry.register(VaeEncode::new(false))?;
     registry.register(VaeEncode::new(true))?;
+    registry.register(EmptyLatentImage::new())?;
     Ok(())
 }
 
@@ -446,6 +447,62 @@ impl Node for VaeEncode {
         Ok(vec![Value::Latent(Arc::new(Latent {
             samples,
             space: vae.latent_space(),
+            noise_mask: None,
+        }))])
+    }
+}
+
+/// An empty Stable Diffusion latent for a picture size.
+pub struct EmptyLatentImage(NodeSchema);
+
+impl EmptyLatentImage {
+    pub fn new() -> Self {
+        EmptyLatentImage(
+            NodeSchema::new(
+                "EmptyLatentImage",
+                "latent",
+                "Zero latents for Stable Diffusion 1.x/2.x images of the given size (4 channels, 1/8 of the pixels on each side): the start of text-to-image.",
+            )
+            .input(InputSpec::int("width").default(512).range(8.0, 16384.0).step(8.0).doc("Image width in pixels, a multiple of 8."))
+            .input(InputSpec::int("height").default(512).range(8.0, 16384.0).step(8.0).doc("Image height in pixels, a multiple of 8."))
+            .input(InputSpec::int("batch_size").default(1).range(1.0, 4096.0).doc("How many images."))
+            .output("LATENT", ValueType::Latent, "The empty latents."),
+        )
+    }
+}
+
+impl Default for EmptyLatentImage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node for EmptyLatentImage {
+    fn schema(&self) -> &NodeSchema {
+        &self.0
+    }
+
+    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
+        let side = |name: &str| -> Result<usize, NodeError> {
+            let v = ctx.inputs.int(name)?;
+            if v % 8 != 0 {
+                return Err(NodeError::input(
+                    name,
+                    format!("{v} is not a multiple of 8"),
+                ));
+            }
+            Ok(v as usize / 8)
+        };
+        let (w, h) = (side("width")?, side("height")?);
+        let b = ctx.inputs.int("batch_size")? as usize;
+        let samples = candle_core::Tensor::zeros(
+            (b, 4, h, w),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )?;
+        Ok(vec![Value::Latent(Arc::new(Latent {
+            samples,
+            space: super::vae::sd_latent_space(),
             noise_mask: None,
         }))])
     }
