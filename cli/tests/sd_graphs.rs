@@ -64,15 +64,29 @@ fn small(extra: &[&str]) -> Vec<String> {
 
 #[test]
 fn every_sd_graph_names_the_missing_checkpoint() {
-    for g in ["sd15_txt2img.ron", "sd15_img2img.ron", "sd2_v_txt2img.ron", "sd15_controlnet_canny.ron"] {
+    for g in [
+        "sd15_txt2img.ron",
+        "sd15_img2img.ron",
+        "sd2_v_txt2img.ron",
+        "sd15_controlnet_canny.ron",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let out = run(dir.path(), g, &["model=/no/such/model.safetensors".into()]);
         assert_eq!(out.status.code(), Some(1), "{g}");
         let err = text(&out.stderr);
-        assert!(err.contains("node `checkpoint` (CheckpointLoaderSimple)"), "{g}: {err}");
+        assert!(
+            err.contains("node `checkpoint` (CheckpointLoaderSimple)"),
+            "{g}: {err}"
+        );
         assert!(err.contains("input `ckpt_path`"), "{g}: {err}");
-        assert!(err.contains("/no/such/model.safetensors: no such model file"), "{g}: {err}");
-        assert!(!dir.path().join("output").exists(), "{g}: nothing is written");
+        assert!(
+            err.contains("/no/such/model.safetensors: no such model file"),
+            "{g}: {err}"
+        );
+        assert!(
+            !dir.path().join("output").exists(),
+            "{g}: nothing is written"
+        );
     }
 }
 
@@ -124,4 +138,27 @@ fn img2img_and_sd2_graphs_run() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!only_png(dir.path()).is_empty());
+}
+
+#[test]
+fn controlnet_graph_runs_and_the_hint_changes_the_image() {
+    let input = repo_root().join("docs/mnist_flow_cfg.png");
+    let mut images = Vec::new();
+    for strength in ["1.0", "0.0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(
+            dir.path(),
+            "sd15_controlnet_canny.ron",
+            &small(&[
+                &format!("model={}", fixture("tiny_sd15")),
+                &format!("controlnet={}", fixture("controlnet")),
+                &format!("image={}", input.display()),
+                &format!("strength={strength}"),
+            ]),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        images.push(only_png(dir.path()));
+    }
+    let decode = |b: &[u8]| image::load_from_memory(b).unwrap().to_rgb8().into_raw();
+    assert_ne!(decode(&images[0]), decode(&images[1]));
 }

@@ -214,10 +214,9 @@ impl weft_nodes::sampling::NoiseSource for NoNoise {
 }
 
 fn pipeline_json(name: &str) -> serde_json::Value {
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir().join("reference.json")).unwrap(),
-    )
-    .unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("reference.json")).unwrap())
+            .unwrap();
     json["pipelines"][name].clone()
 }
 
@@ -255,14 +254,23 @@ fn pipelines_match_diffusers() {
         );
         let clip = TextEncoder::build(ck.clip.as_ref().unwrap()).unwrap();
         let (positive, negative) = (clip.encode(prompt).unwrap(), clip.encode("").unwrap());
-        let embeds = key.replace(".euler", "").replace(".dpmpp_2m", "").replace(".ddim", "")
+        let embeds = key
+            .replace(".euler", "")
+            .replace(".dpmpp_2m", "")
+            .replace(".ddim", "")
             + ".prompt_embeds";
         let both = Tensor::cat(
-            &[negative.context.as_ref().unwrap(), positive.context.as_ref().unwrap()],
+            &[
+                negative.context.as_ref().unwrap(),
+                positive.context.as_ref().unwrap(),
+            ],
             0,
         )
         .unwrap();
-        assert!(max_abs(&both, &r[&embeds]) < 1e-4, "{key}: prompt embeddings");
+        assert!(
+            max_abs(&both, &r[&embeds]) < 1e-4,
+            "{key}: prompt embeddings"
+        );
 
         let p = pipeline_json(key);
         let sigmas = match p.get("sigmas") {
@@ -313,7 +321,10 @@ fn pipelines_match_diffusers() {
         if key == "pipeline.euler" {
             let (vspec, vtensors) = ck.vae.as_ref().unwrap();
             let vae = Vae::build(vspec, vtensors).unwrap();
-            let e = max_abs(&vae.decode_raw(&out).unwrap(), &r["pipeline.euler_image_raw"]);
+            let e = max_abs(
+                &vae.decode_raw(&out).unwrap(),
+                &r["pipeline.euler_image_raw"],
+            );
             assert!(e <= 1e-4, "decoded image: max error {e}");
         }
     }

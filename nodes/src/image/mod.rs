@@ -5,12 +5,14 @@
 //! Images are `[batch, channels, height, width]` f32 in `[0, 1]`, with one
 //! channel for grayscale and three for colour.
 
+mod canny;
 mod convert;
 mod load;
 mod png_io;
 mod save;
 mod transform;
 
+pub use canny::{canny, Canny};
 pub use convert::{ImageToLatent, LatentToImage};
 pub use load::{load_image, LoadImage};
 pub use png_io::{embedded_graph, encode_png, read_png, PngFile, GRAPH_KEY, NODE_KEY};
@@ -26,6 +28,7 @@ pub fn register(registry: &mut Registry) -> Result<(), String> {
     registry.register(ImageScale::new())?;
     registry.register(LatentToImage::new())?;
     registry.register(ImageToLatent::new())?;
+    registry.register(Canny::new())?;
     Ok(())
 }
 

@@ -125,7 +125,10 @@ pub struct Encoded {
 
 impl ClipText {
     pub fn new(cfg: &ClipConfig, with_projection: bool, vb: VarBuilder) -> Result<ClipText> {
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0
+            || cfg.hidden_size / cfg.num_attention_heads * cfg.num_attention_heads
+                != cfg.hidden_size
+        {
             candle_core::bail!(
                 "CLIP hidden size {} is not divisible into {} heads",
                 cfg.hidden_size,

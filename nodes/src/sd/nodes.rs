@@ -29,6 +29,7 @@ pub fn register(registry: &mut weft_core::Registry) -> Result<(), String> {
     registry.register(VaeEncode::new(false))?;
     registry.register(VaeEncode::new(true))?;
     registry.register(EmptyLatentImage::new())?;
+    super::controlnet::register(registry)?;
     Ok(())
 }
 

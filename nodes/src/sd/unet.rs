@@ -211,7 +211,7 @@ impl SpatialTransformer {
         depth: usize,
         vb: VarBuilder,
     ) -> Result<SpatialTransformer> {
-        if heads == 0 || channels % heads != 0 {
+        if heads == 0 || channels / heads * heads != channels {
             candle_core::bail!("{channels} channels do not split into {heads} attention heads");
         }
         let c = &spec.config;
@@ -430,8 +430,16 @@ impl std::fmt::Debug for SdUNet {
 }
 
 impl SdUNet {
+    /// Builds the UNet from a checkpoint's tensors.
     pub fn build(spec: &UNetSpec, tensors: &TensorMap) -> std::result::Result<SdUNet, String> {
-        let (encoder, up, norm_out, conv_out) = tensors.build("UNet", |vb| {
+        let mut unet = tensors.build("UNet", |vb| SdUNet::new(spec, vb))?;
+        unet.bytes = tensors.f32_bytes();
+        Ok(unet)
+    }
+
+    /// Builds the UNet from any variables (random ones for benchmarks).
+    pub fn new(spec: &UNetSpec, vb: VarBuilder) -> Result<SdUNet> {
+        let (encoder, up, norm_out, conv_out) = {
             let c = &spec.config;
             let encoder = Encoder::new(spec, vb.clone())?;
             let n = c.blocks.len();
@@ -479,20 +487,20 @@ impl SdUNet {
                 up.push((stages, us));
             }
             let c0 = c.blocks[0].out_channels;
-            Ok((
+            (
                 encoder,
                 up,
                 candle_nn::group_norm(c.norm_num_groups, c0, c.norm_eps, vb.pp("conv_norm_out"))?,
                 conv(c0, spec.out_channels, 3, 1, vb.pp("conv_out"))?,
-            ))
-        })?;
+            )
+        };
         Ok(SdUNet {
             encoder,
             up,
             norm_out,
             conv_out,
             spec: spec.clone(),
-            bytes: tensors.f32_bytes(),
+            bytes: 0,
         })
     }
 
@@ -572,14 +580,29 @@ impl Network for SdUNet {
         let ts = timesteps
             .to_dtype(candle_core::DType::F64)?
             .to_vec1::<f64>()?;
+        // ControlNet hints: items sharing one run through its ControlNet together.
+        let plan = super::controlnet::HintPlan::new(&cond.hints, x.dim(0)?)?;
         // The samplers give every item the same timestep; run per item only if not.
         if ts.windows(2).all(|w| w[0] == w[1]) {
-            return self.forward_at(x, ts.first().copied().unwrap_or(0.0), context);
+            let t = ts.first().copied().unwrap_or(0.0);
+            if plan.is_empty() {
+                return self.forward_at(x, t, context);
+            }
+            let control = plan.residuals(&self.spec, x, t, context, 0..ts.len())?;
+            return self.forward_controlled(x, t, context, control.as_ref());
         }
         let outs = ts
             .iter()
             .enumerate()
-            .map(|(i, &t)| self.forward_at(&x.narrow(0, i, 1)?, t, &context.narrow(0, i, 1)?))
+            .map(|(i, &t)| {
+                let (x, context) = (x.narrow(0, i, 1)?, context.narrow(0, i, 1)?);
+                let control = if plan.is_empty() {
+                    None
+                } else {
+                    plan.residuals(&self.spec, &x, t, &context, i..i + 1)?
+                };
+                self.forward_controlled(&x, t, &context, control.as_ref())
+            })
             .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&outs, 0)
     }

@@ -147,7 +147,6 @@ impl Coder {
             AttentionBlock::new(mvb.pp("attentions.0"), mid_c, attn_cfg)?,
             resnet(mid_c, mid_c, mvb.pp("resnets.1"))?,
         );
-        let end_c = if decoder { last } else { last };
         Ok(Coder {
             conv_in: conv(
                 in_c,
@@ -159,8 +158,8 @@ impl Coder {
             )?,
             levels,
             mid,
-            norm_out: candle_nn::group_norm(groups, end_c, EPS, vb.pp("conv_norm_out"))?,
-            conv_out: conv(end_c, out_c, 3, 1, 1, vb.pp("conv_out"))?,
+            norm_out: candle_nn::group_norm(groups, last, EPS, vb.pp("conv_norm_out"))?,
+            conv_out: conv(last, out_c, 3, 1, 1, vb.pp("conv_out"))?,
             decoder,
         })
     }
@@ -202,35 +201,35 @@ impl Coder {
 }
 
 impl Vae {
+    /// Builds the VAE from a checkpoint's tensors.
     pub fn build(spec: &VaeSpec, tensors: &TensorMap) -> std::result::Result<Vae, String> {
         let cfg = &spec.config;
         if cfg.block_out_channels.is_empty() || cfg.norm_num_groups == 0 {
             return Err("a VAE needs block_out_channels and norm_num_groups".into());
         }
-        let built = tensors.build("VAE", |vb| {
-            let latent2 = 2 * cfg.latent_channels;
-            Ok((
-                Coder::new(spec, false, vb.pp("encoder"))?,
-                Coder::new(spec, true, vb.pp("decoder"))?,
-                cfg.use_quant_conv
-                    .then(|| conv(latent2, latent2, 1, 1, 0, vb.pp("quant_conv")))
-                    .transpose()?,
-                cfg.use_post_quant_conv
-                    .then(|| {
-                        let l = cfg.latent_channels;
-                        conv(l, l, 1, 1, 0, vb.pp("post_quant_conv"))
-                    })
-                    .transpose()?,
-            ))
-        })?;
-        let (encoder, decoder, quant_conv, post_quant_conv) = built;
+        let mut vae = tensors.build("VAE", |vb| Vae::new(spec, vb))?;
+        vae.bytes = tensors.f32_bytes();
+        Ok(vae)
+    }
+
+    /// Builds the VAE from any variables (random ones for benchmarks).
+    pub fn new(spec: &VaeSpec, vb: VarBuilder) -> Result<Vae> {
+        let cfg = &spec.config;
+        let latent2 = 2 * cfg.latent_channels;
+        let l = cfg.latent_channels;
         Ok(Vae {
-            encoder,
-            decoder,
-            quant_conv,
-            post_quant_conv,
+            encoder: Coder::new(spec, false, vb.pp("encoder"))?,
+            decoder: Coder::new(spec, true, vb.pp("decoder"))?,
+            quant_conv: cfg
+                .use_quant_conv
+                .then(|| conv(latent2, latent2, 1, 1, 0, vb.pp("quant_conv")))
+                .transpose()?,
+            post_quant_conv: cfg
+                .use_post_quant_conv
+                .then(|| conv(l, l, 1, 1, 0, vb.pp("post_quant_conv")))
+                .transpose()?,
             spec: spec.clone(),
-            bytes: tensors.f32_bytes(),
+            bytes: 0,
         })
     }
 

@@ -1,0 +1,160 @@
+//! Stable Diffusion 1.5 at full size, random weights: one UNet step at
+//! 512×512 (batch 2: conditional and unconditional) and one VAE decode at
+//! 512×512, for weft and for PyTorch/diffusers on the same machine in the
+//! same run, with the ratio and each side's peak RSS.
+//!
+//!   cargo bench -p weft-nodes --bench sd_speed
+//!
+//! PyTorch comes from `WEFT_BENCH_PYTHON` (default `python3`) running
+//! `scripts/bench_sd_torch.py`; without torch only weft's figures print.
+//! Each measurement runs in its own process, so peak RSS is per phase.
+
+use std::process::Command;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use weft_nodes::sd::config::{unet_from_json, vae_from_json};
+use weft_nodes::sd::unet::SdUNet;
+use weft_nodes::sd::vae::Vae;
+
+/// diffusers' `unet/config.json` of Stable Diffusion 1.5.
+const SD15_UNET: &str = r#"{
+  "in_channels": 4, "out_channels": 4, "block_out_channels": [320, 640, 1280, 1280],
+  "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+  "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+  "layers_per_block": 2, "cross_attention_dim": 768, "attention_head_dim": 8,
+  "norm_num_groups": 32, "norm_eps": 1e-05, "sample_size": 64
+}"#;
+
+/// diffusers' `vae/config.json` of Stable Diffusion 1.5.
+const SD15_VAE: &str = r#"{
+  "in_channels": 3, "out_channels": 3, "block_out_channels": [128, 256, 512, 512],
+  "layers_per_block": 2, "latent_channels": 4, "norm_num_groups": 32,
+  "scaling_factor": 0.18215, "sample_size": 512
+}"#;
+
+const RUNS: usize = 3;
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `f` RUNS times after one warm-up; prints `phase median peak` as JSON.
+fn measure(phase: &str, mut f: impl FnMut()) {
+    f();
+    let times: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    println!(
+        "{{\"phase\": \"{phase}\", \"median_s\": {:.3}, \"min_s\": {:.3}, \"peak_rss_mib\": {:.0}}}",
+        median(times.clone()),
+        times.iter().copied().fold(f64::INFINITY, f64::min),
+        peak_rss_mib()
+    );
+}
+
+fn phase(name: &str) {
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
+    match name {
+        "unet" => {
+            let spec = unet_from_json(SD15_UNET).unwrap();
+            let unet = SdUNet::new(&spec, vb).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), &dev).unwrap();
+            let ctx = Tensor::randn(0f32, 1.0, (2, 77, 768), &dev).unwrap();
+            measure("unet", || {
+                unet.forward_at(&x, 500.0, &ctx).unwrap();
+            });
+        }
+        "vae" => {
+            let spec = vae_from_json(SD15_VAE).unwrap();
+            let vae = Vae::new(&spec, vb).unwrap();
+            let z = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &dev).unwrap();
+            measure("vae", || {
+                vae.decode_raw(&z).unwrap();
+            });
+        }
+        other => panic!("unknown phase {other}"),
+    }
+}
+
+fn parse(line: &str, key: &str) -> Option<f64> {
+    let rest = line.split(&format!("\"{key}\": ")).nth(1)?;
+    rest.split([',', '}']).next()?.trim().parse().ok()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if let Some(p) = args.first() {
+        return phase(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let python = std::env::var("WEFT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    println!(
+        "SD 1.5, random weights, f32 CPU, {} threads; median of {RUNS} after a warm-up",
+        candle_core::utils::get_num_threads()
+    );
+    println!("| phase | weft (s) | PyTorch (s) | weft / PyTorch | weft peak RSS (MiB) | PyTorch peak RSS (MiB) |");
+    println!("|---|---|---|---|---|---|");
+    for p in ["unet", "vae"] {
+        let ours = Command::new(&exe).arg(p).output().unwrap();
+        let ours = String::from_utf8_lossy(&ours.stdout).to_string();
+        let theirs = Command::new(&python)
+            .arg(root.join("scripts/bench_sd_torch.py"))
+            .arg(p)
+            .arg(RUNS.to_string())
+            .output();
+        let theirs = match theirs {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).to_string(),
+            Ok(o) => {
+                eprintln!("PyTorch run failed: {}", String::from_utf8_lossy(&o.stderr));
+                String::new()
+            }
+            Err(e) => {
+                eprintln!("cannot run {python}: {e}");
+                String::new()
+            }
+        };
+        let (w, t) = (parse(&ours, "median_s"), parse(&theirs, "median_s"));
+        let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
+        let ratio = match (w, t) {
+            (Some(w), Some(t)) => format!("{:.2}", w / t),
+            _ => "–".into(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            if p == "unet" {
+                "UNet step, 512², batch 2"
+            } else {
+                "VAE decode, 512²"
+            },
+            fmt(w),
+            fmt(t),
+            ratio,
+            parse(&ours, "peak_rss_mib").map_or("–".into(), |v| format!("{v:.0}")),
+            parse(&theirs, "peak_rss_mib").map_or("–".into(), |v| format!("{v:.0}")),
+        );
+    }
+}
