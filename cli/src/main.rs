@@ -138,6 +138,7 @@ impl ExecArgs {
 }
 
 fn main() -> ExitCode {
+    weft_nodes::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let registry = weft_nodes::builtin_registry();
     match cli.command {

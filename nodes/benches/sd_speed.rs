@@ -36,6 +36,10 @@ const SD15_VAE: &str = r#"{
 
 const RUNS: usize = 3;
 
+/// The allocator the `weft` binary uses, so the figures are the product's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -53,6 +57,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Times `f` RUNS times after one warm-up; prints `phase median peak` as JSON.
 fn measure(phase: &str, mut f: impl FnMut()) {
     f();
+    eprintln!("{phase} warm-up: peak RSS {:.0} MiB", peak_rss_mib());
     let times: Vec<f64> = (0..RUNS)
         .map(|_| {
             let t = Instant::now();
@@ -69,6 +74,7 @@ fn measure(phase: &str, mut f: impl FnMut()) {
 }
 
 fn phase(name: &str) {
+    weft_nodes::alloc::keep_freed_memory();
     let dev = Device::Cpu;
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
@@ -76,6 +82,7 @@ fn phase(name: &str) {
         "unet" => {
             let spec = unet_from_json(SD15_UNET).unwrap();
             let unet = SdUNet::new(&spec, vb).unwrap();
+            eprintln!("built: peak RSS {:.0} MiB", peak_rss_mib());
             let x = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), &dev).unwrap();
             let ctx = Tensor::randn(0f32, 1.0, (2, 77, 768), &dev).unwrap();
             measure("unet", || {
@@ -85,6 +92,7 @@ fn phase(name: &str) {
         "vae" => {
             let spec = vae_from_json(SD15_VAE).unwrap();
             let vae = Vae::new(&spec, vb).unwrap();
+            eprintln!("built: peak RSS {:.0} MiB", peak_rss_mib());
             let z = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &dev).unwrap();
             measure("vae", || {
                 vae.decode_raw(&z).unwrap();

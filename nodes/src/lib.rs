@@ -1,5 +1,6 @@
 //! weft's built-in node types.
 
+pub mod alloc;
 pub mod image;
 pub mod models;
 pub mod sampling;

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
+
+use super::layers::Conv2d;
 use candle_transformers::models::stable_diffusion::unet_2d::{
     BlockConfig, UNet2DConditionModelConfig,
 };

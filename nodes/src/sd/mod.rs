@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod controlnet;
+pub mod layers;
 pub mod ldm;
 pub mod nodes;
 pub mod prompt;

@@ -7,19 +7,16 @@
 //! The building blocks are shared with [`super::controlnet`].
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{LayerNorm, Linear, VarBuilder};
+
+use super::layers::{self, Conv2d, GroupNorm};
 
 use super::config::UNetSpec;
 use super::weights::TensorMap;
 use crate::sampling::{Conditioning, Network};
 
 pub(crate) fn conv(i: usize, o: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        stride,
-        padding: k / 2,
-        ..Default::default()
-    };
-    candle_nn::conv2d(i, o, k, cfg, vb)
+    layers::conv2d(i, o, k, stride, k / 2, vb)
 }
 
 /// Sinusoidal timestep features, diffusers' `Timesteps` (cos first when flipped).
@@ -52,13 +49,14 @@ pub(crate) fn timestep_features(
 pub(crate) struct ResBlock {
     norm1: GroupNorm,
     conv1: Conv2d,
-    time_emb_proj: Linear,
+    time_emb_proj: Option<Linear>,
     norm2: GroupNorm,
     conv2: Conv2d,
     shortcut: Option<Conv2d>,
 }
 
 impl ResBlock {
+    /// A UNet block, with the time embedding of width `temb`.
     pub(crate) fn new(
         spec: &UNetSpec,
         in_c: usize,
@@ -67,11 +65,25 @@ impl ResBlock {
         vb: VarBuilder,
     ) -> Result<ResBlock> {
         let (g, eps) = (spec.config.norm_num_groups, spec.config.norm_eps);
+        ResBlock::with(in_c, out_c, Some(temb), g, eps, vb)
+    }
+
+    /// Any block; the VAE's have no time embedding.
+    pub(crate) fn with(
+        in_c: usize,
+        out_c: usize,
+        temb: Option<usize>,
+        groups: usize,
+        eps: f64,
+        vb: VarBuilder,
+    ) -> Result<ResBlock> {
         Ok(ResBlock {
-            norm1: candle_nn::group_norm(g, in_c, eps, vb.pp("norm1"))?,
+            norm1: layers::group_norm(groups, in_c, eps, vb.pp("norm1"))?,
             conv1: conv(in_c, out_c, 3, 1, vb.pp("conv1"))?,
-            time_emb_proj: candle_nn::linear(temb, out_c, vb.pp("time_emb_proj"))?,
-            norm2: candle_nn::group_norm(g, out_c, eps, vb.pp("norm2"))?,
+            time_emb_proj: temb
+                .map(|t| candle_nn::linear(t, out_c, vb.pp("time_emb_proj")))
+                .transpose()?,
+            norm2: layers::group_norm(groups, out_c, eps, vb.pp("norm2"))?,
             conv2: conv(out_c, out_c, 3, 1, vb.pp("conv2"))?,
             shortcut: (in_c != out_c)
                 .then(|| conv(in_c, out_c, 1, 1, vb.pp("conv_shortcut")))
@@ -79,16 +91,14 @@ impl ResBlock {
         })
     }
 
-    /// `temb_act` is SiLU(time embedding), shared by every block.
-    pub(crate) fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let t = self
-            .time_emb_proj
-            .forward(temb_act)?
-            .unsqueeze(2)?
-            .unsqueeze(3)?;
-        let h = h.broadcast_add(&t)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+    /// `temb_act` is SiLU(time embedding), shared by every block (none in
+    /// the VAE).
+    pub(crate) fn forward(&self, x: &Tensor, temb_act: Option<&Tensor>) -> Result<Tensor> {
+        let mut h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
+        if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb_act) {
+            h = h.broadcast_add(&proj.forward(t)?.unsqueeze(2)?.unsqueeze(3)?)?;
+        }
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         match &self.shortcut {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -223,7 +233,7 @@ impl SpatialTransformer {
             })
         };
         Ok(SpatialTransformer {
-            norm: candle_nn::group_norm(c.norm_num_groups, channels, 1e-6, vb.pp("norm"))?,
+            norm: layers::group_norm(c.norm_num_groups, channels, 1e-6, vb.pp("norm"))?,
             proj_in: proj(vb.pp("proj_in"))?,
             blocks: (0..depth)
                 .map(|i| {
@@ -268,7 +278,7 @@ pub(crate) struct Stage {
 
 impl Stage {
     pub(crate) fn forward(&self, x: &Tensor, temb: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let h = self.res.forward(x, temb)?;
+        let h = self.res.forward(x, Some(temb))?;
         match &self.attn {
             Some(a) => a.forward(&h, context),
             None => Ok(h),
@@ -331,12 +341,8 @@ impl Encoder {
             cur = block.out_channels;
             let ds = (l + 1 < c.blocks.len())
                 .then(|| {
-                    let cfg = Conv2dConfig {
-                        stride: 2,
-                        padding: c.downsample_padding,
-                        ..Default::default()
-                    };
-                    candle_nn::conv2d(cur, cur, 3, cfg, vbl.pp("downsamplers.0.conv"))
+                    let vb = vbl.pp("downsamplers.0.conv");
+                    layers::conv2d(cur, cur, 3, 2, c.downsample_padding, vb)
                 })
                 .transpose()?;
             down.push((stages, ds));
@@ -398,9 +404,9 @@ impl Encoder {
                 skips.push(h.clone());
             }
         }
-        let h = self.mid.0.forward(&h, temb)?;
+        let h = self.mid.0.forward(&h, Some(temb))?;
         let h = self.mid.1.forward(&h, context)?;
-        let h = self.mid.2.forward(&h, temb)?;
+        let h = self.mid.2.forward(&h, Some(temb))?;
         Ok((skips, h))
     }
 }
@@ -490,7 +496,7 @@ impl SdUNet {
             (
                 encoder,
                 up,
-                candle_nn::group_norm(c.norm_num_groups, c0, c.norm_eps, vb.pp("conv_norm_out"))?,
+                layers::group_norm(c.norm_num_groups, c0, c.norm_eps, vb.pp("conv_norm_out"))?,
                 conv(c0, spec.out_channels, 3, 1, vb.pp("conv_out"))?,
             )
         };
@@ -552,7 +558,7 @@ impl SdUNet {
                 h = us.forward(&h.upsample_nearest2d(hh, ww)?)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 

@@ -7,11 +7,13 @@
 //! so img2img is deterministic (as ComfyUI; diffusers samples it).
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::VarBuilder;
 use candle_transformers::models::stable_diffusion::attention::{
     AttentionBlock, AttentionBlockConfig,
 };
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
+
+use super::layers::{self, Conv2d, GroupNorm};
+use super::unet::ResBlock;
 use weft_core::{LatentSpace, Object};
 
 use super::config::VaeSpec;
@@ -46,25 +48,9 @@ impl Object for Vae {
 
 const EPS: f64 = 1e-6;
 
-fn conv(
-    i: usize,
-    o: usize,
-    k: usize,
-    stride: usize,
-    padding: usize,
-    vb: VarBuilder,
-) -> Result<Conv2d> {
-    let cfg = Conv2dConfig {
-        stride,
-        padding,
-        ..Default::default()
-    };
-    candle_nn::conv2d(i, o, k, cfg, vb)
-}
-
 /// A level's ResNet blocks and its resampling conv.
 struct Level {
-    resnets: Vec<ResnetBlock2D>,
+    resnets: Vec<ResBlock>,
     resample: Option<Conv2d>,
 }
 
@@ -73,7 +59,7 @@ struct Level {
 struct Coder {
     conv_in: Conv2d,
     levels: Vec<Level>,
-    mid: (ResnetBlock2D, AttentionBlock, ResnetBlock2D),
+    mid: (ResBlock, AttentionBlock, ResBlock),
     norm_out: GroupNorm,
     conv_out: Conv2d,
     decoder: bool,
@@ -83,16 +69,8 @@ impl Coder {
     fn new(spec: &VaeSpec, decoder: bool, vb: VarBuilder) -> Result<Coder> {
         let cfg = &spec.config;
         let groups = cfg.norm_num_groups;
-        let resnet = |i: usize, o: usize, vb: VarBuilder| {
-            let rc = ResnetBlock2DConfig {
-                out_channels: Some(o),
-                temb_channels: None,
-                groups,
-                eps: EPS,
-                ..Default::default()
-            };
-            ResnetBlock2D::new(vb, i, rc)
-        };
+        let resnet =
+            |i: usize, o: usize, vb: VarBuilder| ResBlock::with(i, o, None, groups, EPS, vb);
         let mut channels = cfg.block_out_channels.clone();
         if decoder {
             channels.reverse();
@@ -126,9 +104,9 @@ impl Coder {
             cur = c;
             let resample = if l + 1 < channels.len() {
                 Some(if decoder {
-                    conv(c, c, 3, 1, 1, vbl.pp("upsamplers.0.conv"))?
+                    layers::conv2d(c, c, 3, 1, 1, vbl.pp("upsamplers.0.conv"))?
                 } else {
-                    conv(c, c, 3, 2, 0, vbl.pp("downsamplers.0.conv"))?
+                    layers::conv2d(c, c, 3, 2, 0, vbl.pp("downsamplers.0.conv"))?
                 })
             } else {
                 None
@@ -148,7 +126,7 @@ impl Coder {
             resnet(mid_c, mid_c, mvb.pp("resnets.1"))?,
         );
         Ok(Coder {
-            conv_in: conv(
+            conv_in: layers::conv2d(
                 in_c,
                 if decoder { mid_c } else { first },
                 3,
@@ -158,8 +136,8 @@ impl Coder {
             )?,
             levels,
             mid,
-            norm_out: candle_nn::group_norm(groups, last, EPS, vb.pp("conv_norm_out"))?,
-            conv_out: conv(last, out_c, 3, 1, 1, vb.pp("conv_out"))?,
+            norm_out: layers::group_norm(groups, last, EPS, vb.pp("conv_norm_out"))?,
+            conv_out: layers::conv2d(last, out_c, 3, 1, 1, vb.pp("conv_out"))?,
             decoder,
         })
     }
@@ -195,8 +173,7 @@ impl Coder {
         if !self.decoder {
             h = mid(&h)?;
         }
-        self.conv_out
-            .forward(&candle_nn::ops::silu(&self.norm_out.forward(&h)?)?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 
@@ -222,11 +199,11 @@ impl Vae {
             decoder: Coder::new(spec, true, vb.pp("decoder"))?,
             quant_conv: cfg
                 .use_quant_conv
-                .then(|| conv(latent2, latent2, 1, 1, 0, vb.pp("quant_conv")))
+                .then(|| layers::conv2d(latent2, latent2, 1, 1, 0, vb.pp("quant_conv")))
                 .transpose()?,
             post_quant_conv: cfg
                 .use_post_quant_conv
-                .then(|| conv(l, l, 1, 1, 0, vb.pp("post_quant_conv")))
+                .then(|| layers::conv2d(l, l, 1, 1, 0, vb.pp("post_quant_conv")))
                 .transpose()?,
             spec: spec.clone(),
             bytes: 0,
