@@ -9,7 +9,9 @@
 //! `scripts/bench_sd_torch.py`; without torch only weft's figures print.
 //! Each measurement runs in its own process, so peak RSS is per phase.
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -36,9 +38,32 @@ const SD15_VAE: &str = r#"{
 
 const RUNS: usize = 3;
 
-/// The allocator the `weft` binary uses, so the figures are the product's.
+/// The allocator the `weft` binary uses, so the figures are the product's,
+/// counting live bytes so fragmentation can be told from real use.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting = Counting;
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        mimalloc::MiMalloc.alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        mimalloc::MiMalloc.dealloc(ptr, layout)
+    }
+}
+
+fn peak_live_mib() -> f64 {
+    PEAK.load(Ordering::Relaxed) as f64 / (1 << 20) as f64
+}
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -57,7 +82,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Times `f` RUNS times after one warm-up; prints `phase median peak` as JSON.
 fn measure(phase: &str, mut f: impl FnMut()) {
     f();
-    eprintln!("{phase} warm-up: peak RSS {:.0} MiB", peak_rss_mib());
+    eprintln!(
+        "{phase} warm-up: peak RSS {:.0} MiB, peak live {:.0} MiB",
+        peak_rss_mib(),
+        peak_live_mib()
+    );
     let times: Vec<f64> = (0..RUNS)
         .map(|_| {
             let t = Instant::now();
@@ -66,24 +95,46 @@ fn measure(phase: &str, mut f: impl FnMut()) {
         })
         .collect();
     println!(
-        "{{\"phase\": \"{phase}\", \"median_s\": {:.3}, \"min_s\": {:.3}, \"peak_rss_mib\": {:.0}}}",
+        "{{\"phase\": \"{phase}\", \"median_s\": {:.3}, \"min_s\": {:.3}, \"peak_rss_mib\": {:.0}, \"peak_live_mib\": {:.0}}}",
         median(times.clone()),
         times.iter().copied().fold(f64::INFINITY, f64::min),
-        peak_rss_mib()
+        peak_rss_mib(),
+        peak_live_mib()
     );
+}
+
+/// Random weights as plain tensors: `build` runs once on a VarMap to create
+/// them, then again on detached copies, because a forward pass on candle
+/// `Var`s records the autograd graph and keeps every activation alive.
+fn random<T>(build: impl Fn(VarBuilder) -> candle_core::Result<T>) -> T {
+    let dev = Device::Cpu;
+    let vm = VarMap::new();
+    drop(build(VarBuilder::from_varmap(&vm, DType::F32, &dev)).unwrap());
+    let plain = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    drop(vm);
+    build(VarBuilder::from_tensors(plain, DType::F32, &dev)).unwrap()
 }
 
 fn phase(name: &str) {
     weft_nodes::alloc::keep_freed_memory();
     let dev = Device::Cpu;
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &dev);
     match name {
         "unet" => {
             let spec = unet_from_json(SD15_UNET).unwrap();
-            let unet = SdUNet::new(&spec, vb).unwrap();
+            let unet = random(|vb| SdUNet::new(&spec, vb));
             eprintln!("built: peak RSS {:.0} MiB", peak_rss_mib());
-            let x = Tensor::randn(0f32, 1.0, (2, 4, 64, 64), &dev).unwrap();
+            // WEFT_BENCH_LATENT: another latent side, for memory and scaling studies.
+            let side = std::env::var("WEFT_BENCH_LATENT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64);
+            let x = Tensor::randn(0f32, 1.0, (2, 4, side, side), &dev).unwrap();
             let ctx = Tensor::randn(0f32, 1.0, (2, 77, 768), &dev).unwrap();
             measure("unet", || {
                 unet.forward_at(&x, 500.0, &ctx).unwrap();
@@ -91,7 +142,7 @@ fn phase(name: &str) {
         }
         "vae" => {
             let spec = vae_from_json(SD15_VAE).unwrap();
-            let vae = Vae::new(&spec, vb).unwrap();
+            let vae = random(|vb| Vae::new(&spec, vb));
             eprintln!("built: peak RSS {:.0} MiB", peak_rss_mib());
             let z = Tensor::randn(0f32, 1.0, (1, 4, 64, 64), &dev).unwrap();
             measure("vae", || {
