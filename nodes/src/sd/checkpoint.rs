@@ -353,3 +353,169 @@ pub fn open_vae(path: &Path) -> Result<(VaeSpec, TensorMap), String> {
         path.display()
     ))
 }
+
+/// Keys of a component-only file, as if it carried its checkpoint prefix,
+/// so the single-file shape readers apply (`None` if it has other keys).
+fn as_prefixed(shapes: config::Shapes, prefix: &str, marker: &str) -> Option<config::Shapes> {
+    shapes.keys().any(|k| k.starts_with(marker)).then(|| {
+        shapes
+            .into_iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v))
+            .collect()
+    })
+}
+
+/// A diffusers component folder itself (`unet/`, `text_encoder/`): its
+/// config and its one weights file.
+fn component_folder<S>(
+    dir: &Path,
+    files: &[&str],
+    parse_config: impl Fn(&str) -> Result<S, String>,
+) -> Result<(S, TensorMap), String> {
+    let cfg = parse(&dir.join("config.json"), parse_config)?;
+    let parent = dir.parent().unwrap_or(dir);
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let file = component_file(parent, name, files)?
+        .ok_or_else(|| format!("{}: no weights", dir.display()))?;
+    let file = WeightFile::open(&file)?;
+    let mut map = TensorMap::default();
+    map.add_file(&file, "", |k| {
+        if k.ends_with("position_ids") {
+            Vec::new()
+        } else {
+            vec![(k.to_string(), Transform::Same)]
+        }
+    });
+    Ok((cfg, map))
+}
+
+/// A UNet on its own: a checkpoint's, a diffusers folder's (or its
+/// `unet/`), or a UNet-only file in the LDM layout (`input_blocks.…`, as
+/// ComfyUI's `diffusion_models/`). Returns the checkpoint view with only
+/// the UNet and the schedule filled in.
+pub fn open_unet(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, String> {
+    let only_unet = |ck: Checkpoint| -> Result<Checkpoint, String> {
+        if ck.unet.is_none() {
+            return Err(format!("{}: no UNet in it", path.display()));
+        }
+        Ok(Checkpoint {
+            vae: None,
+            clip: None,
+            ..ck
+        })
+    };
+    if path.is_dir() && path.join("config.json").is_file() {
+        let (spec, map) = component_folder(path, &MODEL_FILES, config::unet_from_json)?;
+        let family = match spec.config.cross_attention_dim {
+            768 => Family::Sd1,
+            1024 => Family::Sd2,
+            _ => Family::Other,
+        };
+        let schedule = path
+            .parent()
+            .map(|p| p.join("scheduler/scheduler_config.json"))
+            .filter(|p| p.is_file())
+            .map(|p| parse(&p, config::schedule_from_json))
+            .transpose()?
+            .unwrap_or_else(|| {
+                ScheduleSpec::stable_diffusion(crate::sampling::Prediction::Epsilon)
+            });
+        return Ok(Checkpoint {
+            path: path.to_path_buf(),
+            family,
+            unet: Some((spec, map)),
+            vae: None,
+            clip: None,
+            schedule,
+        });
+    }
+    if path.is_dir() || !path.exists() {
+        return only_unet(open(path, config_dir)?);
+    }
+    let file = WeightFile::open(path)?;
+    match as_prefixed(file.shapes(), UNET_PREFIX, "input_blocks.") {
+        Some(shapes) => {
+            let family = config::detect_family(&shapes);
+            let given = config_dir.map(folder_configs).transpose()?;
+            let spec = match given.as_ref().and_then(|g| g.unet.clone()) {
+                Some(s) => s,
+                None => config::unet_from_shapes(&shapes, family)
+                    .map_err(|e| format!("{}: {e}", path.display()))?,
+            };
+            let lpb = spec.config.layers_per_block;
+            let mut map = TensorMap::default();
+            map.add_file(&file, "", |k| ldm::unet_names(k, lpb));
+            let prediction = config::prediction_from_shapes(&shapes, family, |_| None);
+            Ok(Checkpoint {
+                path: path.to_path_buf(),
+                family,
+                unet: Some((spec, map)),
+                vae: None,
+                clip: None,
+                schedule: given
+                    .and_then(|g| g.schedule)
+                    .unwrap_or_else(|| ScheduleSpec::stable_diffusion(prediction)),
+            })
+        }
+        None => only_unet(open_single_file(path, config_dir)?),
+    }
+}
+
+/// A text encoder on its own: a checkpoint's, a diffusers folder's (or its
+/// `text_encoder/`), or a transformers CLIP file (`text_model.…`, SD 1.x's
+/// CLIP-L) or OpenCLIP file (`transformer.resblocks.…`, SD 2.x's).
+pub fn open_clip(path: &Path) -> Result<ClipParts, String> {
+    if path.is_dir() && path.join("config.json").is_file() {
+        let (config, tensors) = component_folder(path, &TEXT_FILES, config::clip_from_json)?;
+        let merges = path.parent().map(|p| p.join("tokenizer/merges.txt"));
+        return Ok(ClipParts {
+            layer: config.num_hidden_layers,
+            pad_with_zero: config.hidden_act == Activation::Gelu,
+            merges: merges.filter(|m| m.is_file()),
+            config,
+            tensors,
+        });
+    }
+    if path.is_dir() || !path.exists() {
+        return open(path, None)?
+            .clip
+            .ok_or_else(|| format!("{}: no text encoder in it", path.display()));
+    }
+    let file = WeightFile::open(path)?;
+    let shapes = file.shapes();
+    let bare = as_prefixed(
+        shapes.clone(),
+        &format!("{CLIP_PREFIX}transformer."),
+        "text_model.",
+    )
+    .map(|s| (s, "transformer."))
+    .or_else(|| {
+        as_prefixed(
+            shapes,
+            &format!("{CLIP_PREFIX}model."),
+            "transformer.resblocks.",
+        )
+        .map(|s| (s, "model."))
+    });
+    let Some((prefixed, inner)) = bare else {
+        return open_single_file(path, None)?
+            .clip
+            .ok_or_else(|| format!("{}: no text encoder in it", path.display()));
+    };
+    let (config, layout) =
+        config::clip_from_shapes(&prefixed).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut tensors = TensorMap::default();
+    tensors.add_file(&file, "", |k| ldm::clip_names(&format!("{inner}{k}")));
+    let n = config.num_hidden_layers;
+    Ok(ClipParts {
+        layer: if layout == ClipLayout::OpenClip && n > 1 {
+            n - 1
+        } else {
+            n
+        },
+        pad_with_zero: layout == ClipLayout::OpenClip,
+        merges: None,
+        config,
+        tensors,
+    })
+}

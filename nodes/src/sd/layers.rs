@@ -414,7 +414,10 @@ mod tests {
         for i in -8700..=8800 {
             let x = i as f32 / 100.0;
             let (got, want) = (fast_exp(x), x.exp());
-            assert!(((got - want) / want).abs() < 1e-6, "exp({x}): {got} vs {want}");
+            assert!(
+                ((got - want) / want).abs() < 1e-6,
+                "exp({x}): {got} vs {want}"
+            );
         }
         let x = (wavy(&[3, 4, 50], 0.5) * 7.0).unwrap();
         let want = candle_nn::ops::softmax_last_dim(&x).unwrap();

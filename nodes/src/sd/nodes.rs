@@ -22,6 +22,8 @@ use crate::sampling_nodes::run::latent_input;
 pub fn register(registry: &mut weft_core::Registry) -> Result<(), String> {
     registry.register(CheckpointLoaderSimple::new())?;
     registry.register(VaeLoader::new())?;
+    registry.register(UnetLoader::new())?;
+    registry.register(ClipLoader::new())?;
     registry.register(ClipTextEncode::new())?;
     registry.register(ClipSetLastLayer::new())?;
     registry.register(VaeDecode::new(false))?;
@@ -195,6 +197,105 @@ impl Node for VaeLoader {
 
     fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
         Ok(path_fingerprint(inputs.str("vae_path")?))
+    }
+}
+
+/// Loads a UNet on its own, as a MODEL.
+pub struct UnetLoader(NodeSchema);
+
+impl UnetLoader {
+    pub fn new() -> Self {
+        UnetLoader(
+            NodeSchema::new(
+                "UNETLoader",
+                "model/loaders",
+                "Loads a Stable Diffusion 1.x/2.x UNet on its own: a UNet-only file in the LDM layout (`input_blocks.…`, as in ComfyUI's diffusion_models folder), a full checkpoint, or a diffusers folder or its unet/ subfolder.",
+            )
+            .input(InputSpec::string("unet_path").doc("The .safetensors file or diffusers folder."))
+            .input(InputSpec::string("config").default("").doc("A diffusers folder describing the UNet, for shapes other than SD 1.x/2.x; empty to read the shapes."))
+            .output("MODEL", ValueType::Model, "The UNet with its noise schedule.")
+            .external_state()
+            .heavy(),
+        )
+    }
+}
+
+impl Default for UnetLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node for UnetLoader {
+    fn schema(&self) -> &NodeSchema {
+        &self.0
+    }
+
+    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
+        let path = ctx.inputs.str("unet_path")?;
+        let config = ctx.inputs.str("config")?;
+        let config = (!config.is_empty()).then(|| Path::new(config));
+        let err = |e: String| NodeError::input("unet_path", e);
+        let ck = checkpoint::open_unet(Path::new(path), config).map_err(err)?;
+        let (spec, tensors) = ck.unet.as_ref().expect("open_unet returns a UNet");
+        let unet = SdUNet::build(spec, tensors).map_err(err)?;
+        Ok(vec![value(
+            ValueType::Model,
+            model_of(&ck, unet).map_err(err)?,
+        )])
+    }
+
+    fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
+        Ok(format!(
+            "{}|{}",
+            path_fingerprint(inputs.str("unet_path")?),
+            path_fingerprint(inputs.str("config")?)
+        ))
+    }
+}
+
+/// Loads a text encoder on its own, as a CLIP.
+pub struct ClipLoader(NodeSchema);
+
+impl ClipLoader {
+    pub fn new() -> Self {
+        ClipLoader(
+            NodeSchema::new(
+                "CLIPLoader",
+                "model/loaders",
+                "Loads a Stable Diffusion text encoder on its own: a transformers CLIP file (`text_model.…`, SD 1.x), an OpenCLIP file (`transformer.resblocks.…`, SD 2.x), a full checkpoint, or a diffusers folder or its text_encoder/ subfolder.",
+            )
+            .input(InputSpec::string("clip_path").doc("The .safetensors file or diffusers folder."))
+            .output("CLIP", ValueType::Clip, "The text encoder and tokenizer.")
+            .external_state()
+            .heavy(),
+        )
+    }
+}
+
+impl Default for ClipLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node for ClipLoader {
+    fn schema(&self) -> &NodeSchema {
+        &self.0
+    }
+
+    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
+        let path = ctx.inputs.str("clip_path")?;
+        let err = |e: String| NodeError::input("clip_path", e);
+        let parts = checkpoint::open_clip(Path::new(path)).map_err(err)?;
+        Ok(vec![value(
+            ValueType::Clip,
+            TextEncoder::build(&parts).map_err(err)?,
+        )])
+    }
+
+    fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
+        Ok(path_fingerprint(inputs.str("clip_path")?))
     }
 }
 
