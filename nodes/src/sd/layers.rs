@@ -1,5 +1,5 @@
 //! Inference layers for the Stable Diffusion networks, written for the CPU:
-//! a 2-D convolution, a GroupNorm with optional SiLU, and a softmax.
+//! a 2-D convolution and a GroupNorm with optional SiLU.
 //!
 //! Why not candle-nn's: its CPU `conv2d` re-lays out the whole kernel and
 //! transposes the input to NHWC on every call, and its GroupNorm is a chain
@@ -7,7 +7,7 @@
 //! time there. These keep candle-nn's parameter names and shapes, so the
 //! same checkpoints load, and fall back to candle's kernels off the CPU.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Module, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -282,7 +282,7 @@ impl CustomOp3 for FusedGroupNorm {
                     if self.silu {
                         for (o, &v) in o.iter_mut().zip(i) {
                             let y = v * scale + offset;
-                            *o = y / (1.0 + fast_exp(-y));
+                            *o = y / (1.0 + (-y).exp());
                         }
                     } else {
                         for (o, &v) in o.iter_mut().zip(i) {
@@ -292,63 +292,6 @@ impl CustomOp3 for FusedGroupNorm {
                 }
             });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
-    }
-}
-
-/// e^x for f32 in a form LLVM vectorises: x = n·ln 2 + r with ln 2 split
-/// in two (Cody–Waite, so r is exact), then a degree-7 Taylor polynomial
-/// for e^r on |r| ≤ ½ ln 2 (relative error below 1e-6 everywhere), against
-/// libm's scalar `expf`, which was a tenth of a 512² UNet step.
-#[inline(always)]
-fn fast_exp(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.clamp(-87.3, 88.7);
-    let n = (x * std::f32::consts::LOG2_E).round();
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * p
-}
-
-/// Softmax over the last dimension, rows in parallel.
-pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
-        return candle_nn::ops::softmax_last_dim(x);
-    }
-    x.contiguous()?.apply_op1_no_bwd(&Softmax)
-}
-
-struct Softmax;
-
-impl CustomOp1 for Softmax {
-    fn name(&self) -> &'static str {
-        "weft-softmax"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l)?;
-        let n = *l.shape().dims().last().unwrap_or(&1);
-        let mut out = vec![0f32; x.len()];
-        if n > 0 {
-            out.par_chunks_mut(n)
-                .zip(x.par_chunks(n))
-                .for_each(|(o, row)| {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for (o, &v) in o.iter_mut().zip(row) {
-                        *o = fast_exp(v - max);
-                        sum += *o;
-                    }
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|v| *v *= inv);
-                });
-        }
-        Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
 
@@ -407,21 +350,6 @@ mod tests {
                 "case {i}"
             );
         }
-    }
-
-    #[test]
-    fn fast_exp_is_accurate_and_softmax_matches_candle() {
-        for i in -8700..=8800 {
-            let x = i as f32 / 100.0;
-            let (got, want) = (fast_exp(x), x.exp());
-            assert!(
-                ((got - want) / want).abs() < 1e-6,
-                "exp({x}): {got} vs {want}"
-            );
-        }
-        let x = (wavy(&[3, 4, 50], 0.5) * 7.0).unwrap();
-        let want = candle_nn::ops::softmax_last_dim(&x).unwrap();
-        assert!(max_diff(&softmax_last_dim(&x).unwrap(), &want) < 1e-6);
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl Attention {
         let mut outs = Vec::with_capacity(n.div_ceil(SLICE));
         for start in (0..n).step_by(SLICE) {
             let qs = q.narrow(2, start, SLICE.min(n - start))?;
-            let w = layers::softmax_last_dim(&qs.matmul(&k)?)?;
+            let w = candle_nn::ops::softmax_last_dim(&qs.matmul(&k)?)?;
             outs.push(w.matmul(&v)?);
         }
         let o = Tensor::cat(&outs, 2)?.transpose(1, 2)?.reshape((b, n, d))?;
