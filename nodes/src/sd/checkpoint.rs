@@ -53,7 +53,7 @@ pub fn open(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, String
     open_single_file(path, config_dir)
 }
 
-fn read(path: &Path) -> Result<String, String> {
+pub(crate) fn read(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 

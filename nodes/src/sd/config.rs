@@ -319,14 +319,14 @@ pub fn schedule_from_json(text: &str) -> Result<ScheduleSpec, String> {
 /// Tensor names (full keys) and shapes of a single-file checkpoint.
 pub type Shapes = HashMap<String, Vec<usize>>;
 
-fn shape<'a>(shapes: &'a Shapes, key: &str) -> Result<&'a [usize], String> {
+pub(crate) fn shape<'a>(shapes: &'a Shapes, key: &str) -> Result<&'a [usize], String> {
     shapes
         .get(key)
         .map(Vec::as_slice)
         .ok_or_else(|| format!("missing `{key}`"))
 }
 
-fn dim(shapes: &Shapes, key: &str, d: usize) -> Result<usize, String> {
+pub(crate) fn dim(shapes: &Shapes, key: &str, d: usize) -> Result<usize, String> {
     shape(shapes, key)?
         .get(d)
         .copied()
@@ -347,7 +347,7 @@ pub fn detect_family(shapes: &Shapes) -> Family {
 }
 
 /// Counts the indices `i` for which `{prefix}{i}.` starts some key.
-fn count_indexed(shapes: &Shapes, prefix: &str) -> usize {
+pub(crate) fn count_indexed(shapes: &Shapes, prefix: &str) -> usize {
     let mut n = 0;
     while shapes
         .keys()

@@ -36,7 +36,8 @@ use weft_core::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeSchema, Object, Value, ValueType,
 };
 
-use super::config::{self, UNetSpec};
+use super::checkpoint::read;
+use super::config::{self, count_indexed, dim, shape, Shapes, UNetSpec};
 use super::ldm;
 use super::unet::{conv, ControlResiduals, Encoder};
 use super::weights::{TensorMap, Transform, WeightFile};
@@ -400,10 +401,6 @@ pub fn resize_center_crop(image: &Tensor, height: usize, width: usize) -> Result
 // ---------------------------------------------------------------------------
 // loading
 
-fn read(path: &Path) -> std::result::Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
-}
-
 /// Reads a diffusers ControlNet `config.json`.
 pub fn spec_from_json(text: &str) -> std::result::Result<ControlNetSpec, String> {
     let mut json: serde_json::Value =
@@ -461,44 +458,15 @@ pub fn spec_from_json(text: &str) -> std::result::Result<ControlNetSpec, String>
     })
 }
 
-/// Tensor names (diffusers) and shapes.
-type Shapes = HashMap<String, Vec<usize>>;
-
-fn shape<'a>(shapes: &'a Shapes, key: &str) -> std::result::Result<&'a [usize], String> {
-    shapes
-        .get(key)
-        .map(Vec::as_slice)
-        .ok_or_else(|| format!("missing `{key}`"))
-}
-
-fn dim(shapes: &Shapes, key: &str, d: usize) -> std::result::Result<usize, String> {
-    shape(shapes, key)?
-        .get(d)
-        .copied()
-        .ok_or_else(|| format!("`{key}` has too few dimensions"))
-}
-
-/// Counts the indices `i` for which `{prefix}{i}.` starts some key.
-fn count_indexed<'a>(keys: impl Iterator<Item = &'a String> + Clone, prefix: &str) -> usize {
-    let mut n = 0;
-    while keys
-        .clone()
-        .any(|k| k.starts_with(&format!("{prefix}{n}.")))
-    {
-        n += 1;
-    }
-    n
-}
-
 /// The architecture from tensor shapes under diffusers names. Head counts
 /// come from the family the context width identifies.
 pub fn spec_from_shapes(shapes: &Shapes) -> std::result::Result<ControlNetSpec, String> {
     let in_channels = dim(shapes, "conv_in.weight", 1)?;
-    let levels = count_indexed(shapes.keys(), "down_blocks.");
+    let levels = count_indexed(shapes, "down_blocks.");
     if levels == 0 {
         return Err("no encoder levels (`down_blocks.0.…`)".into());
     }
-    let lpb = count_indexed(shapes.keys(), "down_blocks.0.resnets.");
+    let lpb = count_indexed(shapes, "down_blocks.0.resnets.");
     if lpb == 0 {
         return Err("no ResNet blocks in `down_blocks.0`".into());
     }
@@ -511,7 +479,7 @@ pub fn spec_from_shapes(shapes: &Shapes) -> std::result::Result<ControlNetSpec, 
             0,
         )?;
         let attn = format!("down_blocks.{l}.attentions.0.");
-        let depth = count_indexed(shapes.keys(), &format!("{attn}transformer_blocks."));
+        let depth = count_indexed(shapes, &format!("{attn}transformer_blocks."));
         if depth > 0 {
             linear = shape(shapes, &format!("{attn}proj_in.weight"))?.len() == 2;
             context = Some(dim(
@@ -553,8 +521,8 @@ pub fn spec_from_shapes(shapes: &Shapes) -> std::result::Result<ControlNetSpec, 
     let e = "controlnet_cond_embedding.";
     let conditioning_channels = dim(shapes, &format!("{e}conv_in.weight"), 1)?;
     let mut embedding_channels = vec![dim(shapes, &format!("{e}conv_in.weight"), 0)?];
-    let n_blocks = count_indexed(shapes.keys(), &format!("{e}blocks."));
-    if n_blocks % 2 != 0 {
+    let n_blocks = count_indexed(shapes, &format!("{e}blocks."));
+    if n_blocks & 1 == 1 {
         return Err(format!(
             "the control-image embedding has {n_blocks} convolutions, expected pairs"
         ));
@@ -746,7 +714,7 @@ fn open_file(
                 ));
             }
             let input_blocks = format!("{prefix}input_blocks.");
-            let n_input = count_indexed(shapes.keys(), &input_blocks);
+            let n_input = count_indexed(&shapes, &input_blocks);
             let first_down = (1..n_input)
                 .find(|i| shapes.contains_key(&format!("{input_blocks}{i}.0.op.weight")));
             let lpb = first_down.map_or(n_input.saturating_sub(1), |i| i - 1);
