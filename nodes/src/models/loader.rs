@@ -53,7 +53,13 @@ impl Node for CheckpointLoader {
 /// Size and modification time; a missing or unreadable file gets a
 /// fingerprint of its own, and `run` then reports the real problem.
 fn file_fingerprint(path: &str) -> Result<String, NodeError> {
-    Ok(match std::fs::metadata(path) {
+    Ok(file_stamp(Path::new(path)))
+}
+
+/// Size and modification time of one file (or why it cannot be read), the
+/// cache key part of every loader that reads a file.
+pub(crate) fn file_stamp(path: &Path) -> String {
+    match std::fs::metadata(path) {
         Ok(meta) => {
             let mtime = meta
                 .modified()
@@ -63,7 +69,7 @@ fn file_fingerprint(path: &str) -> Result<String, NodeError> {
             format!("{}:{mtime}", meta.len())
         }
         Err(e) => format!("unreadable:{:?}", e.kind()),
-    })
+    }
 }
 
 /// Loads a classifier checkpoint trained by `weft train` (objective `classify`).

@@ -26,6 +26,23 @@ pub struct ClipParts {
     pub merges: Option<PathBuf>,
 }
 
+impl ClipParts {
+    /// A text encoder from a single file, which carries no tokenizer: a
+    /// full OpenCLIP tower conditions on its penultimate layer and pads
+    /// with `!`, as SD 2.x was trained.
+    fn single_file(config: ClipConfig, layout: ClipLayout, tensors: TensorMap) -> ClipParts {
+        let n = config.num_hidden_layers;
+        let open_clip = layout == ClipLayout::OpenClip;
+        ClipParts {
+            layer: if open_clip && n > 1 { n - 1 } else { n },
+            pad_with_zero: open_clip,
+            merges: None,
+            config,
+            tensors,
+        }
+    }
+}
+
 /// Everything a checkpoint holds, not yet built.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
@@ -172,14 +189,9 @@ fn open_diffusers(dir: &Path) -> Result<Checkpoint, String> {
             dir.display()
         ));
     }
-    let family = match &unet {
-        Some((u, _)) => match u.config.cross_attention_dim {
-            768 => Family::Sd1,
-            1024 => Family::Sd2,
-            _ => Family::Other,
-        },
-        None => Family::Other,
-    };
+    let family = unet.as_ref().map_or(Family::Other, |(u, _)| {
+        Family::from_context(u.config.cross_attention_dim)
+    });
     let merges = dir.join("tokenizer/merges.txt");
     let clip = clip.map(|(config, tensors)| ClipParts {
         layer: config.num_hidden_layers,
@@ -258,18 +270,7 @@ fn open_single_file(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint
             .unwrap_or(inferred);
         let mut map = TensorMap::default();
         map.add_file(&file, CLIP_PREFIX, ldm::clip_names);
-        let n = config.num_hidden_layers;
-        Some(ClipParts {
-            layer: if layout == ClipLayout::OpenClip && n > 1 {
-                n - 1
-            } else {
-                n
-            },
-            pad_with_zero: layout == ClipLayout::OpenClip,
-            merges: None,
-            config,
-            tensors: map,
-        })
+        Some(ClipParts::single_file(config, layout, map))
     } else {
         None
     };
@@ -406,11 +407,7 @@ pub fn open_unet(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, S
     };
     if path.is_dir() && path.join("config.json").is_file() {
         let (spec, map) = component_folder(path, &MODEL_FILES, config::unet_from_json)?;
-        let family = match spec.config.cross_attention_dim {
-            768 => Family::Sd1,
-            1024 => Family::Sd2,
-            _ => Family::Other,
-        };
+        let family = Family::from_context(spec.config.cross_attention_dim);
         let schedule = path
             .parent()
             .map(|p| p.join("scheduler/scheduler_config.json"))
@@ -506,16 +503,5 @@ pub fn open_clip(path: &Path) -> Result<ClipParts, String> {
         config::clip_from_shapes(&prefixed).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut tensors = TensorMap::default();
     tensors.add_file(&file, "", |k| ldm::clip_names(&format!("{inner}{k}")));
-    let n = config.num_hidden_layers;
-    Ok(ClipParts {
-        layer: if layout == ClipLayout::OpenClip && n > 1 {
-            n - 1
-        } else {
-            n
-        },
-        pad_with_zero: layout == ClipLayout::OpenClip,
-        merges: None,
-        config,
-        tensors,
-    })
+    Ok(ClipParts::single_file(config, layout, tensors))
 }

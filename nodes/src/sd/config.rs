@@ -32,6 +32,25 @@ pub enum Family {
 }
 
 impl Family {
+    /// The family whose text encoder has this width (the UNet's context).
+    pub fn from_context(width: usize) -> Family {
+        match width {
+            768 => Family::Sd1,
+            1024 => Family::Sd2,
+            _ => Family::Other,
+        }
+    }
+
+    /// Attention heads at a level of `channels`: SD 1.x has 8, SD 2.x 64
+    /// channels per head; other families' counts are not in the shapes.
+    pub fn heads(self, channels: usize) -> Option<usize> {
+        match self {
+            Family::Sd1 => Some(8),
+            Family::Sd2 => Some((channels / 64).max(1)),
+            Family::Other => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Family::Sd1 => "SD 1.x",
@@ -339,11 +358,7 @@ pub fn detect_family(shapes: &Shapes) -> Family {
         .iter()
         .find(|(k, _)| k.starts_with(UNET_PREFIX) && k.ends_with("attn2.to_k.weight"))
         .and_then(|(_, s)| s.get(1).copied());
-    match context {
-        Some(768) => Family::Sd1,
-        Some(1024) => Family::Sd2,
-        _ => Family::Other,
-    }
+    context.map_or(Family::Other, Family::from_context)
 }
 
 /// Counts the indices `i` for which `{prefix}{i}.` starts some key.
@@ -401,16 +416,9 @@ pub fn unet_from_shapes(shapes: &Shapes, family: Family) -> Result<UNetSpec, Str
                 1,
             )?);
         }
-        let heads = match family {
-            Family::Sd1 => 8,
-            Family::Sd2 => (out_channels / 64).max(1),
-            Family::Other => {
-                return Err(
-                    "the attention head count of this UNet cannot be read from its shapes (not SD 1.x or 2.x); give a diffusers folder as its config"
-                        .into(),
-                )
-            }
-        };
+        let heads = family.heads(out_channels).ok_or(
+            "the attention head count of this UNet cannot be read from its shapes (not SD 1.x or 2.x); give a diffusers folder as its config",
+        )?;
         blocks.push(BlockConfig {
             out_channels,
             use_cross_attn: (depth > 0).then_some(depth),

@@ -23,7 +23,6 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
@@ -41,6 +40,7 @@ use super::config::{self, count_indexed, dim, shape, Shapes, UNetSpec};
 use super::ldm;
 use super::unet::{conv, ControlResiduals, Encoder};
 use super::weights::{TensorMap, Transform, WeightFile};
+use crate::models::loader::file_stamp;
 use crate::sampling::{Conditioning, Hint};
 use crate::sampling_nodes::handles::{handle, value};
 
@@ -500,13 +500,9 @@ pub fn spec_from_shapes(shapes: &Shapes) -> std::result::Result<ControlNetSpec, 
     }
     let context = context.ok_or("the ControlNet has no cross-attention")?;
     let heads = |channels: usize| -> std::result::Result<usize, String> {
-        match context {
-            768 => Ok(8),
-            1024 => Ok((channels / 64).max(1)),
-            _ => Err(format!(
-                "the attention head count of a ControlNet with a {context}-wide context cannot be read from its shapes (not SD 1.x or 2.x); put its diffusers config.json next to the file"
-            )),
-        }
+        config::Family::from_context(context).heads(channels).ok_or_else(|| format!(
+            "the attention head count of a ControlNet with a {context}-wide context cannot be read from its shapes (not SD 1.x or 2.x); put its diffusers config.json next to the file"
+        ))
     };
     let blocks = blocks
         .into_iter()
@@ -1102,17 +1098,7 @@ fn fingerprint(path: &str) -> String {
     };
     files
         .iter()
-        .map(|f| match std::fs::metadata(f) {
-            Ok(meta) => {
-                let mtime = meta
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_nanos());
-                format!("{}:{mtime}", meta.len())
-            }
-            Err(e) => format!("unreadable:{:?}", e.kind()),
-        })
+        .map(|f| file_stamp(f))
         .collect::<Vec<_>>()
         .join(";")
 }

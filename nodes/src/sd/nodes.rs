@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use weft_core::{
     InputSpec, Inputs, Latent, Node, NodeContext, NodeError, NodeSchema, Value, ValueType,
@@ -14,6 +13,7 @@ use super::text::TextEncoder;
 use super::unet::SdUNet;
 use super::vae::Vae;
 use crate::image::image_dims;
+use crate::models::loader::file_stamp;
 use crate::sampling::{schedule, Model, ModelSampling};
 use crate::sampling_nodes::handles::{handle, value};
 use crate::sampling_nodes::run::latent_input;
@@ -38,27 +38,16 @@ pub fn register(registry: &mut weft_core::Registry) -> Result<(), String> {
 /// Size and modification time of a file, or of every file one level into
 /// a folder (a diffusers model), so an unchanged model is not reloaded.
 fn path_fingerprint(path: &str) -> String {
-    let stamp = |p: &Path| match std::fs::metadata(p) {
-        Ok(m) => {
-            let mtime = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            format!("{}:{mtime}", m.len())
-        }
-        Err(e) => format!("unreadable:{:?}", e.kind()),
-    };
     let p = Path::new(path);
     if !p.is_dir() {
-        return stamp(p);
+        return file_stamp(p);
     }
     let mut parts = Vec::new();
     if let Ok(entries) = std::fs::read_dir(p) {
         for sub in entries.flatten() {
             if let Ok(files) = std::fs::read_dir(sub.path()) {
                 for f in files.flatten() {
-                    parts.push(format!("{}={}", f.path().display(), stamp(&f.path())));
+                    parts.push(format!("{}={}", f.path().display(), file_stamp(&f.path())));
                 }
             }
         }
