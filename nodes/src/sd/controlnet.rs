@@ -1183,6 +1183,28 @@ fn image_input_spec() -> InputSpec {
 }
 
 /// Applies a ControlNet to one conditioning.
+/// The apply nodes' shared work: the ControlNet and image inputs, checked,
+/// attached to each conditioning with `strength` over `[start, end]`.
+fn apply_node(
+    i: &Inputs,
+    conds: &[&Conditioning],
+    start: f64,
+    end: f64,
+) -> std::result::Result<Vec<Value>, NodeError> {
+    let net = handle::<ControlNetHandle>(i, "control_net", ValueType::ControlNet)?
+        .0
+        .clone();
+    let image = image_input(i)?;
+    net.check_image(&image)
+        .map_err(|e| NodeError::input("image", e))?;
+    let out = apply_control(conds, &net, &image, i.float("strength")?, start, end)
+        .map_err(NodeError::new)?;
+    Ok(out
+        .into_iter()
+        .map(|c| value(ValueType::Conditioning, c))
+        .collect())
+}
+
 pub struct ControlNetApply(NodeSchema);
 
 impl ControlNetApply {
@@ -1215,26 +1237,7 @@ impl Node for ControlNetApply {
 
     fn run(&self, ctx: &NodeContext<'_>) -> std::result::Result<Vec<Value>, NodeError> {
         let i = ctx.inputs;
-        let net = handle::<ControlNetHandle>(i, "control_net", ValueType::ControlNet)?
-            .0
-            .clone();
-        let image = image_input(i)?;
-        net.check_image(&image)
-            .map_err(|e| NodeError::input("image", e))?;
-        let strength = i.float("strength")?;
-        let out = apply_control(
-            &[conditioning(i, "conditioning")?],
-            &net,
-            &image,
-            strength,
-            0.0,
-            1.0,
-        )
-        .map_err(NodeError::new)?;
-        Ok(out
-            .into_iter()
-            .map(|c| value(ValueType::Conditioning, c))
-            .collect())
+        apply_node(i, &[conditioning(i, "conditioning")?], 0.0, 1.0)
     }
 }
 
@@ -1287,12 +1290,6 @@ impl Node for ControlNetApplyAdvanced {
 
     fn run(&self, ctx: &NodeContext<'_>) -> std::result::Result<Vec<Value>, NodeError> {
         let i = ctx.inputs;
-        let net = handle::<ControlNetHandle>(i, "control_net", ValueType::ControlNet)?
-            .0
-            .clone();
-        let image = image_input(i)?;
-        net.check_image(&image)
-            .map_err(|e| NodeError::input("image", e))?;
         let (start, end) = (i.float("start_percent")?, i.float("end_percent")?);
         if start > end {
             return Err(NodeError::input(
@@ -1300,19 +1297,8 @@ impl Node for ControlNetApplyAdvanced {
                 format!("start_percent {start} is after end_percent {end}"),
             ));
         }
-        let out = apply_control(
-            &[conditioning(i, "positive")?, conditioning(i, "negative")?],
-            &net,
-            &image,
-            i.float("strength")?,
-            start,
-            end,
-        )
-        .map_err(NodeError::new)?;
-        Ok(out
-            .into_iter()
-            .map(|c| value(ValueType::Conditioning, c))
-            .collect())
+        let conds = [conditioning(i, "positive")?, conditioning(i, "negative")?];
+        apply_node(i, &conds, start, end)
     }
 }
 
