@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use weft_core::{
     CancelToken, Diagnostics, EventSink, Executor, Registry, RunOptions, SourceFile, ValidGraph,
 };
+use weft_plugin_host::PluginHost;
 
 // Graphs are many small allocations (parsing, validation, per-node state);
 // mimalloc handles them several times faster than glibc's malloc.
@@ -32,6 +33,13 @@ const EXIT_RUN_FAILED: u8 = 1;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A plugin directory (repeatable). Default: the directories in
+    /// `WEFT_PLUGINS`, else `~/.local/share/weft/plugins` if it exists.
+    #[arg(long = "plugins", value_name = "DIR", global = true)]
+    plugins: Vec<PathBuf>,
+    /// Load no plugins, not even from the default directory.
+    #[arg(long, global = true, conflicts_with = "plugins")]
+    no_plugins: bool,
 }
 
 #[derive(Subcommand)]
@@ -140,7 +148,17 @@ impl ExecArgs {
 fn main() -> ExitCode {
     weft_nodes::alloc::keep_freed_memory();
     let cli = Cli::parse();
-    let registry = weft_nodes::builtin_registry();
+    let mut registry = weft_nodes::builtin_registry();
+    let mut plugins = PluginHost::new();
+    let plugin_dirs = if cli.no_plugins {
+        Vec::new()
+    } else {
+        weft_plugin_host::plugin_dirs(&cli.plugins)
+    };
+    // A broken plugin costs its own node types, never the run.
+    for error in plugins.load_dirs(&plugin_dirs, &mut registry) {
+        eprintln!("error: {error}; continuing without it");
+    }
     match cli.command {
         Command::Run { graph, exec } => {
             let sink = render::sink(graph.events);
@@ -184,7 +202,11 @@ fn main() -> ExitCode {
             debounce_ms,
         } => {
             let sink = render::sink(graph.events);
-            watch::watch(&graph, &exec, &registry, &sink, debounce_ms)
+            let plugins = watch::Plugins {
+                host: plugins,
+                dirs: plugin_dirs,
+            };
+            watch::watch(&graph, &exec, registry, plugins, &sink, debounce_ms)
         }
         Command::Train { config, resume } => {
             match weft_train::train(&config, resume, std::io::stderr().is_terminal()) {
