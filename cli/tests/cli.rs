@@ -8,8 +8,17 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
+/// The weft binary, blind to the user's own plugin directories.
+fn weft_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+    command
+        .env_remove("WEFT_PLUGINS")
+        .env("XDG_DATA_HOME", "/nonexistent/weft-tests");
+    command
+}
+
 fn weft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
+    weft_command()
         .args(args)
         .current_dir(repo_root())
         .output()
@@ -166,7 +175,7 @@ fn nodes_lists_schemas_as_text_and_json() {
 
 #[test]
 fn readme_node_reference_matches_the_schemas() {
-    let generated = text(&weft(&["nodes", "--markdown"]).stdout);
+    let generated = text(&weft(&["nodes", "--markdown", "--no-plugins"]).stdout);
     let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
     let begin = "<!-- node-reference:begin -->\n";
     let end = "<!-- node-reference:end -->";
@@ -177,7 +186,7 @@ fn readme_node_reference_matches_the_schemas() {
     let stop = readme.find(end).unwrap();
     assert!(
         readme[start..stop] == generated,
-        "README's node reference is stale: regenerate it with `cargo run -q -- nodes --markdown`"
+        "README's node reference is stale: regenerate it with `cargo run -q -- nodes --markdown --no-plugins`"
     );
 }
 
@@ -188,8 +197,8 @@ struct Watch {
 }
 
 impl Watch {
-    fn start(graph: &Path) -> Watch {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+    fn start(graph: &Path, extra: &[&str]) -> Watch {
+        let mut child = weft_command()
             .args([
                 "watch",
                 graph.to_str().unwrap(),
@@ -198,6 +207,7 @@ impl Watch {
                 "--workers",
                 "2",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -267,7 +277,7 @@ fn watch_reruns_only_what_changed_and_keeps_the_last_good_graph() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("g.ron");
     std::fs::write(&path, graph(2)).unwrap();
-    let watch = Watch::start(&path);
+    let watch = Watch::start(&path, &[]);
     assert_eq!(
         started(&watch.next_round()),
         ["left", "right", "show", "sum", "x"]
@@ -301,6 +311,69 @@ fn watch_reruns_only_what_changed_and_keeps_the_last_good_graph() {
     assert!(round
         .iter()
         .any(|e| e["event"] == "output" && e["text"] == "29"));
+}
+
+/// Builds the example C plugin with the system compiler.
+fn build_invert_plugin(out: &Path, defines: &[&str]) {
+    let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-std=c99", "-shared", "-fPIC", "-I"])
+        .arg(repo_root().join("plugins/abi/include"))
+        .args(defines)
+        .arg(repo_root().join("plugins/examples/c/invert.c"))
+        .arg("-o")
+        .arg(out)
+        .status()
+        .expect("a C compiler");
+    assert!(status.success());
+}
+
+#[test]
+fn plugins_load_from_a_directory_and_watch_reloads_a_rebuilt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let library = plugins.join(format!("libinvert{}", std::env::consts::DLL_SUFFIX));
+    build_invert_plugin(&library, &[]);
+    let broken = plugins.join(format!("libbroken{}", std::env::consts::DLL_SUFFIX));
+    std::fs::write(&broken, "not a library").unwrap();
+    let plugins_arg = plugins.to_str().unwrap();
+
+    // The plugin's node is listed like a built-in; the broken one is reported and skipped.
+    let out = weft(&["nodes", "InvertImage", "--plugins", plugins_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("InvertImage (image)"));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "plugin {}: not a loadable library",
+            broken.display()
+        )) && stderr.contains("continuing without it"),
+        "{stderr}"
+    );
+
+    let graph = dir.path().join("g.ron");
+    std::fs::write(
+        &graph,
+        r#"(nodes: {
+            "latent": EmptyLatent(width: 4, height: 4, channels: 3, batch_size: 1),
+            "image": LatentToImage(latent: Link("latent", "LATENT")),
+            "inverted": InvertImage(image: Link("image", "IMAGE")),
+            "show": Print(value: Link("inverted", "IMAGE")),
+            "other": Print(value: 1),
+        })"#,
+    )
+    .unwrap();
+    let watch = Watch::start(&graph, &["--plugins", plugins_arg, "--debounce-ms", "200"]);
+    assert_eq!(
+        started(&watch.next_round()),
+        ["image", "inverted", "latent", "other", "show"]
+    );
+    // Rebuild elsewhere and move it in, as build tools do: only the plugin's
+    // node and what depends on it run again.
+    let staged = dir.path().join("staged.so");
+    build_invert_plugin(&staged, &["-DINVERT_ONE=2.0f"]);
+    std::fs::rename(&staged, &library).unwrap();
+    assert_eq!(started(&watch.next_round()), ["inverted", "show"]);
 }
 
 #[test]

@@ -532,3 +532,36 @@ fn reloading_a_rebuilt_plugin_changes_its_output_and_reruns_only_its_dependents(
     let fourth = run(&executor, &graph(&registry, &text), &targets);
     assert!(fourth.executed.is_empty() && fourth.failed.is_empty());
 }
+
+#[test]
+fn example_plugin_graphs_pass_check_with_their_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let invert = c_plugin(
+        "plugins/examples/c/invert.c",
+        &[],
+        &dir.path().join(library_name("invert")),
+    );
+    let (registry, _host) = with_plugins(&[
+        invert,
+        rust_plugin("weft-plugin-restart"),
+        rust_plugin("weft-plugin-apg"),
+    ]);
+    let model = format!(
+        "model.ckpt_path={}",
+        repo().join("models/mnist_flow.safetensors").display()
+    );
+    let mut checked = 0;
+    for entry in std::fs::read_dir(repo().join("plugins/examples/graphs")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        weft_core::load(
+            SourceFile::new(&name, text),
+            &registry,
+            std::slice::from_ref(&model),
+        )
+        .unwrap_or_else(|d| panic!("{d}"));
+        checked += 1;
+    }
+    assert_eq!(checked, 2);
+}
