@@ -742,6 +742,8 @@ fn node_signature(
     let schema = node.node.schema();
     let mut h = blake3::Hasher::new();
     h.update(schema.type_name.as_bytes());
+    h.update(&[0]);
+    h.update(schema.build.as_bytes());
     h.update(&[0, eager_only as u8]);
     for (slot, binding) in node.inputs.iter().enumerate() {
         h.update(&(slot as u32).to_le_bytes());

@@ -193,6 +193,11 @@ pub struct NodeSchema {
     /// [`crate::Node::fingerprint`] so the cache notices changes.
     pub external_state: bool,
     pub cost: Cost,
+    /// Identifies the code behind the node type (for a plugin, its library's
+    /// digest; empty for built-ins). Part of every cache key, so results of
+    /// an older build of a reloaded plugin are never reused.
+    #[serde(skip)]
+    pub build: String,
 }
 
 impl NodeSchema {
@@ -207,6 +212,7 @@ impl NodeSchema {
             deterministic: true,
             external_state: false,
             cost: Cost::Light,
+            build: String::new(),
         }
     }
 

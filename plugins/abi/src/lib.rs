@@ -341,8 +341,9 @@ pub struct PluginInfo {
 pub const LOG_INFO: u32 = 0;
 pub const LOG_WARN: u32 = 1;
 
-/// What the host offers a plugin. Every function is safe to call from any
-/// thread the host called the plugin on, and none of them unwinds.
+/// What the host offers a plugin. Functions that take a `call` must be
+/// called on the thread running that call; the others on any thread. None
+/// of them unwinds.
 #[repr(C)]
 pub struct HostApi {
     pub abi_major: u32,

@@ -102,7 +102,9 @@ impl Plugin {
             .ok_or_else(|| fail("the node table is null".into()))?;
         let mut nodes = Vec::with_capacity(types.len());
         for (i, t) in types.iter().enumerate() {
-            let schema = unsafe { schema(t) }.map_err(|e| fail(format!("node type {i}: {e}")))?;
+            let mut schema =
+                unsafe { schema(t) }.map_err(|e| fail(format!("node type {i}: {e}")))?;
+            schema.build = digest.clone();
             let run = t.run.ok_or_else(|| {
                 fail(format!(
                     "node type `{}` has no run function",
@@ -113,7 +115,6 @@ impl Plugin {
                 schema,
                 run,
                 t.node_data,
-                digest.clone(),
                 library.clone(),
             )));
         }
@@ -242,6 +243,5 @@ unsafe fn schema(t: &abi::NodeType) -> Result<NodeSchema, String> {
     if t.flags & abi::NODE_HEAVY != 0 {
         schema = schema.heavy();
     }
-    // The library's digest is the node's external state: see PluginNode.
-    Ok(schema.external_state())
+    Ok(schema)
 }

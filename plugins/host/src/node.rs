@@ -20,9 +20,6 @@ pub(crate) struct PluginNode {
     pub(crate) schema: NodeSchema,
     run: abi::RunFn,
     node_data: usize,
-    /// Digest of the library file: part of every cache key, so a rebuilt
-    /// plugin invalidates exactly its own nodes' results.
-    pub(crate) digest: String,
     library: Arc<Library>,
 }
 
@@ -31,14 +28,12 @@ impl PluginNode {
         schema: NodeSchema,
         run: abi::RunFn,
         node_data: *mut std::ffi::c_void,
-        digest: String,
         library: Arc<Library>,
     ) -> Self {
         PluginNode {
             schema,
             run,
             node_data: node_data as usize,
-            digest,
             library,
         }
     }
@@ -111,10 +106,6 @@ fn lend(inputs: &Inputs, schema: &NodeSchema) -> Result<Lent, NodeError> {
 impl Node for PluginNode {
     fn schema(&self) -> &NodeSchema {
         &self.schema
-    }
-
-    fn fingerprint(&self, _inputs: &Inputs) -> Result<String, NodeError> {
-        Ok(self.digest.clone())
     }
 
     fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
