@@ -86,11 +86,14 @@ fn flags(s: &NodeSchema) -> Vec<&'static str> {
 fn text(s: &NodeSchema) -> String {
     let mut out = String::new();
     let flags = flags(s);
-    let flags = if flags.is_empty() {
+    let mut flags = if flags.is_empty() {
         String::new()
     } else {
         format!(" [{}]", flags.join(", "))
     };
+    if let Some(plugin) = &s.plugin {
+        flags.push_str(&format!(" (plugin {plugin})"));
+    }
     let _ = writeln!(out, "{} ({}){flags}\n  {}", s.type_name, s.category, s.doc);
     for i in &s.inputs {
         let c = constraints(i);

@@ -341,7 +341,11 @@ fn plugins_load_from_a_directory_and_watch_reloads_a_rebuilt_one() {
     // The plugin's node is listed like a built-in; the broken one is reported and skipped.
     let out = weft(&["nodes", "InvertImage", "--plugins", plugins_arg]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).starts_with("InvertImage (image)"));
+    assert!(
+        text(&out.stdout).starts_with("InvertImage (image) (plugin invert-c 0.1.0)"),
+        "{}",
+        text(&out.stdout)
+    );
     let stderr = text(&out.stderr);
     assert!(
         stderr.contains(&format!(

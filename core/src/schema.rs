@@ -198,6 +198,9 @@ pub struct NodeSchema {
     /// an older build of a reloaded plugin are never reused.
     #[serde(skip)]
     pub build: String,
+    /// The plugin that provides the node type (`name version`), for listings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
 }
 
 impl NodeSchema {
@@ -213,6 +216,7 @@ impl NodeSchema {
             external_state: false,
             cost: Cost::Light,
             build: String::new(),
+            plugin: None,
         }
     }
 

@@ -105,6 +105,7 @@ impl Plugin {
             let mut schema =
                 unsafe { schema(t) }.map_err(|e| fail(format!("node type {i}: {e}")))?;
             schema.build = digest.clone();
+            schema.plugin = Some(format!("{name} {version}"));
             let run = t.run.ok_or_else(|| {
                 fail(format!(
                     "node type `{}` has no run function",

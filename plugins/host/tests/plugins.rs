@@ -362,6 +362,11 @@ fn broken_libraries_are_refused_by_name_and_the_rest_load() {
         &d.join(library_name("c_no_entry")),
     );
     std::fs::write(d.join(library_name("d_text")), "this is not a library\n").unwrap();
+    c_plugin(
+        "plugins/host/tests/c/misbehave.c",
+        &["-DWEFT_TEST_BAD_TYPE"],
+        &d.join(library_name("e_bad_type")),
+    );
     std::fs::write(d.join("README.txt"), "ignored: not a library name\n").unwrap();
 
     let mut registry = weft_nodes::builtin_registry();
@@ -374,11 +379,18 @@ fn broken_libraries_are_refused_by_name_and_the_rest_load() {
             .unwrap_or_else(|| panic!("no error for {stem}: {errors:?}"))
             .to_string()
     };
-    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert_eq!(errors.len(), 5, "{errors:?}");
     assert!(message("b_future").contains("built for plugin ABI 99.0, this weft speaks 1.x"));
     assert!(message("c_no_entry").contains("does not export `weft_plugin_entry`"));
     assert!(message("d_text").contains("not a loadable library"));
     assert!(message("missing").contains("cannot read the plugin directory"));
+    assert!(
+        message("e_bad_type").contains(
+            "`DeletedCount` output `INT`: unknown type \"INTEGER\"; weft's types are INT, FLOAT"
+        ),
+        "{}",
+        message("e_bad_type")
+    );
     // The good plugin loaded regardless, and none of the refused ones left node types behind.
     assert_eq!(host.plugins().len(), 1);
     assert!(registry.get("InvertImage").is_some());

@@ -7,6 +7,7 @@
  * Build variants:
  *   -DWEFT_TEST_ABI_MAJOR=99  the plugin claims ABI major 99 (the host must refuse it)
  *   -DWEFT_TEST_NO_ENTRY      the entry point has the wrong name (no entry symbol)
+ *   -DWEFT_TEST_BAD_TYPE      DeletedCount declares a type weft does not have
  */
 #include <stdlib.h>
 #include <string.h>
@@ -199,7 +200,11 @@ static const WeftOutputSpec image_output[] = {
 static const WeftOutputSpec int_output[] = {
     {
         .name = WEFT_STR_INIT("INT"),
+#ifdef WEFT_TEST_BAD_TYPE
+        .type_name = WEFT_STR_INIT("INTEGER"),
+#else
         .type_name = WEFT_STR_INIT("INT"),
+#endif
         .doc = WEFT_STR_INIT("how many BadTensor tensors have been deleted"),
     },
 };
