@@ -209,6 +209,14 @@ fn main() -> ExitCode {
             watch::watch(&graph, &exec, registry, plugins, &sink, debounce_ms)
         }
         Command::Train { config, resume } => {
+            // weft's models are small: candle's per-op threading costs more
+            // than it gains on them (175 against 216 images/s for the flow
+            // DiT), so each op runs on one thread and a config's `shards`
+            // put the cores to work on parts of the batch instead. Nothing
+            // else runs yet, so setting the variable races with no reader.
+            if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+                std::env::set_var("RAYON_NUM_THREADS", "1");
+            }
             match weft_train::train(&config, resume, std::io::stderr().is_terminal()) {
                 Ok(report) => {
                     let tail = &report.losses[report.losses.len().saturating_sub(50)..];

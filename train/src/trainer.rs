@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
@@ -179,6 +180,19 @@ pub struct Batch {
     pub target: Tensor,
 }
 
+impl Batch {
+    /// Items `start..start + len`.
+    fn narrow(&self, start: usize, len: usize) -> Result<Batch, String> {
+        let part = |t: &Tensor| t.narrow(0, start, len).map_err(cerr);
+        Ok(Batch {
+            x: part(&self.x)?,
+            t: part(&self.t)?,
+            labels: part(&self.labels)?,
+            target: part(&self.target)?,
+        })
+    }
+}
+
 /// A training run in memory.
 pub struct Trainer {
     config: TrainConfig,
@@ -194,6 +208,8 @@ pub struct Trainer {
     preconditioner: Option<Preconditioner>,
     /// The permutation of the epoch last used, cached across steps.
     order: Option<(u64, Vec<u32>)>,
+    /// One single-threaded pool per shard (see `TrainConfig::shards`).
+    pools: Vec<rayon::ThreadPool>,
 }
 
 impl Trainer {
@@ -272,6 +288,19 @@ impl Trainer {
             _ => return Err("objective and sampling parameterisation disagree".into()),
         };
         let preconditioner = config.model.preconditioner();
+        let pools = if config.shards > 1 {
+            (0..config.shards)
+                .map(|k| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .thread_name(move |_| format!("weft-train-shard-{k}"))
+                        .build()
+                        .map_err(|e| format!("cannot start a training thread: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
         Ok(Trainer {
             config,
             config_path: config_path.to_path_buf(),
@@ -285,6 +314,7 @@ impl Trainer {
             preconditioner,
             sampling,
             order: None,
+            pools,
         })
     }
 
@@ -376,10 +406,8 @@ impl Trainer {
         })
     }
 
-    /// Runs one optimizer step and returns its loss (before the update).
-    pub fn train_step(&mut self) -> Result<f32, String> {
-        let step = self.step;
-        let batch = self.batch(step)?;
+    /// The mean loss of `batch` and its gradients.
+    fn loss_and_grads(&self, batch: &Batch, step: u64) -> Result<(f32, GradStore), String> {
         let out = self
             .net
             .forward(&batch.x, &batch.t, &batch.labels)
@@ -396,15 +424,72 @@ impl Trainer {
         }
         .map_err(cerr)?;
         let value = loss.to_scalar::<f32>().map_err(cerr)?;
+        let grads = loss
+            .backward()
+            .map_err(|e| format!("backward pass at step {step}: {e}"))?;
+        Ok((value, grads))
+    }
+
+    /// Splits the batch into `shards` parts, one per pool, and averages
+    /// their losses and gradients in shard order.
+    fn sharded_loss_and_grads(&self, batch: &Batch, step: u64) -> Result<(f32, GradStore), String> {
+        let n = self.pools.len();
+        let part = self.config.batch_size / n;
+        let shards = (0..n)
+            .map(|k| batch.narrow(k * part, part))
+            .collect::<Result<Vec<_>, _>>()?;
+        let results: Vec<Result<(f32, GradStore), String>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = shards
+                .iter()
+                .zip(&self.pools)
+                .map(|(shard, pool)| {
+                    scope.spawn(move || pool.install(|| self.loss_and_grads(shard, step)))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err("a training thread panicked".into()))
+                })
+                .collect()
+        });
+        let results = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let scale = 1.0 / n as f64;
+        let loss = results.iter().map(|(l, _)| *l).sum::<f32>() * scale as f32;
+        let mut grads = GradStore::default();
+        for var in self.varmap.all_vars() {
+            let mut sum: Option<Tensor> = None;
+            for (_, g) in &results {
+                if let Some(g) = g.get(var.as_tensor()) {
+                    sum = Some(match sum {
+                        Some(s) => (s + g).map_err(cerr)?,
+                        None => g.clone(),
+                    });
+                }
+            }
+            if let Some(sum) = sum {
+                grads.insert(var.as_tensor(), sum.affine(scale, 0.0).map_err(cerr)?);
+            }
+        }
+        Ok((loss, grads))
+    }
+
+    /// Runs one optimizer step and returns its loss (before the update).
+    pub fn train_step(&mut self) -> Result<f32, String> {
+        let step = self.step;
+        let batch = self.batch(step)?;
+        let (value, grads) = if self.pools.len() > 1 {
+            self.sharded_loss_and_grads(&batch, step)?
+        } else {
+            self.loss_and_grads(&batch, step)?
+        };
         if !value.is_finite() {
             return Err(format!(
                 "loss became {value} at step {step}; lower `lr` in {}",
                 self.config_path.display()
             ));
         }
-        let grads = loss
-            .backward()
-            .map_err(|e| format!("backward pass at step {step}: {e}"))?;
         self.opt.step(&grads, self.config.lr_at(step))?;
         self.ema.update(&self.varmap, step)?;
         self.step += 1;

@@ -207,6 +207,54 @@ fn two_runs_are_bit_identical_and_seeds_matter() {
     assert_ne!(a.0, c.0, "the seed does not change the run");
 }
 
+/// Shards split the batch, not the maths: the gradient of the mean loss is
+/// the mean of the shards' gradients, so one sharded step moves the weights
+/// where the whole-batch step does (up to float rounding), and a sharded run
+/// repeats bit for bit.
+#[test]
+fn sharded_steps_match_whole_batch_steps_and_repeat_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = |name: &str, shards: usize| {
+        let cfg = write_config(
+            dir.path(),
+            name,
+            TINY_DIT_FLOW,
+            &format!("steps: 4, shards: {shards},"),
+        );
+        let config = TrainConfig::load(&cfg).unwrap();
+        let mut trainer = Trainer::new(config, &cfg).unwrap();
+        let losses: Vec<f32> = (0..2).map(|_| trainer.train_step().unwrap()).collect();
+        (losses, weights(trainer.varmap()))
+    };
+    let whole = step("whole", 1);
+    let sharded = step("sharded", 4);
+    for (a, b) in whole.0.iter().zip(&sharded.0) {
+        assert!((a - b).abs() < 1e-5, "losses {a} and {b}");
+    }
+    let mut worst = 0f32;
+    for ((name, a), (_, b)) in whole.1.iter().zip(&sharded.1) {
+        for (x, y) in a.iter().zip(b) {
+            worst = worst.max((x - y).abs());
+        }
+        assert_eq!(a.len(), b.len(), "{name}");
+    }
+    assert!(worst < 1e-5, "weights differ by {worst}");
+    // The updates are not trivially equal: the first step moved the weights.
+    let initial = weights(
+        Trainer::new(
+            TrainConfig::load(&dir.path().join("whole.ron")).unwrap(),
+            &dir.path().join("whole.ron"),
+        )
+        .unwrap()
+        .varmap(),
+    );
+    assert!(initial != whole.1);
+    assert!(
+        step("again", 4) == sharded,
+        "a sharded run did not repeat exactly"
+    );
+}
+
 #[test]
 fn resume_is_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -304,6 +352,10 @@ fn bad_config_values_name_the_field_and_file() {
     let d = dir.path();
     let cases = [
         ("steps: 10, batch_size: 0,", "`batch_size`"),
+        (
+            "steps: 10, shards: 3,",
+            "`shards`: must divide batch_size (16)",
+        ),
         ("steps: 10, cfg_dropout: 1.5,", "`cfg_dropout`"),
         ("steps: 0,", "`steps`"),
         ("steps: 10, lr: -1.0,", "`lr`"),
