@@ -2,6 +2,9 @@
 //! family get one clear error naming the file and what is wrong; the
 //! family and architecture of real checkpoints are read from their shapes.
 
+mod support;
+use support::max_abs;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -240,18 +243,7 @@ fn tiled_vae_decode_matches_the_whole_image() {
     let whole = vae.decode(&z).unwrap();
     // One tile covering everything is exactly the whole decode.
     let one = vae.decode_tiled(&z, 16, 4).unwrap();
-    let diff = |a: &Tensor| -> f32 {
-        (a - &whole)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    };
+    let diff = |a: &Tensor| max_abs(a, &whole);
     assert!(diff(&one) < 1e-6);
     // Overlapping tiles differ only by GroupNorm's per-tile statistics.
     let tiled = vae.decode_tiled(&z, 8, 3).unwrap();

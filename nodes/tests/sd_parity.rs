@@ -4,6 +4,9 @@
 //! The weights are stored as f16 and the references were computed in f32
 //! from exactly those weights, so the tolerances measure our arithmetic.
 
+mod support;
+use support::max_abs;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -24,20 +27,6 @@ fn reference() -> HashMap<String, Tensor> {
 fn open(name: &str, config: Option<&str>) -> Checkpoint {
     let config = config.map(|c| dir().join(c));
     checkpoint::open(&dir().join(name), config.as_deref()).unwrap()
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 fn ids(t: &Tensor, row: usize) -> Vec<u32> {

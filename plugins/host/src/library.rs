@@ -53,8 +53,12 @@ impl Plugin {
         let digest = blake3::hash(&bytes).to_hex().to_string();
         let copy = private_copy(path, &bytes).map_err(|e| fail(format!("cannot copy it: {e}")))?;
         let library = unsafe { Library::new(&copy) };
-        // Mapped libraries survive unlinking; the copy is never needed again.
+        // Mapped libraries survive unlinking; the copy is never needed again,
+        // nor its directory once no other load is using it.
         let _ = std::fs::remove_file(&copy);
+        if let Some(dir) = copy.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
         let library = Arc::new(library.map_err(|e| {
             fail(format!(
                 "not a loadable library ({e}); plugins are shared libraries built for this platform"
