@@ -7,7 +7,9 @@
 //! and its `gelu` is the tanh approximation where OpenCLIP uses the exact one.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, VarBuilder};
+
+use super::layers::{self, Linear};
 use serde::Deserialize;
 
 /// The activation inside each MLP.
@@ -71,13 +73,13 @@ impl Layer {
         let attn = vb.pp("self_attn");
         Ok(Layer {
             norm1: ln(vb.pp("layer_norm1"))?,
-            q: candle_nn::linear(d, d, attn.pp("q_proj"))?,
-            k: candle_nn::linear(d, d, attn.pp("k_proj"))?,
-            v: candle_nn::linear(d, d, attn.pp("v_proj"))?,
-            out: candle_nn::linear(d, d, attn.pp("out_proj"))?,
+            q: layers::linear(d, d, attn.pp("q_proj"))?,
+            k: layers::linear(d, d, attn.pp("k_proj"))?,
+            v: layers::linear(d, d, attn.pp("v_proj"))?,
+            out: layers::linear(d, d, attn.pp("out_proj"))?,
             norm2: ln(vb.pp("layer_norm2"))?,
-            fc1: candle_nn::linear(d, cfg.intermediate_size, vb.pp("mlp.fc1"))?,
-            fc2: candle_nn::linear(cfg.intermediate_size, d, vb.pp("mlp.fc2"))?,
+            fc1: layers::linear(d, cfg.intermediate_size, vb.pp("mlp.fc1"))?,
+            fc2: layers::linear(cfg.intermediate_size, d, vb.pp("mlp.fc2"))?,
         })
     }
 
@@ -142,8 +144,11 @@ impl ClipText {
             .collect::<Result<_>>()?;
         let projection = if with_projection {
             let p = cfg.projection_dim.unwrap_or(cfg.hidden_size);
-            let w = vb.get((p, cfg.hidden_size), "text_projection.weight");
-            Some(Linear::new(w?, None))
+            Some(super::layers::linear_no_bias(
+                cfg.hidden_size,
+                p,
+                vb.pp("text_projection"),
+            )?)
         } else {
             None
         };

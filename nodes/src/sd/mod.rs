@@ -2,10 +2,12 @@
 //! diffusers folders), the CLIP text encoder and prompt handling, and the
 //! UNet and VAE as weft values.
 
+pub mod attention;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod controlnet;
+pub mod kernels;
 pub mod layers;
 pub mod ldm;
 pub mod nodes;
@@ -14,5 +16,6 @@ pub mod text;
 pub mod unet;
 pub mod vae;
 pub mod weights;
+pub mod winograd;
 
 pub use nodes::register;

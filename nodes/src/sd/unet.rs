@@ -6,10 +6,11 @@
 //! exact one, and computes full attention matrices (1 GB at 512×512).
 //! The building blocks are shared with [`super::controlnet`].
 
-use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{LayerNorm, VarBuilder};
 
-use super::layers::{self, Conv2d, GroupNorm};
+use super::attention;
+use super::layers::{self, Conv2d, GroupNorm, Linear};
 
 use super::config::UNetSpec;
 use super::weights::TensorMap;
@@ -81,7 +82,7 @@ impl ResBlock {
             norm1: layers::group_norm(groups, in_c, eps, vb.pp("norm1"))?,
             conv1: conv(in_c, out_c, 3, 1, vb.pp("conv1"))?,
             time_emb_proj: temb
-                .map(|t| candle_nn::linear(t, out_c, vb.pp("time_emb_proj")))
+                .map(|t| layers::linear(t, out_c, vb.pp("time_emb_proj")))
                 .transpose()?,
             norm2: layers::group_norm(groups, out_c, eps, vb.pp("norm2"))?,
             conv2: conv(out_c, out_c, 3, 1, vb.pp("conv2"))?,
@@ -106,10 +107,6 @@ impl ResBlock {
     }
 }
 
-/// Queries per attention slice: bounds the score matrix to
-/// heads × SLICE × keys floats however large the image.
-const SLICE: usize = 1024;
-
 /// Multi-head attention with diffusers' `to_q/to_k/to_v/to_out.0`.
 #[derive(Debug)]
 struct Attention {
@@ -123,35 +120,23 @@ struct Attention {
 impl Attention {
     fn new(dim: usize, context: usize, heads: usize, vb: VarBuilder) -> Result<Attention> {
         Ok(Attention {
-            q: candle_nn::linear_no_bias(dim, dim, vb.pp("to_q"))?,
-            k: candle_nn::linear_no_bias(context, dim, vb.pp("to_k"))?,
-            v: candle_nn::linear_no_bias(context, dim, vb.pp("to_v"))?,
-            out: candle_nn::linear(dim, dim, vb.pp("to_out.0"))?,
+            q: layers::linear_no_bias(dim, dim, vb.pp("to_q"))?,
+            k: layers::linear_no_bias(context, dim, vb.pp("to_k"))?,
+            v: layers::linear_no_bias(context, dim, vb.pp("to_v"))?,
+            out: layers::linear(dim, dim, vb.pp("to_out.0"))?,
             heads,
         })
     }
 
     fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Result<Tensor> {
-        let (b, n, d) = x.dims3()?;
         let ctx = context.unwrap_or(x);
-        let m = ctx.dim(1)?;
-        let hd = d / self.heads;
-        let split = |t: Tensor, len: usize| {
-            t.reshape((b, len, self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = split((self.q.forward(x)? * (hd as f64).powf(-0.5))?, n)?;
-        let k = split(self.k.forward(ctx)?, m)?.t()?.contiguous()?;
-        let v = split(self.v.forward(ctx)?, m)?;
-        let mut outs = Vec::with_capacity(n.div_ceil(SLICE));
-        for start in (0..n).step_by(SLICE) {
-            let qs = q.narrow(2, start, SLICE.min(n - start))?;
-            let w = candle_nn::ops::softmax_last_dim(&qs.matmul(&k)?)?;
-            outs.push(w.matmul(&v)?);
-        }
-        let o = Tensor::cat(&outs, 2)?.transpose(1, 2)?.reshape((b, n, d))?;
-        self.out.forward(&o)
+        let (q, k, v) = (
+            self.q.forward(x)?,
+            self.k.forward(ctx)?,
+            self.v.forward(ctx)?,
+        );
+        self.out
+            .forward(&attention::attention(&q, &k, &v, self.heads)?)
     }
 }
 
@@ -177,8 +162,8 @@ impl TransformerBlock {
             norm2: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
             attn2: Attention::new(dim, context, heads, vb.pp("attn2"))?,
             norm3: candle_nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
-            ff_in: candle_nn::linear(dim, 2 * inner, vb.pp("ff.net.0.proj"))?,
-            ff_out: candle_nn::linear(inner, dim, vb.pp("ff.net.2"))?,
+            ff_in: layers::linear(dim, 2 * inner, vb.pp("ff.net.0.proj"))?,
+            ff_out: layers::linear(inner, dim, vb.pp("ff.net.2"))?,
         })
     }
 
@@ -189,10 +174,8 @@ impl TransformerBlock {
             .forward(&self.norm2.forward(&x)?, Some(context))?
             + x)?;
         let h = self.ff_in.forward(&self.norm3.forward(&x)?)?;
-        let half = h.dim(D::Minus1)? / 2;
         // GEGLU with the exact (erf) GELU, as diffusers.
-        let h = (h.narrow(D::Minus1, 0, half)? * h.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
-        self.ff_out.forward(&h)? + x
+        self.ff_out.forward(&layers::geglu(&h)?)? + x
     }
 }
 
@@ -227,7 +210,7 @@ impl SpatialTransformer {
         let c = &spec.config;
         let proj = |vb: VarBuilder| -> Result<Projection> {
             Ok(if c.use_linear_projection {
-                Projection::Linear(candle_nn::linear(channels, channels, vb)?)
+                Projection::Linear(layers::linear(channels, channels, vb)?)
             } else {
                 Projection::Conv(conv(channels, channels, 1, 1, vb)?)
             })
@@ -351,8 +334,8 @@ impl Encoder {
         let depth = c.blocks[last].use_cross_attn.unwrap_or(1);
         let mvb = vb.pp("mid_block");
         Ok(Encoder {
-            time_1: candle_nn::linear(c0, temb, vb.pp("time_embedding.linear_1"))?,
-            time_2: candle_nn::linear(temb, temb, vb.pp("time_embedding.linear_2"))?,
+            time_1: layers::linear(c0, temb, vb.pp("time_embedding.linear_1"))?,
+            time_2: layers::linear(temb, temb, vb.pp("time_embedding.linear_2"))?,
             conv_in: conv(spec.in_channels, c0, 3, 1, vb.pp("conv_in"))?,
             down,
             mid: (

@@ -1,18 +1,17 @@
 //! The Stable Diffusion VAE as a weft value: images in [0, 1] to scaled
 //! latents and back.
 //!
-//! The network is written here from candle-transformers' ResNet and
-//! attention blocks: its own `AutoEncoderKL` keeps the posterior private, so
-//! it can only return a random sample. Encoding takes the posterior's mean,
-//! so img2img is deterministic (as ComfyUI; diffusers samples it).
+//! Ours rather than candle-transformers' `AutoEncoderKL`: that one keeps the
+//! posterior private, so it can only return a random sample, and its
+//! attention materialises the 4096 × 4096 scores of a 512² image. Encoding
+//! takes the posterior's mean, so img2img is deterministic (as ComfyUI;
+//! diffusers samples it).
 
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
-use candle_transformers::models::stable_diffusion::attention::{
-    AttentionBlock, AttentionBlockConfig,
-};
 
-use super::layers::{self, Conv2d, GroupNorm};
+use super::attention::attention;
+use super::layers::{self, Conv2d, GroupNorm, Linear};
 use super::unet::ResBlock;
 use weft_core::{LatentSpace, Object};
 
@@ -48,6 +47,67 @@ impl Object for Vae {
 
 const EPS: f64 = 1e-6;
 
+/// The middle block's single-head self-attention over all pixels:
+/// diffusers' `Attention` with its GroupNorm and residual.
+struct MidAttention {
+    norm: GroupNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+}
+
+impl MidAttention {
+    fn new(channels: usize, groups: usize, vb: VarBuilder) -> Result<MidAttention> {
+        // Older diffusers files name the projections query/key/value/proj_attn,
+        // some as 1×1 convolutions.
+        let names = if vb.contains_tensor("to_q.weight") {
+            ["to_q", "to_k", "to_v", "to_out.0"]
+        } else {
+            ["query", "key", "value", "proj_attn"]
+        };
+        let projection = |name: &str| -> Result<Linear> {
+            let vb = vb.pp(name);
+            let weight = match vb.get((channels, channels), "weight") {
+                Ok(w) => w,
+                Err(_) => vb
+                    .get((channels, channels, 1, 1), "weight")?
+                    .reshape((channels, channels))?,
+            };
+            Ok(Linear::new(weight, Some(vb.get(channels, "bias")?)))
+        };
+        Ok(MidAttention {
+            norm: layers::group_norm(groups, channels, EPS, vb.pp("group_norm"))?,
+            q: projection(names[0])?,
+            k: projection(names[1])?,
+            v: projection(names[2])?,
+            out: projection(names[3])?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let t = self
+            .norm
+            .forward(x)?
+            .flatten_from(2)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let o = attention(
+            &self.q.forward(&t)?,
+            &self.k.forward(&t)?,
+            &self.v.forward(&t)?,
+            1,
+        )?;
+        let o = self
+            .out
+            .forward(&o)?
+            .transpose(1, 2)?
+            .reshape((b, c, h, w))?;
+        o + x
+    }
+}
+
 /// A level's ResNet blocks and its resampling conv.
 struct Level {
     resnets: Vec<ResBlock>,
@@ -59,7 +119,7 @@ struct Level {
 struct Coder {
     conv_in: Conv2d,
     levels: Vec<Level>,
-    mid: (ResBlock, AttentionBlock, ResBlock),
+    mid: (ResBlock, MidAttention, ResBlock),
     norm_out: GroupNorm,
     conv_out: Conv2d,
     decoder: bool,
@@ -113,16 +173,10 @@ impl Coder {
             };
             levels.push(Level { resnets, resample });
         }
-        let attn_cfg = AttentionBlockConfig {
-            num_head_channels: None,
-            num_groups: groups,
-            rescale_output_factor: 1.0,
-            eps: EPS,
-        };
         let mvb = vb.pp("mid_block");
         let mid = (
             resnet(mid_c, mid_c, mvb.pp("resnets.0"))?,
-            AttentionBlock::new(mvb.pp("attentions.0"), mid_c, attn_cfg)?,
+            MidAttention::new(mid_c, groups, mvb.pp("attentions.0"))?,
             resnet(mid_c, mid_c, mvb.pp("resnets.1"))?,
         );
         Ok(Coder {
