@@ -7,7 +7,10 @@
 //!
 //! PyTorch comes from `WEFT_BENCH_PYTHON` (default `python3`) running
 //! `scripts/bench_sd_torch.py`; without torch only weft's figures print.
-//! Each measurement runs in its own process, so peak RSS is per phase.
+//! Each measurement runs in its own process, so peak RSS is per phase, and
+//! the two sides alternate for [`ROUNDS`] rounds, so that this machine's
+//! drift (±25 % over minutes) falls on both alike; the table gives the
+//! median over all rounds and the ratio of medians, then each round's ratio.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::process::Command;
@@ -37,6 +40,7 @@ const SD15_VAE: &str = r#"{
 }"#;
 
 const RUNS: usize = 3;
+const ROUNDS: usize = 2;
 
 /// The allocator the `weft` binary uses, so the figures are the product's,
 /// counting live bytes so fragmentation can be told from real use.
@@ -76,7 +80,12 @@ fn peak_rss_mib() -> f64 {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// Times `f` RUNS times after one warm-up; prints `phase median peak` as JSON.
@@ -158,6 +167,52 @@ fn parse(line: &str, key: &str) -> Option<f64> {
     rest.split([',', '}']).next()?.trim().parse().ok()
 }
 
+/// One side's figures over the rounds.
+#[derive(Default)]
+struct Side {
+    medians: Vec<f64>,
+    peak_rss: f64,
+}
+
+impl Side {
+    fn add(&mut self, json: &str) {
+        if let Some(m) = parse(json, "median_s") {
+            self.medians.push(m);
+        }
+        if let Some(p) = parse(json, "peak_rss_mib") {
+            self.peak_rss = self.peak_rss.max(p);
+        }
+    }
+
+    fn median(&self) -> Option<f64> {
+        (!self.medians.is_empty()).then(|| median(self.medians.clone()))
+    }
+}
+
+fn run_weft(exe: &std::path::Path, phase: &str) -> String {
+    let out = Command::new(exe).arg(phase).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn run_torch(python: &str, root: &std::path::Path, phase: &str) -> String {
+    let out = Command::new(python)
+        .arg(root.join("scripts/bench_sd_torch.py"))
+        .arg(phase)
+        .arg(RUNS.to_string())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).to_string(),
+        Ok(o) => {
+            eprintln!("PyTorch run failed: {}", String::from_utf8_lossy(&o.stderr));
+            String::new()
+        }
+        Err(e) => {
+            eprintln!("cannot run {python}: {e}");
+            String::new()
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -172,48 +227,41 @@ fn main() {
         .unwrap();
     let python = std::env::var("WEFT_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     println!(
-        "SD 1.5, random weights, f32 CPU, {} threads; median of {RUNS} after a warm-up",
+        "SD 1.5, random weights, f32 CPU, {} threads; each side the median of {ROUNDS} rounds × {RUNS} runs after a warm-up, sides alternating",
         candle_core::utils::get_num_threads()
     );
-    println!("| phase | weft (s) | PyTorch (s) | weft / PyTorch | weft peak RSS (MiB) | PyTorch peak RSS (MiB) |");
-    println!("|---|---|---|---|---|---|");
+    println!("| phase | weft (s) | PyTorch (s) | weft / PyTorch | per round | weft peak RSS (MiB) | PyTorch peak RSS (MiB) |");
+    println!("|---|---|---|---|---|---|---|");
     for p in ["unet", "vae"] {
-        let ours = Command::new(&exe).arg(p).output().unwrap();
-        let ours = String::from_utf8_lossy(&ours.stdout).to_string();
-        let theirs = Command::new(&python)
-            .arg(root.join("scripts/bench_sd_torch.py"))
-            .arg(p)
-            .arg(RUNS.to_string())
-            .output();
-        let theirs = match theirs {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).to_string(),
-            Ok(o) => {
-                eprintln!("PyTorch run failed: {}", String::from_utf8_lossy(&o.stderr));
-                String::new()
-            }
-            Err(e) => {
-                eprintln!("cannot run {python}: {e}");
-                String::new()
-            }
-        };
-        let (w, t) = (parse(&ours, "median_s"), parse(&theirs, "median_s"));
+        let (mut ours, mut theirs) = (Side::default(), Side::default());
+        for _ in 0..ROUNDS {
+            ours.add(&run_weft(&exe, p));
+            theirs.add(&run_torch(&python, root, p));
+        }
         let fmt = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
-        let ratio = match (w, t) {
+        let ratio = match (ours.median(), theirs.median()) {
             (Some(w), Some(t)) => format!("{:.2}", w / t),
             _ => "–".into(),
         };
+        let rounds: Vec<String> = ours
+            .medians
+            .iter()
+            .zip(&theirs.medians)
+            .map(|(w, t)| format!("{:.2}", w / t))
+            .collect();
         println!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} |",
             if p == "unet" {
                 "UNet step, 512², batch 2"
             } else {
                 "VAE decode, 512²"
             },
-            fmt(w),
-            fmt(t),
+            fmt(ours.median()),
+            fmt(theirs.median()),
             ratio,
-            parse(&ours, "peak_rss_mib").map_or("–".into(), |v| format!("{v:.0}")),
-            parse(&theirs, "peak_rss_mib").map_or("–".into(), |v| format!("{v:.0}")),
+            rounds.join(", "),
+            ours.peak_rss,
+            theirs.peak_rss,
         );
     }
 }
