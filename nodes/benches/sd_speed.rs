@@ -40,7 +40,7 @@ const SD15_VAE: &str = r#"{
 }"#;
 
 const RUNS: usize = 3;
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
 
 /// The allocator the `weft` binary uses, so the figures are the product's,
 /// counting live bytes so fragmentation can be told from real use.
