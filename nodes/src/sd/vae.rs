@@ -405,6 +405,85 @@ impl Vae {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{DType, Device};
+    use std::collections::HashMap;
+
+    /// Older diffusers VAEs name the attention projections
+    /// query/key/value/proj_attn and store them as 1×1 convolutions; both
+    /// spellings must build the same layer.
+    #[test]
+    fn mid_attention_reads_both_naming_schemes() {
+        let c = 8;
+        let dev = Device::Cpu;
+        let wavy = |n: usize, phase: f32| -> Vec<f32> {
+            (0..n)
+                .map(|i| (i as f32 * 0.37 + phase).sin() * 0.3)
+                .collect()
+        };
+        let mut modern = HashMap::new();
+        let mut legacy = HashMap::new();
+        for (i, (new, old)) in [
+            ("to_q", "query"),
+            ("to_k", "key"),
+            ("to_v", "value"),
+            ("to_out.0", "proj_attn"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let w = wavy(c * c, i as f32);
+            let b = Tensor::new(wavy(c, 10.0 + i as f32), &dev).unwrap();
+            modern.insert(
+                format!("{new}.weight"),
+                Tensor::from_vec(w.clone(), (c, c), &dev).unwrap(),
+            );
+            legacy.insert(
+                format!("{old}.weight"),
+                Tensor::from_vec(w, (c, c, 1, 1), &dev).unwrap(),
+            );
+            modern.insert(format!("{new}.bias"), b.clone());
+            legacy.insert(format!("{old}.bias"), b);
+        }
+        for map in [&mut modern, &mut legacy] {
+            map.insert(
+                "group_norm.weight".into(),
+                Tensor::ones(c, DType::F32, &dev).unwrap(),
+            );
+            map.insert(
+                "group_norm.bias".into(),
+                Tensor::zeros(c, DType::F32, &dev).unwrap(),
+            );
+        }
+        let build = |map: HashMap<String, Tensor>| {
+            MidAttention::new(c, 2, VarBuilder::from_tensors(map, DType::F32, &dev)).unwrap()
+        };
+        let x = Tensor::from_vec(wavy(2 * c * 5 * 3, 0.5), (2, c, 5, 3), &dev).unwrap();
+        let a = build(modern).forward(&x).unwrap();
+        let b = build(legacy).forward(&x).unwrap();
+        let diff: f32 = (a - &b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(diff, 0.0);
+        // And the output is not just the residual.
+        let moved: f32 = (b - &x)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(moved > 1e-3);
+    }
 
     #[test]
     fn tiles_cover_the_axis_and_overlap() {
