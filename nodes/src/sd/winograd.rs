@@ -15,7 +15,7 @@
 //! input transform per channel, the filter transform and the output per
 //! output channel); `gemm` reads and writes them through strides. Images
 //! are transformed in bands of tile rows, so the transformed inputs and
-//! products stay within [`BAND_BYTES`] however large the image.
+//! products stay within 64 MB however large the image.
 
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
