@@ -57,7 +57,8 @@ struct FusedAttention {
 }
 
 thread_local! {
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per thread: one block's scores, then its row sums.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 fn contiguous<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -105,10 +106,11 @@ impl CustomOp3 for FusedAttention {
                     .for_each(|(blk, o)| {
                         let r = o.len() / c;
                         let qb = &q[(bi * n + blk * rows) * c..][..r * c];
-                        SCORES.with_borrow_mut(|s| {
-                            s.resize(r * m, 0.0);
+                        SCRATCH.with_borrow_mut(|scratch| {
+                            scratch.resize(r * (m + 1), 0.0);
+                            let (s, sums) = scratch.split_at_mut(r * m);
                             for h in 0..self.heads {
-                                block(s, o, qb, kb, vb, (r, m, c, h * d, d), scale);
+                                block(s, sums, o, qb, kb, vb, (r, m, c, h * d, d), scale);
                             }
                         });
                     });
@@ -118,9 +120,12 @@ impl CustomOp3 for FusedAttention {
 }
 
 /// One head of one block: `o[:, at..at+d] = softmax(scale·q kᵀ)·v` for the
-/// `r` query rows in `q` (row stride `c`) against the `m` keys and values.
+/// `r` query rows in `q` (row stride `c`) against the `m` keys and values,
+/// with `s` (r×m) and `sums` (r) as scratch.
+#[allow(clippy::too_many_arguments)]
 fn block(
     s: &mut [f32],
+    sums: &mut [f32],
     o: &mut [f32],
     q: &[f32],
     k: &[f32],
@@ -154,10 +159,9 @@ fn block(
             Parallelism::None,
         );
     }
-    let sums: Vec<f32> = s
-        .chunks_exact_mut(m)
-        .map(kernels::softmax_unnormalised)
-        .collect();
+    for (row, sum) in s.chunks_exact_mut(m).zip(sums.iter_mut()) {
+        *sum = kernels::softmax_unnormalised(row);
+    }
     // SAFETY: as above.
     unsafe {
         gemm(
@@ -182,7 +186,7 @@ fn block(
             Parallelism::None,
         );
     }
-    for (row, sum) in o.chunks_exact_mut(c).zip(sums) {
+    for (row, &sum) in o.chunks_exact_mut(c).zip(sums.iter()) {
         let inv = 1.0 / sum;
         for x in &mut row[at..at + d] {
             *x *= inv;
@@ -193,14 +197,10 @@ fn block(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use crate::sd::test_support;
 
-    fn wavy(shape: (usize, usize, usize), phase: f64) -> Tensor {
-        let n = shape.0 * shape.1 * shape.2;
-        let v: Vec<f32> = (0..n)
-            .map(|i| ((i as f64 * 0.61 + phase).sin() * 1.5 + (i as f64 * 0.013).cos()) as f32)
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    fn wavy((b, n, c): (usize, usize, usize), phase: f64) -> Tensor {
+        test_support::wavy(&[b, n, c], phase)
     }
 
     /// softmax(QKᵀ/√d)V per head, in f64 loops.

@@ -521,29 +521,9 @@ impl CustomOp1 for Geglu {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sd::test_support::{max_diff, wavy};
     use candle_core::{DType, Device};
     use candle_nn::VarMap;
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
-    fn wavy(shape: &[usize], phase: f64) -> Tensor {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|i| ((i as f64 * 0.37 + phase).sin() * 2.0 + (i as f64 * 0.011).cos()) as f32)
-            .collect();
-        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-    }
 
     /// Against candle's direct convolution for every kernel, stride and
     /// padding the SD networks use, including band-split patches.

@@ -12,6 +12,8 @@ pub mod layers;
 pub mod ldm;
 pub mod nodes;
 pub mod prompt;
+#[cfg(test)]
+mod test_support;
 pub mod text;
 pub mod unet;
 pub mod vae;

@@ -405,6 +405,7 @@ impl Vae {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sd::test_support::max_diff;
     use candle_core::{DType, Device};
     use std::collections::HashMap;
 
@@ -460,29 +461,9 @@ mod tests {
         let x = Tensor::from_vec(wavy(2 * c * 5 * 3, 0.5), (2, c, 5, 3), &dev).unwrap();
         let a = build(modern).forward(&x).unwrap();
         let b = build(legacy).forward(&x).unwrap();
-        let diff: f32 = (a - &b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert_eq!(diff, 0.0);
+        assert_eq!(max_diff(&a, &b), 0.0);
         // And the output is not just the residual.
-        let moved: f32 = (b - &x)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
-        assert!(moved > 1e-3);
+        assert!(max_diff(&b, &x) > 1e-3);
     }
 
     #[test]
@@ -506,16 +487,7 @@ mod tests {
         let whole = f(&x).unwrap();
         for (tile, overlap) in [(8, 2), (16, 5), (40, 0), (10, 4)] {
             let t = tiled(&x, tile, overlap, (1, 1), f).unwrap();
-            let d: f32 = (t - &whole)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let d = max_diff(&t, &whole);
             assert!(d < 1e-2, "tile {tile} overlap {overlap}: {d}");
         }
     }

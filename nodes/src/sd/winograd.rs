@@ -405,11 +405,11 @@ fn outputs<S: Scheme>(mt: &[f32], d: Dims, band: &Band, y: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sd::test_support::wavy_values;
 
+    /// Values within ±1.5, the scale the absolute tolerances below are for.
     fn wavy(n: usize, phase: f64) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as f64 * 0.37 + phase).sin() + (i as f64 * 0.011).cos() * 0.5) as f32)
-            .collect()
+        wavy_values(n, phase).into_iter().map(|v| 0.5 * v).collect()
     }
 
     /// Cross-correlation by its definition, in f64.
