@@ -1,6 +1,6 @@
 //! The shipped models, end to end: the default graph's output is pinned by a
 //! committed checksum (whatever the worker count), and weft's own judge
-//! (`models/mnist_classifier.safetensors`) reads its digits as the digits
+//! (`assets/mnist/mnist_classifier.safetensors`) reads its digits as the digits
 //! that were asked for.
 
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ fn root() -> PathBuf {
 
 /// The default graph's `sample` latents `[100, 1, 28, 28]` in [−1, 1].
 fn run_default(workers: usize) -> Tensor {
-    let model = root().join("models/mnist_flow.safetensors");
+    let model = root().join("assets/mnist/mnist_flow.safetensors");
     let overrides = vec![format!("model={}", model.display())];
     let graph = weft_core::load(
         SourceFile::new("mnist_flow_cfg.ron", DEFAULT_GRAPH),
@@ -80,7 +80,7 @@ fn default_graph_reproduces_its_committed_checksum_with_any_worker_count() {
 fn the_judge_reads_the_default_graphs_digits_as_requested() {
     const MIN_RIGHT: usize = 99;
     let judge =
-        weft_nodes::models::load_classifier(&root().join("models/mnist_classifier.safetensors"))
+        weft_nodes::models::load_classifier(&root().join("assets/mnist/mnist_classifier.safetensors"))
             .unwrap();
     // Judged as saved: rounded to 8-bit levels, like the test digits.
     let images = as_saved(default_samples()).unwrap();

@@ -66,7 +66,7 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         debounce_ms: u64,
     },
-    /// Train one of weft's own models from a RON config (see models/*.ron).
+    /// Train one of weft's own models from a RON config (see assets/mnist/*.ron).
     Train {
         /// The training config.
         config: PathBuf,
@@ -75,7 +75,7 @@ enum Command {
         resume: bool,
     },
     /// Measure guidance: accuracy, Fréchet distance and diversity of generated
-    /// digits for each model, guidance weight and step count (see models/eval.ron).
+    /// digits for each model, guidance weight and step count (see assets/mnist/eval.ron).
     Eval {
         /// The evaluation config.
         config: PathBuf,

@@ -54,7 +54,7 @@ fn damaged_and_foreign_files_are_refused_by_name() {
     assert!(missing.contains("no such model file"), "{missing}");
 
     // weft's own MNIST model is a valid safetensors file, but not SD.
-    let mnist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/mnist_flow.safetensors");
+    let mnist = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/mnist/mnist_flow.safetensors");
     let e = open_err(&mnist, None);
     assert!(e.contains("not a Stable Diffusion checkpoint"), "{e}");
 

@@ -5,8 +5,8 @@
 //! a run that fails after ten minutes on a bad value wastes the ten minutes.
 //!
 //! Relative data and output paths are resolved against the working directory,
-//! like any other command-line path: the configs in `models/` are written for
-//! `weft train models/….ron` run from the repository root.
+//! like any other command-line path: the configs in `assets/mnist/` are written for
+//! `weft train assets/mnist/….ron` run from the repository root.
 
 use std::path::{Path, PathBuf};
 

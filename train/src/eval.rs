@@ -55,7 +55,7 @@ pub struct ClassifierGuidanceEval {
     pub steps: Vec<usize>,
 }
 
-/// An evaluation run, read from RON (see `models/eval.ron`).
+/// An evaluation run, read from RON (see `assets/mnist/eval.ron`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {

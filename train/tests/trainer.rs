@@ -535,7 +535,7 @@ fn shipped_config_throughput() {
     std::env::set_current_dir(&root).unwrap();
     let dir = tempfile::tempdir().unwrap();
     for name in ["mnist_flow", "mnist_ddpm"] {
-        let path = root.join(format!("models/{name}.ron"));
+        let path = root.join(format!("assets/mnist/{name}.ron"));
         let mut config = TrainConfig::load(&path).unwrap();
         config.output = dir.path().join(format!("{name}.safetensors"));
         let (total, batch) = (config.steps, config.batch_size);

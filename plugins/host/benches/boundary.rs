@@ -51,7 +51,7 @@ fn graph(sampler: &str, batch: usize, steps: usize) -> String {
             sampler: Link("sampler", "SAMPLER"), sigmas: Link("sigmas", "SIGMAS"), latent_image: Link("latent", "LATENT")),
         "show": Print(value: Link("sample", "output")),
     }})"#,
-        repo().join("models/mnist_flow.safetensors").display(),
+        repo().join("assets/mnist/mnist_flow.safetensors").display(),
         batch / 10
     )
 }

@@ -186,7 +186,7 @@ fn c_plugin_nodes_join_the_registry_and_run_in_graphs() {
 
 /// Samples the MNIST flow model through the Restart plugin sampler.
 fn mnist_graph(sampler: &str) -> String {
-    let model = repo().join("models/mnist_flow.safetensors");
+    let model = repo().join("assets/mnist/mnist_flow.safetensors");
     format!(
         r#"(nodes: {{
         "model": CheckpointLoader(ckpt_path: "{}"),
@@ -263,7 +263,7 @@ fn restart_plugin_samples_the_mnist_model_through_the_host_denoiser() {
         "the same seed gives the same bits"
     );
     let judge =
-        weft_nodes::models::load_classifier(&repo().join("models/mnist_classifier.safetensors"))
+        weft_nodes::models::load_classifier(&repo().join("assets/mnist/mnist_classifier.safetensors"))
             .unwrap();
     let images = weft_nodes::models::classifier::as_saved(&restarted).unwrap();
     let (_, predicted) = judge.classify(&images).unwrap();
@@ -560,7 +560,7 @@ fn example_plugin_graphs_pass_check_with_their_plugins() {
     ]);
     let model = format!(
         "model.ckpt_path={}",
-        repo().join("models/mnist_flow.safetensors").display()
+        repo().join("assets/mnist/mnist_flow.safetensors").display()
     );
     let mut checked = 0;
     for entry in std::fs::read_dir(repo().join("plugins/examples/graphs")).unwrap() {
