@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate scheduler/sampler parity fixtures from Hugging Face diffusers.
 
-Writes small JSON files to nodes/tests/fixtures/schedulers/ that the Rust test
+Writes small JSON files to sampling/tests/fixtures/schedulers/ that the Rust test
 suite compares against without needing Python. See the README.md in that
 folder for the format.
 

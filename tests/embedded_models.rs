@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Tensor};
 use weft_core::{CancelToken, Executor, RunOptions, SourceFile, Value};
-use weft_nodes::models::classifier::as_saved;
+use weft_models::mnist::classifier::as_saved;
 use weft_tests::{registry, Recorder};
 
 const DEFAULT_GRAPH: &str = include_str!("../graphs/mnist_flow_cfg.ron");
@@ -79,9 +79,10 @@ fn default_graph_reproduces_its_committed_checksum_with_any_worker_count() {
 #[test]
 fn the_judge_reads_the_default_graphs_digits_as_requested() {
     const MIN_RIGHT: usize = 99;
-    let judge =
-        weft_nodes::models::load_classifier(&root().join("assets/mnist/mnist_classifier.safetensors"))
-            .unwrap();
+    let judge = weft_models::mnist::load_classifier(
+        &root().join("assets/mnist/mnist_classifier.safetensors"),
+    )
+    .unwrap();
     // Judged as saved: rounded to 8-bit levels, like the test digits.
     let images = as_saved(default_samples()).unwrap();
     let (_, predicted) = judge.classify(&images).unwrap();

@@ -57,7 +57,7 @@ fn mean_std(xs: &[f32]) -> (f64, f64) {
 
 #[test]
 fn every_sampler_with_every_parameterisation_reaches_the_labelled_class() {
-    let names = weft_nodes::sampling::sampler_names();
+    let names = weft_sampling::sampler_names();
     assert!(names.len() >= 15, "{names:?}");
     for parameterization in ["epsilon", "v_prediction", "sample", "flow"] {
         let (scheduler, steps): (&str, &str) = if parameterization == "flow" {
@@ -240,13 +240,13 @@ fn model_sampling_discrete_patches_prediction_and_zero_snr() {
         .unwrap();
     let model = |id: &str| {
         report.output(id).unwrap()[0]
-            .downcast::<weft_nodes::sampling::Model>()
+            .downcast::<weft_sampling::Model>()
             .unwrap()
             .sampling
             .clone()
     };
     let (before, after) = (model("model"), model("patched"));
-    assert_eq!(after.prediction, weft_nodes::sampling::Prediction::V);
+    assert_eq!(after.prediction, weft_sampling::Prediction::V);
     assert!(
         (before.sigma_max() - 14.6146).abs() < 1e-3,
         "{}",

@@ -146,7 +146,7 @@ impl ExecArgs {
 }
 
 fn main() -> ExitCode {
-    weft_nodes::alloc::keep_freed_memory();
+    weft_kernels::alloc::keep_freed_memory();
     let cli = Cli::parse();
     let mut registry = weft_nodes::builtin_registry();
     let mut plugins = PluginHost::new();

@@ -1,5 +1,5 @@
 //! The Stable Diffusion example graphs end to end through the `weft`
-//! binary, on the tiny random-weight checkpoints of `nodes/tests/fixtures/sd`
+//! binary, on the tiny random-weight checkpoints of `models/tests/fixtures/sd`
 //! (real SD weights cannot ship): they run, are deterministic, and fail
 //! clearly when the model file is absent.
 
@@ -15,7 +15,7 @@ fn repo_root() -> PathBuf {
 
 fn fixture(name: &str) -> String {
     repo_root()
-        .join("nodes/tests/fixtures/sd")
+        .join("models/tests/fixtures/sd")
         .join(name)
         .to_string_lossy()
         .into_owned()

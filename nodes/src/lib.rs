@@ -1,9 +1,9 @@
-//! weft's built-in node types.
+//! weft's built-in node types: the node layer over `weft-models` and
+//! `weft-sampling`, with ComfyUI's names.
 
-pub mod alloc;
+pub mod controlnet;
 pub mod image;
-pub mod models;
-pub mod sampling;
+pub mod mnist;
 pub mod sampling_nodes;
 pub mod sd;
 pub mod utility;
@@ -15,7 +15,7 @@ pub fn register_builtins(registry: &mut Registry) {
     utility::register(registry).expect("built-in schemas are valid and unique");
     sampling_nodes::register(registry).expect("built-in schemas are valid and unique");
     image::register(registry).expect("built-in schemas are valid and unique");
-    models::register(registry).expect("built-in schemas are valid and unique");
+    mnist::register(registry).expect("built-in schemas are valid and unique");
     sd::register(registry).expect("built-in schemas are valid and unique");
 }
 

@@ -1,10 +1,9 @@
-//! ControlNet against diffusers on the tiny fixture (`tests/fixtures/sd/`,
+//! ControlNet against diffusers on the tiny fixture (`models/tests/fixtures/sd/`,
 //! `ControlNetModel.from_unet` of the SD 1.5 tiny UNet, f16 weights, f32
 //! references), in all three file layouts; loading errors; hints inside
 //! the UNet's `Network::forward` (percent windows, strength 0, CFG batches).
 
-mod support;
-use support::max_abs;
+use weft_kernels::testing::max_diff as max_abs;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,13 +11,14 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use weft_core::{CancelToken, EventSink, Executor, RunOptions, SourceFile};
-use weft_nodes::sampling::{Conditioning, Network};
-use weft_nodes::sd::checkpoint;
-use weft_nodes::sd::controlnet::{self, ControlHint, ControlNet, ControlNetHandle};
-use weft_nodes::sd::unet::{ControlResiduals, SdUNet};
+use weft_models::controlnet::{self, ControlHint, ControlNet};
+use weft_models::sd::checkpoint;
+use weft_models::sd::unet::{ControlResiduals, SdUNet};
+use weft_nodes::controlnet::ControlNetHandle;
+use weft_sampling::{Conditioning, Network};
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sd")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/tests/fixtures/sd")
 }
 
 fn reference() -> HashMap<String, Tensor> {
@@ -539,11 +539,7 @@ fn loading_errors_are_clear() {
 }
 
 fn registry() -> weft_core::Registry {
-    let mut registry = weft_nodes::builtin_registry();
-    if registry.get("ControlNetLoader").is_none() {
-        controlnet::register(&mut registry).unwrap();
-    }
-    registry
+    weft_nodes::builtin_registry()
 }
 
 #[test]

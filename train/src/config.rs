@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use weft_nodes::models::{ModelConfig, Objective};
+use weft_models::mnist::{ModelConfig, Objective};
 
 /// Where the training set lives (IDX files, gzipped or raw).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -19,10 +19,10 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use weft_nodes::models;
-use weft_nodes::models::classifier::as_saved;
-use weft_nodes::sampling::guidance::{Cfg, ClassifierGuided};
-use weft_nodes::sampling::{
+use weft_models::mnist as models;
+use weft_models::mnist::classifier::as_saved;
+use weft_sampling::guidance::{Cfg, ClassifierGuided};
+use weft_sampling::{
     sampler_by_name, schedule, seeded_noise, Conditioning, Denoiser, Model, SampleContext,
     SamplerOptions, SeededSteps,
 };

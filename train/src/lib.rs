@@ -1,5 +1,5 @@
 //! weft's trainer: trains the embedded class-conditional MNIST models
-//! (`weft_nodes::models`) with candle's autograd, deterministically from a
+//! (`weft_models::mnist`) with candle's autograd, deterministically from a
 //! seed and resumable bit for bit.
 
 pub mod adamw;

@@ -8,7 +8,7 @@
 //! generator position to save, and no way for a resumed run to drift from an
 //! uninterrupted one.
 
-use weft_nodes::sampling::Gaussian;
+use weft_sampling::Gaussian;
 
 /// Stream-number regions, far apart so no two purposes can share a stream.
 const SAMPLE_STREAMS: u64 = 0;

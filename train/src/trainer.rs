@@ -30,8 +30,8 @@ use candle_core::{DType, Device, Shape, Tensor, Var};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder, VarMap};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use weft_nodes::models::{checkpoint, Net, NetConfig, Objective, Preconditioner};
-use weft_nodes::sampling::{ModelSampling, NoiseLevels};
+use weft_models::mnist::{checkpoint, Net, NetConfig, Objective, Preconditioner};
+use weft_sampling::{ModelSampling, NoiseLevels};
 
 use crate::adamw::{AdamW, AdamWParams, AdamWState};
 use crate::config::{SigmaSampling, TrainConfig};

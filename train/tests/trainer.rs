@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use weft_nodes::models::checkpoint;
-use weft_nodes::sampling::Conditioning;
+use weft_models::mnist::checkpoint;
+use weft_sampling::Conditioning;
 use weft_train::{train, TrainConfig, Trainer};
 
 fn data_dir() -> PathBuf {

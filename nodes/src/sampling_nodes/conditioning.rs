@@ -1,7 +1,7 @@
 use weft_core::{InputSpec, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
 
 use super::handles::value;
-use crate::sampling::Conditioning;
+use weft_sampling::Conditioning;
 
 /// Class-label conditioning for class-conditional models.
 pub struct ClassLabel(NodeSchema);

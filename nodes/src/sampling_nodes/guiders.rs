@@ -3,9 +3,9 @@ use std::sync::Arc;
 use weft_core::{InputSpec, Inputs, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
 
 use super::handles::{handle, value, GuiderHandle};
-use crate::models::classifier::ClassifierHandle;
-use crate::sampling::guidance::{Cfg, CfgConvention, ClassifierGuided, Unguided};
-use crate::sampling::{Conditioning, Model};
+use weft_models::mnist::classifier::ClassifierHandle;
+use weft_sampling::guidance::{Cfg, CfgConvention, ClassifierGuided, Unguided};
+use weft_sampling::{Conditioning, Model};
 
 fn model(inputs: &Inputs) -> Result<Arc<Model>, NodeError> {
     Ok(Arc::new(

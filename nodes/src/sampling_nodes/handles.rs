@@ -1,45 +1,10 @@
-//! The handle values that flow between sampling nodes.
+//! Reading and writing handle values in node inputs and outputs.
 
-use std::fmt;
 use std::sync::Arc;
 
 use weft_core::{NodeError, Object, Value, ValueType};
 
-use crate::sampling::{Denoiser, Model, Sampler};
-
-/// NOISE: the seed of the initial noise, or none (img2img tricks).
-#[derive(Clone, Debug, PartialEq)]
-pub struct NoiseHandle {
-    pub seed: Option<u64>,
-}
-
-impl Object for NoiseHandle {}
-
-/// GUIDER: a denoiser with its guidance rule, ready for any sampler.
-#[derive(Clone)]
-pub struct GuiderHandle {
-    pub name: String,
-    pub denoiser: Arc<dyn Denoiser>,
-    /// The model underneath, when there is one, for latent checks.
-    pub model: Option<Arc<Model>>,
-}
-
-impl fmt::Debug for GuiderHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.name)
-    }
-}
-
-impl Object for GuiderHandle {}
-
-/// SAMPLER: a sampling algorithm with its options.
-#[derive(Clone, Debug)]
-pub struct SamplerHandle {
-    pub name: String,
-    pub sampler: Arc<dyn Sampler>,
-}
-
-impl Object for SamplerHandle {}
+pub use weft_sampling::handles::{GuiderHandle, NoiseHandle, SamplerHandle};
 
 /// Reads a handle of type `T` from input `name`.
 pub fn handle<'a, T: Object>(

@@ -5,8 +5,8 @@ use weft_core::{InputSpec, Node, NodeContext, NodeError, NodeSchema, Value, Valu
 use super::handles::{handle, GuiderHandle, NoiseHandle, SamplerHandle};
 use super::run::{latent_input, sample};
 use super::schedules::model_sigmas;
-use crate::sampling::guidance::{Cfg, CfgConvention};
-use crate::sampling::{
+use weft_sampling::guidance::{Cfg, CfgConvention};
+use weft_sampling::{
     sampler_by_name, sampler_names, schedule, Conditioning, Model, SamplerOptions,
 };
 

@@ -5,8 +5,8 @@ use weft_core::{
 };
 
 use super::handles::value;
-use crate::sampling::exact::{ExactNetwork, GaussianMixture};
-use crate::sampling::{schedule, Model, ModelSampling, Prediction};
+use weft_sampling::exact::{ExactNetwork, GaussianMixture};
+use weft_sampling::{schedule, Model, ModelSampling, Prediction};
 
 /// The exact denoiser of Gaussian-mixture data as a MODEL: a model with a
 /// known answer, for checking samplers and guidance from a graph.
@@ -113,7 +113,7 @@ impl Node for ModelSamplingDiscrete {
     fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
         let i = ctx.inputs;
         let mut model = super::handles::handle::<Model>(i, "model", ValueType::Model)?.clone();
-        let crate::sampling::NoiseLevels::Discrete { sigmas } = &model.sampling.levels else {
+        let weft_sampling::NoiseLevels::Discrete { sigmas } = &model.sampling.levels else {
             return Err(NodeError::input(
                 "model",
                 "a flow-matching model has no discrete schedule to patch",

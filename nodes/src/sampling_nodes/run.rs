@@ -4,7 +4,7 @@ use candle_core::Tensor;
 use weft_core::{InputSpec, Latent, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
 
 use super::handles::{handle, GuiderHandle, NoiseHandle, SamplerHandle};
-use crate::sampling::{seeded_noise, Denoiser, Path, SampleContext, SeededSteps};
+use weft_sampling::{seeded_noise, Denoiser, Path, SampleContext, SeededSteps};
 
 /// Checks a σ schedule before any model time is spent on it.
 pub fn check_sigmas(sigmas: &[f64]) -> Result<(), NodeError> {

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use weft_core::{InputSpec, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
 
 use super::handles::{value, SamplerHandle};
-use crate::sampling::{sampler_by_name, sampler_names, SamplerOptions};
+use weft_sampling::{sampler_by_name, sampler_names, SamplerOptions};
 
 /// Picks a sampling algorithm by name.
 pub struct KSamplerSelect(NodeSchema);

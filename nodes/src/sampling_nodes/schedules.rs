@@ -5,7 +5,7 @@ use weft_core::{InputSpec, Node, NodeContext, NodeError, NodeSchema, Value, Valu
 
 use super::handles::handle;
 use super::run::sigma_values;
-use crate::sampling::{schedule, Model};
+use weft_sampling::{schedule, Model};
 
 pub fn sigmas_value(sigmas: Vec<f64>) -> Result<Value, NodeError> {
     let n = sigmas.len();

@@ -62,7 +62,7 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    weft_nodes::alloc::keep_freed_memory();
+    weft_kernels::alloc::keep_freed_memory();
     let mut registry = weft_nodes::builtin_registry();
     PluginHost::new()
         .load(&restart_plugin(), &mut registry)

@@ -6,10 +6,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use candle_core::{DType, Device, Tensor};
 use weft_core::NodeContext;
-use weft_nodes::sampling::SampleContext;
 use weft_plugin_abi::{
     self as abi, tensor, Call, DLDataType, DLManagedTensorVersioned, HostApi, Str,
 };
+use weft_sampling::SampleContext;
 
 use crate::handle::{denoise_through, handle_path, handle_release, handle_retain, handle_type};
 

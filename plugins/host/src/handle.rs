@@ -4,9 +4,9 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
 use weft_core::Value;
-use weft_nodes::sampling::{Denoiser, Path};
-use weft_nodes::sampling_nodes::GuiderHandle;
 use weft_plugin_abi::{self as abi, Str};
+use weft_sampling::handles::GuiderHandle;
+use weft_sampling::{Denoiser, Path};
 
 /// What a handle stands for.
 pub(crate) enum HostObject {

@@ -9,8 +9,8 @@ use libloading::Library;
 use weft_core::{
     Inputs, Latent, LatentSpace, Node, NodeContext, NodeError, NodeSchema, Value, ValueType,
 };
-use weft_nodes::sampling_nodes::{GuiderHandle, SamplerHandle};
 use weft_plugin_abi::{self as abi, tensor, Str};
+use weft_sampling::handles::{GuiderHandle, SamplerHandle};
 
 use crate::call::{CallState, Origin};
 use crate::handle::{handle_release, resolve, HostHandle};

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
 use libloading::Library;
-use weft_nodes::sampling::{Denoiser, Path, SampleContext, Sampler};
 use weft_plugin_abi::{self as abi, tensor};
+use weft_sampling::{Denoiser, Path, SampleContext, Sampler};
 
 use crate::call::{CallState, Origin};
 use crate::handle::HostHandle;

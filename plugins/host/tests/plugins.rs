@@ -262,10 +262,11 @@ fn restart_plugin_samples_the_mnist_model_through_the_host_denoiser() {
         again.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
         "the same seed gives the same bits"
     );
-    let judge =
-        weft_nodes::models::load_classifier(&repo().join("assets/mnist/mnist_classifier.safetensors"))
-            .unwrap();
-    let images = weft_nodes::models::classifier::as_saved(&restarted).unwrap();
+    let judge = weft_models::mnist::load_classifier(
+        &repo().join("assets/mnist/mnist_classifier.safetensors"),
+    )
+    .unwrap();
+    let images = weft_models::mnist::classifier::as_saved(&restarted).unwrap();
     let (_, predicted) = judge.classify(&images).unwrap();
     let right = predicted
         .iter()

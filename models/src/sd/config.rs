@@ -1,0 +1,551 @@
+//! The architecture of each Stable Diffusion component: read from a
+//! diffusers folder's `config.json` files, or worked out from the tensor
+//! names and shapes of a single-file checkpoint.
+//!
+//! Shapes say almost everything (levels, channels, blocks, attention,
+//! context width, projection style) but not the attention head count or
+//! GroupNorm groups; those come from the family the shapes identify (SD 1.x:
+//! CLIP-L context 768, 8 heads; SD 2.x: OpenCLIP-H context 1024, 64 channels
+//! per head), or from a diffusers folder given as the config.
+
+use std::collections::HashMap;
+
+use candle_transformers::models::stable_diffusion::unet_2d::{
+    BlockConfig, UNet2DConditionModelConfig,
+};
+use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
+use serde::Deserialize;
+
+use super::ldm::{CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
+use crate::clip::{Activation, ClipConfig};
+use weft_sampling::Prediction;
+
+/// Which release line a checkpoint belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// SD 1.x: CLIP ViT-L/14 text encoder, 768-wide context.
+    Sd1,
+    /// SD 2.x: OpenCLIP ViT-H/14, 1024-wide context, linear projections.
+    Sd2,
+    /// Shapes of neither; configs must come from a diffusers folder.
+    Other,
+}
+
+impl Family {
+    /// The family whose text encoder has this width (the UNet's context).
+    pub fn from_context(width: usize) -> Family {
+        match width {
+            768 => Family::Sd1,
+            1024 => Family::Sd2,
+            _ => Family::Other,
+        }
+    }
+
+    /// Attention heads at a level of `channels`: SD 1.x has 8, SD 2.x 64
+    /// channels per head; other families' counts are not in the shapes.
+    pub fn heads(self, channels: usize) -> Option<usize> {
+        match self {
+            Family::Sd1 => Some(8),
+            Family::Sd2 => Some((channels / 64).max(1)),
+            Family::Other => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Sd1 => "SD 1.x",
+            Family::Sd2 => "SD 2.x",
+            Family::Other => "custom",
+        }
+    }
+}
+
+/// A UNet's build parameters.
+#[derive(Clone, Debug)]
+pub struct UNetSpec {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub config: UNet2DConditionModelConfig,
+}
+
+impl UNetSpec {
+    /// 9 input channels: latent + mask + masked-image latent.
+    pub fn is_inpainting(&self) -> bool {
+        self.in_channels == 9
+    }
+}
+
+/// A VAE's build parameters.
+#[derive(Clone, Debug)]
+pub struct VaeSpec {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub config: AutoEncoderKLConfig,
+    /// Latents are scaled by this after encoding (0.18215 for SD 1.x/2.x).
+    pub scaling_factor: f64,
+}
+
+impl VaeSpec {
+    /// Pixels per latent cell.
+    pub fn downscale(&self) -> usize {
+        1 << self.config.block_out_channels.len().saturating_sub(1)
+    }
+}
+
+/// The diffusion training schedule and what the network predicts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleSpec {
+    pub beta_schedule: String,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub num_train_timesteps: usize,
+    pub prediction: Prediction,
+}
+
+impl ScheduleSpec {
+    /// Stable Diffusion's: 1000 scaled-linear βs from 0.00085 to 0.012.
+    pub fn stable_diffusion(prediction: Prediction) -> ScheduleSpec {
+        ScheduleSpec {
+            beta_schedule: "scaled_linear".into(),
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            num_train_timesteps: 1000,
+            prediction,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// diffusers config.json files
+
+/// An int or a per-level list, as diffusers writes head counts.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum PerLevel {
+    One(usize),
+    Each(Vec<usize>),
+}
+
+impl PerLevel {
+    fn get(&self, level: usize) -> Option<usize> {
+        match self {
+            PerLevel::One(v) => Some(*v),
+            PerLevel::Each(v) => v.get(level).copied(),
+        }
+    }
+}
+
+fn one() -> PerLevel {
+    PerLevel::One(1)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_groups() -> usize {
+    32
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_one() -> usize {
+    1
+}
+fn default_scale() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Deserialize)]
+struct DiffusersUNet {
+    in_channels: usize,
+    out_channels: usize,
+    block_out_channels: Vec<usize>,
+    down_block_types: Vec<String>,
+    layers_per_block: usize,
+    cross_attention_dim: usize,
+    attention_head_dim: Option<PerLevel>,
+    num_attention_heads: Option<PerLevel>,
+    #[serde(default = "one")]
+    transformer_layers_per_block: PerLevel,
+    #[serde(default = "default_groups")]
+    norm_num_groups: usize,
+    #[serde(default = "default_eps")]
+    norm_eps: f64,
+    #[serde(default)]
+    use_linear_projection: bool,
+    #[serde(default = "default_true")]
+    flip_sin_to_cos: bool,
+    #[serde(default)]
+    freq_shift: f64,
+    #[serde(default = "default_one")]
+    downsample_padding: usize,
+    #[serde(default = "default_scale")]
+    mid_block_scale_factor: f64,
+    #[serde(default)]
+    center_input_sample: bool,
+    #[serde(default)]
+    addition_embed_type: Option<String>,
+}
+
+/// Parses a diffusers `unet/config.json`.
+pub fn unet_from_json(text: &str) -> Result<UNetSpec, String> {
+    let c: DiffusersUNet = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if c.addition_embed_type.is_some() {
+        return Err(
+            "this UNet has added embeddings (SDXL-style); only SD 1.x/2.x UNets are supported yet"
+                .into(),
+        );
+    }
+    if c.down_block_types.len() != c.block_out_channels.len() {
+        return Err("down_block_types and block_out_channels differ in length".into());
+    }
+    // diffusers' historical naming: `attention_head_dim` holds the head count.
+    let heads = c
+        .num_attention_heads
+        .or(c.attention_head_dim)
+        .unwrap_or(PerLevel::One(8));
+    let blocks = c
+        .block_out_channels
+        .iter()
+        .enumerate()
+        .map(|(l, &out_channels)| {
+            let cross = c.down_block_types[l].starts_with("CrossAttn");
+            let depth = c.transformer_layers_per_block.get(l).unwrap_or(1);
+            Ok(BlockConfig {
+                out_channels,
+                use_cross_attn: cross.then_some(depth),
+                attention_head_dim: heads
+                    .get(l)
+                    .ok_or_else(|| format!("no attention head count for level {l}"))?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(UNetSpec {
+        in_channels: c.in_channels,
+        out_channels: c.out_channels,
+        config: UNet2DConditionModelConfig {
+            center_input_sample: c.center_input_sample,
+            flip_sin_to_cos: c.flip_sin_to_cos,
+            freq_shift: c.freq_shift,
+            blocks,
+            layers_per_block: c.layers_per_block,
+            downsample_padding: c.downsample_padding,
+            mid_block_scale_factor: c.mid_block_scale_factor,
+            norm_num_groups: c.norm_num_groups,
+            norm_eps: c.norm_eps,
+            cross_attention_dim: c.cross_attention_dim,
+            sliced_attention_size: None,
+            use_linear_projection: c.use_linear_projection,
+        },
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct DiffusersVae {
+    #[serde(default = "three")]
+    in_channels: usize,
+    #[serde(default = "three")]
+    out_channels: usize,
+    block_out_channels: Vec<usize>,
+    layers_per_block: usize,
+    latent_channels: usize,
+    #[serde(default = "default_groups")]
+    norm_num_groups: usize,
+    #[serde(default = "sd_scaling")]
+    scaling_factor: f64,
+    #[serde(default = "default_true")]
+    use_quant_conv: bool,
+    #[serde(default = "default_true")]
+    use_post_quant_conv: bool,
+}
+
+fn three() -> usize {
+    3
+}
+fn sd_scaling() -> f64 {
+    0.18215
+}
+
+/// Parses a diffusers `vae/config.json`.
+pub fn vae_from_json(text: &str) -> Result<VaeSpec, String> {
+    let c: DiffusersVae = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    Ok(VaeSpec {
+        in_channels: c.in_channels,
+        out_channels: c.out_channels,
+        config: AutoEncoderKLConfig {
+            block_out_channels: c.block_out_channels,
+            layers_per_block: c.layers_per_block,
+            latent_channels: c.latent_channels,
+            norm_num_groups: c.norm_num_groups,
+            use_quant_conv: c.use_quant_conv,
+            use_post_quant_conv: c.use_post_quant_conv,
+        },
+        scaling_factor: c.scaling_factor,
+    })
+}
+
+/// Parses a transformers `text_encoder/config.json`.
+pub fn clip_from_json(text: &str) -> Result<ClipConfig, String> {
+    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+struct DiffusersScheduler {
+    #[serde(default = "scaled_linear")]
+    beta_schedule: String,
+    #[serde(default = "beta_start")]
+    beta_start: f64,
+    #[serde(default = "beta_end")]
+    beta_end: f64,
+    #[serde(default = "thousand")]
+    num_train_timesteps: usize,
+    #[serde(default = "epsilon")]
+    prediction_type: String,
+}
+
+fn scaled_linear() -> String {
+    "scaled_linear".into()
+}
+fn beta_start() -> f64 {
+    0.00085
+}
+fn beta_end() -> f64 {
+    0.012
+}
+fn thousand() -> usize {
+    1000
+}
+fn epsilon() -> String {
+    "epsilon".into()
+}
+
+/// Parses a diffusers `scheduler/scheduler_config.json`.
+pub fn schedule_from_json(text: &str) -> Result<ScheduleSpec, String> {
+    let c: DiffusersScheduler = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let prediction = Prediction::parse(&c.prediction_type)
+        .ok_or_else(|| format!("unknown prediction_type {:?}", c.prediction_type))?;
+    Ok(ScheduleSpec {
+        beta_schedule: c.beta_schedule,
+        beta_start: c.beta_start,
+        beta_end: c.beta_end,
+        num_train_timesteps: c.num_train_timesteps,
+        prediction,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// single-file checkpoints
+
+/// Tensor names (full keys) and shapes of a single-file checkpoint.
+pub type Shapes = HashMap<String, Vec<usize>>;
+
+pub(crate) fn shape<'a>(shapes: &'a Shapes, key: &str) -> Result<&'a [usize], String> {
+    shapes
+        .get(key)
+        .map(Vec::as_slice)
+        .ok_or_else(|| format!("missing `{key}`"))
+}
+
+pub(crate) fn dim(shapes: &Shapes, key: &str, d: usize) -> Result<usize, String> {
+    shape(shapes, key)?
+        .get(d)
+        .copied()
+        .ok_or_else(|| format!("`{key}` has too few dimensions"))
+}
+
+/// What the shapes of a single file say about its family.
+pub fn detect_family(shapes: &Shapes) -> Family {
+    let context = shapes
+        .iter()
+        .find(|(k, _)| k.starts_with(UNET_PREFIX) && k.ends_with("attn2.to_k.weight"))
+        .and_then(|(_, s)| s.get(1).copied());
+    context.map_or(Family::Other, Family::from_context)
+}
+
+/// Counts the indices `i` for which `{prefix}{i}.` starts some key.
+pub(crate) fn count_indexed(shapes: &Shapes, prefix: &str) -> usize {
+    let mut n = 0;
+    while shapes
+        .keys()
+        .any(|k| k.starts_with(&format!("{prefix}{n}.")))
+    {
+        n += 1;
+    }
+    n
+}
+
+/// The UNet of a single file, for a known family.
+pub fn unet_from_shapes(shapes: &Shapes, family: Family) -> Result<UNetSpec, String> {
+    let p = UNET_PREFIX;
+    if shapes.contains_key(&format!("{p}label_emb.0.0.weight")) {
+        return Err(
+            "this UNet has a label embedding (SDXL); only SD 1.x/2.x UNets are supported yet"
+                .into(),
+        );
+    }
+    let in_channels = dim(shapes, &format!("{p}input_blocks.0.0.weight"), 1)?;
+    let out_channels = dim(shapes, &format!("{p}out.2.weight"), 0)?;
+    let n_input = count_indexed(shapes, &format!("{p}input_blocks."));
+    let downsamples: Vec<usize> = (1..n_input)
+        .filter(|i| shapes.contains_key(&format!("{p}input_blocks.{i}.0.op.weight")))
+        .collect();
+    let lpb = downsamples.first().map(|&i| i - 1).unwrap_or(n_input - 1);
+    let levels = downsamples.len() + 1;
+    if lpb == 0 || n_input != levels * (lpb + 1) {
+        return Err(format!(
+            "input blocks do not form levels of equal depth ({n_input} blocks, {} downsamples)",
+            downsamples.len()
+        ));
+    }
+    let mut blocks = Vec::with_capacity(levels);
+    let mut linear = false;
+    let mut context = None;
+    for l in 0..levels {
+        let first = 1 + l * (lpb + 1);
+        let out_channels = dim(
+            shapes,
+            &format!("{p}input_blocks.{first}.0.out_layers.3.weight"),
+            0,
+        )?;
+        let attn = format!("{p}input_blocks.{first}.1.");
+        let depth = count_indexed(shapes, &format!("{attn}transformer_blocks."));
+        if depth > 0 {
+            linear = shape(shapes, &format!("{attn}proj_in.weight"))?.len() == 2;
+            context = Some(dim(
+                shapes,
+                &format!("{attn}transformer_blocks.0.attn2.to_k.weight"),
+                1,
+            )?);
+        }
+        let heads = family.heads(out_channels).ok_or(
+            "the attention head count of this UNet cannot be read from its shapes (not SD 1.x or 2.x); give a diffusers folder as its config",
+        )?;
+        blocks.push(BlockConfig {
+            out_channels,
+            use_cross_attn: (depth > 0).then_some(depth),
+            attention_head_dim: heads,
+        });
+    }
+    let cross_attention_dim = context.ok_or("the UNet has no cross-attention")?;
+    Ok(UNetSpec {
+        in_channels,
+        out_channels,
+        config: UNet2DConditionModelConfig {
+            center_input_sample: false,
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+            blocks,
+            layers_per_block: lpb,
+            downsample_padding: 1,
+            mid_block_scale_factor: 1.0,
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            cross_attention_dim,
+            sliced_attention_size: None,
+            use_linear_projection: linear,
+        },
+    })
+}
+
+/// The VAE of a single file (SD's: 32 groups, scaling 0.18215).
+pub fn vae_from_shapes(shapes: &Shapes) -> Result<VaeSpec, String> {
+    let p = format!("{VAE_PREFIX}encoder.");
+    let levels = count_indexed(shapes, &format!("{p}down."));
+    if levels == 0 {
+        return Err(format!("no VAE encoder levels (`{p}down.0.…`)"));
+    }
+    let block_out_channels = (0..levels)
+        .map(|l| dim(shapes, &format!("{p}down.{l}.block.0.conv1.weight"), 0))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(VaeSpec {
+        in_channels: dim(shapes, &format!("{p}conv_in.weight"), 1)?,
+        out_channels: dim(shapes, &format!("{VAE_PREFIX}decoder.conv_out.weight"), 0)?,
+        config: AutoEncoderKLConfig {
+            block_out_channels,
+            layers_per_block: count_indexed(shapes, &format!("{p}down.0.block.")),
+            latent_channels: dim(shapes, &format!("{VAE_PREFIX}decoder.conv_in.weight"), 1)?,
+            norm_num_groups: 32,
+            use_quant_conv: shapes.contains_key(&format!("{VAE_PREFIX}quant_conv.weight")),
+            use_post_quant_conv: shapes
+                .contains_key(&format!("{VAE_PREFIX}post_quant_conv.weight")),
+        },
+        scaling_factor: 0.18215,
+    })
+}
+
+/// Which layout a single file's text encoder is stored in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClipLayout {
+    /// `cond_stage_model.transformer.…` (Hugging Face names, SD 1.x).
+    HuggingFace,
+    /// `cond_stage_model.model.…` (OpenCLIP, SD 2.x).
+    OpenClip,
+}
+
+/// The text encoder of a single file (64 channels per head, as both CLIPs).
+pub fn clip_from_shapes(shapes: &Shapes) -> Result<(ClipConfig, ClipLayout), String> {
+    let hf = format!("{CLIP_PREFIX}transformer.text_model.");
+    let open = format!("{CLIP_PREFIX}model.");
+    let (layout, tok, pos, layers, fc1, proj) =
+        if shapes.contains_key(&format!("{hf}embeddings.token_embedding.weight")) {
+            (
+                ClipLayout::HuggingFace,
+                format!("{hf}embeddings.token_embedding.weight"),
+                format!("{hf}embeddings.position_embedding.weight"),
+                format!("{hf}encoder.layers."),
+                format!("{hf}encoder.layers.0.mlp.fc1.weight"),
+                None,
+            )
+        } else if shapes.contains_key(&format!("{open}token_embedding.weight")) {
+            (
+                ClipLayout::OpenClip,
+                format!("{open}token_embedding.weight"),
+                format!("{open}positional_embedding"),
+                format!("{open}transformer.resblocks."),
+                format!("{open}transformer.resblocks.0.mlp.c_fc.weight"),
+                Some(format!("{open}text_projection")),
+            )
+        } else {
+            return Err(format!(
+                "no text encoder (`{hf}…` or `{open}…`) in this checkpoint"
+            ));
+        };
+    let hidden = dim(shapes, &tok, 1)?;
+    let cfg = ClipConfig {
+        vocab_size: dim(shapes, &tok, 0)?,
+        hidden_size: hidden,
+        intermediate_size: dim(shapes, &fc1, 0)?,
+        num_hidden_layers: count_indexed(shapes, &layers),
+        num_attention_heads: (hidden / 64).max(1),
+        max_position_embeddings: dim(shapes, &pos, 0)?,
+        hidden_act: match layout {
+            ClipLayout::HuggingFace => Activation::QuickGelu,
+            ClipLayout::OpenClip => Activation::Gelu,
+        },
+        layer_norm_eps: 1e-5,
+        projection_dim: match &proj {
+            Some(p) => Some(dim(shapes, p, 1)?),
+            None => None,
+        },
+    };
+    Ok((cfg, layout))
+}
+
+/// What a single file's UNet predicts: a `v_pred` marker key says v; SD 2.x
+/// files carry no marker, and ComfyUI's test tells the 768-v models from the
+/// ε base models by the spread of one late LayerNorm bias (v models' is wider).
+pub fn prediction_from_shapes(
+    shapes: &Shapes,
+    family: Family,
+    late_norm_bias_std: impl FnOnce(&str) -> Option<f64>,
+) -> Prediction {
+    if shapes.contains_key("v_pred") {
+        return Prediction::V;
+    }
+    if family == Family::Sd2 {
+        let key = format!("{UNET_PREFIX}output_blocks.11.1.transformer_blocks.0.norm1.bias");
+        if shapes.contains_key(&key) && late_norm_bias_std(&key).is_some_and(|s| s > 0.09) {
+            return Prediction::V;
+        }
+    }
+    Prediction::Epsilon
+}

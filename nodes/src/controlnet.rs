@@ -1,0 +1,256 @@
+//! The ControlNet nodes: `ControlNetLoader`, `ControlNetApply` and
+//! `ControlNetApplyAdvanced`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::Tensor;
+
+use weft_core::{
+    InputSpec, Inputs, Node, NodeContext, NodeError, NodeSchema, Object, Value, ValueType,
+};
+
+use crate::mnist::file_stamp;
+use crate::sampling_nodes::handles::{handle, value};
+use weft_models::controlnet::apply_control;
+use weft_models::controlnet::ControlNet;
+use weft_sampling::Conditioning;
+
+/// CONTROL_NET: a loaded ControlNet.
+#[derive(Clone, Debug)]
+pub struct ControlNetHandle(pub Arc<ControlNet>);
+
+impl Object for ControlNetHandle {
+    fn size_bytes(&self) -> usize {
+        self.0.size_bytes()
+    }
+}
+
+/// Size and modification time of the files a path loads from.
+fn fingerprint(path: &str) -> String {
+    let p = Path::new(path);
+    let files: Vec<PathBuf> = if p.is_dir() {
+        [
+            "config.json",
+            "diffusion_pytorch_model.safetensors",
+            "diffusion_pytorch_model.fp16.safetensors",
+        ]
+        .iter()
+        .map(|n| p.join(n))
+        .collect()
+    } else {
+        vec![p.to_path_buf(), p.with_file_name("config.json")]
+    };
+    files
+        .iter()
+        .map(|f| file_stamp(f))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Loads a ControlNet.
+pub struct ControlNetLoader(NodeSchema);
+
+impl ControlNetLoader {
+    pub fn new() -> Self {
+        ControlNetLoader(
+            NodeSchema::new(
+                "ControlNetLoader",
+                "model/loaders",
+                "Loads a Stable Diffusion 1.x/2.x ControlNet: a diffusers folder (config.json + diffusion_pytorch_model.safetensors), a diffusers-keyed .safetensors file, or an original ControlNet 1.0/1.1 .safetensors file (`control_model.*` keys, as ComfyUI and A1111 use). A single file's architecture is read from a ControlNetModel config.json beside it, else from its tensor shapes (SD 1.x or 2.x). Pickled .pth/.bin files are not loaded.",
+            )
+            .input(
+                InputSpec::string("control_net_path")
+                    .doc("Path to the ControlNet's .safetensors file or diffusers folder."),
+            )
+            .output("CONTROL_NET", ValueType::ControlNet, "The ControlNet.")
+            .external_state()
+            .heavy(),
+        )
+    }
+}
+
+impl Default for ControlNetLoader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node for ControlNetLoader {
+    fn schema(&self) -> &NodeSchema {
+        &self.0
+    }
+
+    fn run(&self, ctx: &NodeContext<'_>) -> std::result::Result<Vec<Value>, NodeError> {
+        let path = ctx.inputs.str("control_net_path")?;
+        let net = ControlNet::load(Path::new(path))
+            .map_err(|e| NodeError::input("control_net_path", e))?;
+        Ok(vec![value(
+            ValueType::ControlNet,
+            ControlNetHandle(Arc::new(net)),
+        )])
+    }
+
+    fn fingerprint(&self, inputs: &Inputs) -> std::result::Result<String, NodeError> {
+        Ok(fingerprint(inputs.str("control_net_path")?))
+    }
+}
+
+fn image_input(inputs: &Inputs) -> std::result::Result<Tensor, NodeError> {
+    match inputs.value("image")? {
+        Value::Image(t) => Ok(t.clone()),
+        other => Err(NodeError::input(
+            "image",
+            format!("expected IMAGE, found {}", other.ty()),
+        )),
+    }
+}
+
+fn conditioning<'a>(
+    inputs: &'a Inputs,
+    name: &str,
+) -> std::result::Result<&'a Conditioning, NodeError> {
+    handle::<Conditioning>(inputs, name, ValueType::Conditioning)
+}
+
+fn strength_input() -> InputSpec {
+    InputSpec::float("strength")
+        .default(1.0)
+        .range(0.0, 10.0)
+        .step(0.01)
+        .doc("Multiplier of the ControlNet's residuals; 0 leaves the conditioning unchanged.")
+}
+
+fn image_input_spec() -> InputSpec {
+    InputSpec::of("image", ValueType::Image).doc(
+        "The control image (an edge map, depth map, pose…) in [0, 1], already preprocessed. It is centre-cropped and resized (nearest-exact) to 8× the latent size if it is not that size; a batch of images is spread over the latent batch (item i uses image i mod count).",
+    )
+}
+
+/// Applies a ControlNet to one conditioning.
+/// The apply nodes' shared work: the ControlNet and image inputs, checked,
+/// attached to each conditioning with `strength` over `[start, end]`.
+fn apply_node(
+    i: &Inputs,
+    conds: &[&Conditioning],
+    start: f64,
+    end: f64,
+) -> std::result::Result<Vec<Value>, NodeError> {
+    let net = handle::<ControlNetHandle>(i, "control_net", ValueType::ControlNet)?
+        .0
+        .clone();
+    let image = image_input(i)?;
+    net.check_image(&image)
+        .map_err(|e| NodeError::input("image", e))?;
+    let out = apply_control(conds, &net, &image, i.float("strength")?, start, end)
+        .map_err(NodeError::new)?;
+    Ok(out
+        .into_iter()
+        .map(|c| value(ValueType::Conditioning, c))
+        .collect())
+}
+
+pub struct ControlNetApply(NodeSchema);
+
+impl ControlNetApply {
+    pub fn new() -> Self {
+        ControlNetApply(
+            NodeSchema::new(
+                "ControlNetApply",
+                "conditioning/controlnet",
+                "Applies a ControlNet to a conditioning for the whole schedule: at every step the ControlNet reads the control image and the latent, and the UNet adds its residuals (times strength) to its skip connections. Give the result as the positive conditioning; the negative stays uncontrolled. Applying a second ControlNet to the result stacks them.",
+            )
+            .input(InputSpec::of("conditioning", ValueType::Conditioning).doc("The text conditioning to control."))
+            .input(InputSpec::of("control_net", ValueType::ControlNet).doc("The ControlNet (ControlNetLoader)."))
+            .input(image_input_spec())
+            .input(strength_input())
+            .output("CONDITIONING", ValueType::Conditioning, "The conditioning with the ControlNet attached."),
+        )
+    }
+}
+
+impl Default for ControlNetApply {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node for ControlNetApply {
+    fn schema(&self) -> &NodeSchema {
+        &self.0
+    }
+
+    fn run(&self, ctx: &NodeContext<'_>) -> std::result::Result<Vec<Value>, NodeError> {
+        let i = ctx.inputs;
+        apply_node(i, &[conditioning(i, "conditioning")?], 0.0, 1.0)
+    }
+}
+
+/// Applies a ControlNet to positive and negative, within a part of the schedule.
+pub struct ControlNetApplyAdvanced(NodeSchema);
+
+impl ControlNetApplyAdvanced {
+    pub fn new() -> Self {
+        ControlNetApplyAdvanced(
+            NodeSchema::new(
+                "ControlNetApplyAdvanced",
+                "conditioning/controlnet",
+                "Applies a ControlNet to both the positive and the negative conditioning (as ComfyUI and diffusers do), only between start_percent and end_percent of the schedule: at model timestep t control is on when (1 − end)·999 ≤ t ≤ (1 − start)·999. Positive and negative share one ControlNet pass per step. Applying a second ControlNet to the results stacks them.",
+            )
+            .input(InputSpec::of("positive", ValueType::Conditioning).doc("The positive conditioning."))
+            .input(InputSpec::of("negative", ValueType::Conditioning).doc("The negative conditioning."))
+            .input(InputSpec::of("control_net", ValueType::ControlNet).doc("The ControlNet (ControlNetLoader)."))
+            .input(image_input_spec())
+            .input(strength_input())
+            .input(
+                InputSpec::float("start_percent")
+                    .default(0.0)
+                    .range(0.0, 1.0)
+                    .step(0.001)
+                    .doc("Where control starts, as a fraction of the schedule from the noisiest end (0 = from the first step)."),
+            )
+            .input(
+                InputSpec::float("end_percent")
+                    .default(1.0)
+                    .range(0.0, 1.0)
+                    .step(0.001)
+                    .doc("Where control ends (1 = to the last step)."),
+            )
+            .output("positive", ValueType::Conditioning, "The positive conditioning with the ControlNet attached.")
+            .output("negative", ValueType::Conditioning, "The negative conditioning with the ControlNet attached."),
+        )
+    }
+}
+
+impl Default for ControlNetApplyAdvanced {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node for ControlNetApplyAdvanced {
+    fn schema(&self) -> &NodeSchema {
+        &self.0
+    }
+
+    fn run(&self, ctx: &NodeContext<'_>) -> std::result::Result<Vec<Value>, NodeError> {
+        let i = ctx.inputs;
+        let (start, end) = (i.float("start_percent")?, i.float("end_percent")?);
+        if start > end {
+            return Err(NodeError::input(
+                "start_percent",
+                format!("start_percent {start} is after end_percent {end}"),
+            ));
+        }
+        let conds = [conditioning(i, "positive")?, conditioning(i, "negative")?];
+        apply_node(i, &conds, start, end)
+    }
+}
+
+/// Registers the ControlNet nodes.
+pub fn register(registry: &mut weft_core::Registry) -> std::result::Result<(), String> {
+    registry.register(ControlNetLoader::new())?;
+    registry.register(ControlNetApply::new())?;
+    registry.register(ControlNetApplyAdvanced::new())?;
+    Ok(())
+}
