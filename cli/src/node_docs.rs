@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::process::ExitCode;
 
-use weft_core::{InputSpec, NodeSchema, Registry, Value};
+use weft_core::{InputSpec, NodeSchema, Registry};
 
 pub fn print(registry: &Registry, only: Option<&str>, json: bool, markdown: bool) -> ExitCode {
     let schemas: Vec<&NodeSchema> = match only {
@@ -34,17 +34,10 @@ pub fn print(registry: &Registry, only: Option<&str>, json: bool, markdown: bool
     ExitCode::SUCCESS
 }
 
-fn literal(v: &Value) -> String {
-    match v {
-        Value::String(s) => format!("{s:?}"),
-        other => other.summary(),
-    }
-}
-
 fn constraints(i: &InputSpec) -> String {
     let mut parts = Vec::new();
     if let Some(d) = &i.default {
-        parts.push(format!("default {}", literal(d)));
+        parts.push(format!("default {d}"));
     } else if !i.required {
         parts.push("optional".into());
     }

@@ -26,7 +26,7 @@ use crate::events::{Event, EventSink};
 use crate::node::{CancelToken, GraphText, Inputs, NodeContext, NodeError};
 use crate::schema::Cost;
 use crate::validate::{Binding, PlannedNode, ValidGraph};
-use crate::value::ValueType;
+use weft_schema::ValueType;
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {

@@ -6,13 +6,13 @@
 
 pub mod atomic;
 pub mod cache;
+pub mod define;
 pub mod diagnostic;
 pub mod events;
 pub mod execute;
 pub mod graph;
 pub mod node;
 pub mod registry;
-pub mod schema;
 pub mod source;
 pub mod syntax;
 pub mod validate;
@@ -20,16 +20,18 @@ pub mod value;
 pub mod write;
 
 pub use cache::{Cache, Outputs, Signature};
+pub use define::{Define, Handle, IntoOutputs, NodeDef};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use events::{Event, EventSink};
 pub use execute::{Executor, NodeFailure, RunOptions, RunReport};
 pub use graph::GraphDoc;
 pub use node::{CancelToken, Inputs, Node, NodeContext, NodeError};
 pub use registry::Registry;
-pub use schema::{Cost, InputSpec, NodeSchema, OutputSpec, OutputType};
+pub use weft_schema as schema;
+pub use weft_schema::{Cost, InputSpec, Literal, NodeSchema, OutputSpec, OutputType, ValueType};
 pub use source::{SourceFile, Span, Spanned};
 pub use validate::{validate, Binding, PlannedNode, ValidGraph};
-pub use value::{Latent, LatentSpace, Object, Value, ValueType};
+pub use value::{Latent, LatentSpace, Object, Value};
 
 /// Parses and validates graph text, applying `--set` overrides first.
 pub fn load(

@@ -21,13 +21,7 @@ pub trait Node: Send + Sync + 'static {
     /// Which lazy inputs this node needs, given its eager inputs. Unrequested
     /// lazy inputs are never computed and never affect the cache key.
     fn needed_lazy(&self, inputs: &Inputs) -> Result<Vec<String>, NodeError> {
-        Ok(inputs
-            .schema()
-            .inputs
-            .iter()
-            .filter(|i| i.lazy)
-            .map(|i| i.name.clone())
-            .collect())
+        Ok(crate::define::all_lazy(inputs))
     }
 
     /// A digest of external state (a file's size and mtime, say), mixed into

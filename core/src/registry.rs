@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::node::Node;
 use crate::schema::{NodeSchema, OutputType};
-use crate::value::ValueType;
+use weft_schema::ValueType;
 
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -21,6 +21,11 @@ impl Registry {
     /// broken plugin is refused at load time instead of failing mid-run.
     pub fn register(&mut self, node: impl Node) -> Result<(), String> {
         self.register_arc(Arc::new(node))
+    }
+
+    /// Adds a family's node types (its `nodes()` list).
+    pub fn register_all(&mut self, nodes: Vec<crate::NodeDef>) -> Result<(), String> {
+        nodes.into_iter().try_for_each(|n| self.register(n))
     }
 
     pub fn register_arc(&mut self, node: Arc<dyn Node>) -> Result<(), String> {

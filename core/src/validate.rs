@@ -11,7 +11,8 @@ use crate::node::Node;
 use crate::registry::Registry;
 use crate::schema::OutputType;
 use crate::source::SourceFile;
-use crate::value::{Value, ValueType};
+use crate::value::Value;
+use weft_schema::ValueType;
 
 /// A graph that passed validation: types resolved, links checked, no cycles.
 #[derive(Clone)]
@@ -186,7 +187,10 @@ pub fn validate(
             match &input.value.value {
                 InputValue::Literal(value) => {
                     let checked = if spec.ty.is_scalar() || spec.ty == ValueType::Any {
-                        spec.check_literal(value)
+                        value
+                            .to_literal()
+                            .ok_or_else(|| format!("expected {}, found {}", spec.ty, value.ty()))
+                            .and_then(|literal| spec.check_literal(&literal))
                     } else {
                         Err(format!(
                             "expected a {} from a link `Link(\"node\", \"output\")`, found a literal {}",
@@ -257,7 +261,7 @@ pub fn validate(
         for (slot, spec) in schema.inputs.iter().enumerate() {
             if matches!(bindings[slot], Binding::Absent) {
                 if let Some(default) = &spec.default {
-                    bindings[slot] = Binding::Literal(default.clone());
+                    bindings[slot] = Binding::Literal(Value::from(default.clone()));
                 } else if spec.required && !decl.inputs.iter().any(|d| d.name.value == spec.name) {
                     errors.push(
                         Diagnostic::new(

@@ -45,6 +45,10 @@ impl Object for Vae {
     }
 }
 
+impl weft_core::Handle for Vae {
+    const TYPE: weft_core::ValueType = weft_core::ValueType::Vae;
+}
+
 const EPS: f64 = 1e-6;
 
 /// The middle block's single-head self-attention over all pixels:

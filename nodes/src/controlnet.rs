@@ -26,6 +26,10 @@ impl Object for ControlNetHandle {
     }
 }
 
+impl weft_core::Handle for ControlNetHandle {
+    const TYPE: weft_core::ValueType = weft_core::ValueType::ControlNet;
+}
+
 /// Size and modification time of the files a path loads from.
 fn fingerprint(path: &str) -> String {
     let p = Path::new(path);

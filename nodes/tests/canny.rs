@@ -336,7 +336,7 @@ fn the_node_is_registered_with_comfyui_inputs_and_runs_in_a_graph() {
     let names: Vec<&str> = schema.inputs.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(names, ["image", "low_threshold", "high_threshold"]);
     for (spec, default) in schema.inputs[1..].iter().zip([0.4, 0.8]) {
-        assert!(matches!(spec.default, Some(Value::Float(d)) if d == default));
+        assert!(matches!(spec.default, Some(weft_core::Literal::Float(d)) if d == default));
         assert_eq!(
             (spec.min, spec.max),
             (Some(0.01), Some(0.99)),

@@ -16,6 +16,10 @@ pub struct NoiseHandle {
 
 impl Object for NoiseHandle {}
 
+impl weft_core::Handle for NoiseHandle {
+    const TYPE: weft_core::ValueType = weft_core::ValueType::Noise;
+}
+
 /// GUIDER: a denoiser with its guidance rule, ready for any sampler.
 #[derive(Clone)]
 pub struct GuiderHandle {
@@ -33,6 +37,10 @@ impl fmt::Debug for GuiderHandle {
 
 impl Object for GuiderHandle {}
 
+impl weft_core::Handle for GuiderHandle {
+    const TYPE: weft_core::ValueType = weft_core::ValueType::Guider;
+}
+
 /// SAMPLER: a sampling algorithm with its options.
 #[derive(Clone, Debug)]
 pub struct SamplerHandle {
@@ -41,3 +49,7 @@ pub struct SamplerHandle {
 }
 
 impl Object for SamplerHandle {}
+
+impl weft_core::Handle for SamplerHandle {
+    const TYPE: weft_core::ValueType = weft_core::ValueType::Sampler;
+}

@@ -368,6 +368,10 @@ impl Object for Conditioning {
     }
 }
 
+impl weft_core::Handle for Conditioning {
+    const TYPE: weft_core::ValueType = weft_core::ValueType::Conditioning;
+}
+
 /// A denoising network: the part of a model that differs between checkpoints.
 pub trait Network: Send + Sync + std::fmt::Debug {
     /// One batched forward: `x` already multiplied by the input scale,
@@ -394,6 +398,10 @@ impl Object for Model {
     fn size_bytes(&self) -> usize {
         self.network.size_bytes()
     }
+}
+
+impl weft_core::Handle for Model {
+    const TYPE: weft_core::ValueType = weft_core::ValueType::Model;
 }
 
 impl Model {

@@ -36,6 +36,10 @@ impl Object for TextEncoder {
     }
 }
 
+impl weft_core::Handle for TextEncoder {
+    const TYPE: weft_core::ValueType = weft_core::ValueType::Clip;
+}
+
 /// The CLIP vocabulary size the tokenizer is built for.
 const VOCABULARY: u16 = 49408;
 

@@ -216,3 +216,7 @@ impl NoisyClassifier for Classifier {
 pub struct ClassifierHandle(pub std::sync::Arc<Classifier>);
 
 impl weft_core::Object for ClassifierHandle {}
+
+impl weft_core::Handle for ClassifierHandle {
+    const TYPE: weft_core::ValueType = weft_core::ValueType::Classifier;
+}

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use libloading::Library;
-use weft_core::{InputSpec, NodeSchema, Value, ValueType};
+use weft_core::{InputSpec, NodeSchema, ValueType};
 use weft_plugin_abi::{self as abi, Str};
 
 use crate::call::HOST_API;
@@ -214,9 +214,7 @@ unsafe fn schema(t: &abi::NodeType) -> Result<NodeSchema, String> {
             abi::VALUE_INT => spec.default(default.int),
             abi::VALUE_FLOAT => spec.default(default.float),
             abi::VALUE_BOOL => spec.default(default.int != 0),
-            abi::VALUE_STRING => spec.default(Value::from(
-                text(default.string, "the default").map_err(at)?,
-            )),
+            abi::VALUE_STRING => spec.default(text(default.string, "the default").map_err(at)?),
             other => return Err(at(format!("a default must be a scalar, found tag {other}"))),
         };
         spec.required = input.flags & abi::INPUT_REQUIRED != 0 && spec.default.is_none();

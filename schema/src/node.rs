@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::value::{Value, ValueType};
+use crate::{Literal, ValueType};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct InputSpec {
@@ -14,8 +14,7 @@ pub struct InputSpec {
     #[serde(rename = "type")]
     pub ty: ValueType,
     pub required: bool,
-    #[serde(serialize_with = "serialize_default")]
-    pub default: Option<Value>,
+    pub default: Option<Literal>,
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub step: Option<f64>,
@@ -23,17 +22,6 @@ pub struct InputSpec {
     /// Lazy inputs are computed only when the node asks for them.
     pub lazy: bool,
     pub doc: String,
-}
-
-fn serialize_default<S: serde::Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        None => s.serialize_none(),
-        Some(Value::Int(i)) => s.serialize_i64(*i),
-        Some(Value::Float(x)) => s.serialize_f64(*x),
-        Some(Value::Bool(b)) => s.serialize_bool(*b),
-        Some(Value::String(t)) => s.serialize_str(t),
-        Some(other) => s.serialize_str(&other.summary()),
-    }
 }
 
 impl InputSpec {
@@ -68,7 +56,7 @@ impl InputSpec {
     pub fn choice(name: &str, choices: &[&str]) -> Self {
         let mut spec = Self::new(name, ValueType::String);
         spec.choices = Some(choices.iter().map(|c| c.to_string()).collect());
-        spec.default = choices.first().map(|c| Value::from(*c));
+        spec.default = choices.first().map(|c| Literal::from(*c));
         spec.required = false;
         spec
     }
@@ -77,7 +65,7 @@ impl InputSpec {
     }
 
     /// Sets a default, which also makes the input optional.
-    pub fn default(mut self, value: impl Into<Value>) -> Self {
+    pub fn default(mut self, value: impl Into<Literal>) -> Self {
         self.default = Some(value.into().coerce_to(self.ty));
         self.required = false;
         self
@@ -112,13 +100,13 @@ impl InputSpec {
     }
 
     /// Checks a literal against type, range and choices; the error says what was expected.
-    pub fn check_literal(&self, value: &Value) -> Result<(), String> {
-        if !self.ty.accepts(value.ty()) || !value.ty().is_scalar() {
+    pub fn check_literal(&self, value: &Literal) -> Result<(), String> {
+        if !self.ty.accepts(value.ty()) {
             return Err(format!("expected {}, found {}", self.ty, value.ty()));
         }
         let number = match value {
-            Value::Int(i) => Some(*i as f64),
-            Value::Float(x) => Some(*x),
+            Literal::Int(i) => Some(*i as f64),
+            Literal::Float(x) => Some(*x),
             _ => None,
         };
         if let Some(x) = number {
@@ -126,14 +114,14 @@ impl InputSpec {
                 return Err("expected a number, found NaN".into());
             }
             if let Some(min) = self.min.filter(|min| x < *min) {
-                return Err(format!("{} is below the minimum {min}", value.summary()));
+                return Err(format!("{value} is below the minimum {min}"));
             }
             if let Some(max) = self.max.filter(|max| x > *max) {
-                return Err(format!("{} is above the maximum {max}", value.summary()));
+                return Err(format!("{value} is above the maximum {max}"));
             }
         }
-        if let (Some(choices), Value::String(s)) = (&self.choices, value) {
-            if !choices.iter().any(|c| c.as_str() == &**s) {
+        if let (Some(choices), Literal::String(s)) = (&self.choices, value) {
+            if !choices.iter().any(|c| c == s) {
                 return Err(format!("{s:?} is not one of: {}", choices.join(", ")));
             }
         }
@@ -190,7 +178,7 @@ pub struct NodeSchema {
     /// Non-deterministic nodes re-run every time, and so do their dependents.
     pub deterministic: bool,
     /// The node reads external state (a file, a clock) and implements
-    /// [`crate::Node::fingerprint`] so the cache notices changes.
+    /// the node's `fingerprint` so the cache notices changes.
     pub external_state: bool,
     pub cost: Cost,
     /// Identifies the code behind the node type (for a plugin, its library's
