@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate tiny Stable Diffusion 1.x / 2.x parity fixtures with diffusers + transformers.
 
-Writes nodes/tests/fixtures/sd/: tiny random-weight models with exactly the SD 1.5
+Writes models/tests/fixtures/sd/: tiny random-weight models with exactly the SD 1.5
 (and SD 2.x v-prediction) class layout, both as diffusers folders and as original
 LDM single files (A1111 / ComfyUI layout), a ControlNet, and float32 reference
 outputs (tokenizer ids, CLIP hidden states, UNet / ControlNet / VAE outputs and
@@ -80,7 +80,7 @@ from transformers import (  # noqa: E402
 
 FORMAT_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO_ROOT / "nodes" / "tests" / "fixtures" / "sd"
+DEFAULT_OUT = REPO_ROOT / "models" / "tests" / "fixtures" / "sd"
 
 PROMPT = "a photograph of an astronaut riding a horse"
 NEGATIVE_PROMPT = ""

@@ -1,5 +1,6 @@
 //! `weft`: run, check, watch and list node graphs.
 
+mod models;
 mod node_docs;
 mod render;
 mod watch;
@@ -40,6 +41,12 @@ struct Cli {
     /// Load no plugins, not even from the default directory.
     #[arg(long, global = true, conflicts_with = "plugins")]
     no_plugins: bool,
+    /// A model root (repeatable): a folder of ComfyUI model folders
+    /// (`checkpoints/`, `vae/`, `loras/`, …) or a ComfyUI install, whose
+    /// `models/` and `extra_model_paths.yaml` are read as ComfyUI reads them.
+    /// Also searched: `WEFT_MODELS`, then the roots in ~/.config/weft/config.ron.
+    #[arg(long = "models", value_name = "DIR", global = true)]
+    models: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -79,6 +86,11 @@ enum Command {
     Eval {
         /// The evaluation config.
         config: PathBuf,
+    },
+    /// List the model files found in the model folders, with the family of each.
+    Models {
+        /// Only this kind of folder (`checkpoints`, `vae`, `loras`, `unet`, …).
+        kind: Option<String>,
     },
     /// List node types with their schemas.
     Nodes {
@@ -132,10 +144,12 @@ enum EventMode {
 }
 
 impl ExecArgs {
-    fn options(&self) -> RunOptions {
+    /// Run options for `graph`, whose folder relative model paths resolve in.
+    fn options(&self, graph: &Path) -> RunOptions {
         let mut opts = RunOptions {
             out_dir: self.out.clone(),
             targets: (!self.targets.is_empty()).then(|| self.targets.clone()),
+            base_dir: graph_folder(graph),
             ..RunOptions::default()
         };
         if let Some(w) = self.workers {
@@ -145,10 +159,29 @@ impl ExecArgs {
     }
 }
 
+/// The absolute folder of a graph file.
+fn graph_folder(graph: &Path) -> Option<PathBuf> {
+    let dir = graph.parent()?;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::path::absolute(dir).ok()
+}
+
 fn main() -> ExitCode {
     weft_kernels::alloc::keep_freed_memory();
     let cli = Cli::parse();
-    let mut registry = weft_nodes::builtin_registry();
+    let paths = match models::paths(&cli.models) {
+        Ok(paths) => paths,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let files = weft_nodes::ModelFiles::new(paths);
+    let mut registry = weft_nodes::builtin_registry_with(&files);
     let mut plugins = PluginHost::new();
     let plugin_dirs = if cli.no_plugins {
         Vec::new()
@@ -168,7 +201,7 @@ fn main() -> ExitCode {
             };
             let cancel = interrupt_token();
             let executor = Executor::new(exec.cache_mb << 20);
-            match executor.run(&valid, &exec.options(), &sink, &cancel) {
+            match executor.run(&valid, &exec.options(&graph.graph), &sink, &cancel) {
                 Ok(report) if report.success() => ExitCode::SUCCESS,
                 Ok(report) => {
                     render::summarize_failures(graph.events, &report);
@@ -250,11 +283,12 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Models { kind } => models::print(files.paths(), kind.as_deref()),
         Command::Nodes {
             r#type,
             json,
             markdown,
-        } => node_docs::print(&registry, r#type.as_deref(), json, markdown),
+        } => node_docs::print(&registry, files.paths(), r#type.as_deref(), json, markdown),
     }
 }
 

@@ -4,8 +4,17 @@ use std::fmt::Write;
 use std::process::ExitCode;
 
 use weft_core::{InputSpec, NodeSchema, Registry};
+use weft_model_paths::{ModelKind, ModelPaths};
 
-pub fn print(registry: &Registry, only: Option<&str>, json: bool, markdown: bool) -> ExitCode {
+/// Prints the schemas; in JSON, an input naming a model file offers the
+/// files found in its folders as its choices, as ComfyUI's `/object_info`.
+pub fn print(
+    registry: &Registry,
+    paths: &ModelPaths,
+    only: Option<&str>,
+    json: bool,
+    markdown: bool,
+) -> ExitCode {
     let schemas: Vec<&NodeSchema> = match only {
         None => registry.schemas(),
         Some(name) => match registry.get(name) {
@@ -20,6 +29,7 @@ pub fn print(registry: &Registry, only: Option<&str>, json: bool, markdown: bool
         },
     };
     if json {
+        let schemas: Vec<NodeSchema> = schemas.into_iter().map(|s| with_files(s, paths)).collect();
         println!(
             "{}",
             serde_json::to_string_pretty(&schemas).expect("schemas serialize")
@@ -32,6 +42,22 @@ pub fn print(registry: &Registry, only: Option<&str>, json: bool, markdown: bool
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `schema` with the found files as choices of its model-file inputs.
+fn with_files(schema: &NodeSchema, paths: &ModelPaths) -> NodeSchema {
+    let mut schema = schema.clone();
+    for input in &mut schema.inputs {
+        let Some(kind) = input
+            .model_folder
+            .as_deref()
+            .and_then(|f| f.parse::<ModelKind>().ok())
+        else {
+            continue;
+        };
+        input.choices = Some(paths.list(kind).into_iter().map(|f| f.name).collect());
+    }
+    schema
 }
 
 fn constraints(i: &InputSpec) -> String {

@@ -92,7 +92,7 @@ pub fn watch(
     }
 
     let executor = Executor::new(exec.cache_mb << 20);
-    let opts = exec.options();
+    let opts = exec.options(&args.graph);
     let cancel = interrupt_token();
     let mut last_good: Option<ValidGraph> = None;
     loop {

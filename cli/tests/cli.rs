@@ -13,7 +13,9 @@ fn weft_command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
     command
         .env_remove("WEFT_PLUGINS")
-        .env("XDG_DATA_HOME", "/nonexistent/weft-tests");
+        .env_remove("WEFT_MODELS")
+        .env("XDG_DATA_HOME", "/nonexistent/weft-tests")
+        .env("XDG_CONFIG_HOME", "/nonexistent/weft-tests");
     command
 }
 

@@ -78,7 +78,7 @@ fn every_sd_graph_names_the_missing_checkpoint() {
             err.contains("node `checkpoint` (CheckpointLoaderSimple)"),
             "{g}: {err}"
         );
-        assert!(err.contains("input `ckpt_path`"), "{g}: {err}");
+        assert!(err.contains("input `ckpt_name`"), "{g}: {err}");
         assert!(
             err.contains("/no/such/model.safetensors: no such model file"),
             "{g}: {err}"

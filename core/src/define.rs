@@ -99,7 +99,9 @@ impl Node for NodeDef {
     }
 
     fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
-        self.fingerprint.as_ref().map_or(Ok(String::new()), |f| f(inputs))
+        self.fingerprint
+            .as_ref()
+            .map_or(Ok(String::new()), |f| f(inputs))
     }
 }
 

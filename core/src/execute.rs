@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub out_dir: PathBuf,
     /// Node ids to compute; `None` means every output node.
     pub targets: Option<Vec<String>>,
+    /// The graph file's folder: relative paths in inputs resolve here first
+    /// ([`crate::Inputs::base_dir`]), wherever weft is run from.
+    pub base_dir: Option<PathBuf>,
 }
 
 impl Default for RunOptions {
@@ -51,6 +54,7 @@ impl Default for RunOptions {
             threads: cores,
             out_dir: PathBuf::from("."),
             targets: None,
+            base_dir: None,
         }
     }
 }
@@ -341,7 +345,7 @@ impl<'g> Run<'g> {
                 _ => None,
             })
             .collect();
-        Inputs::new(node.node.clone(), values)
+        Inputs::new(node.node.clone(), values, self.opts.base_dir.as_deref())
     }
 
     /// Phase 2: marks `target` and what it needs, stopping at cache hits.
@@ -432,7 +436,7 @@ impl<'g> Run<'g> {
                 }
             })
             .collect();
-        Inputs::new(node.node.clone(), values)
+        Inputs::new(node.node.clone(), values, self.opts.base_dir.as_deref())
     }
 
     /// A node whose dependencies are all done: settle its lazy choice and

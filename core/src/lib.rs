@@ -27,11 +27,11 @@ pub use execute::{Executor, NodeFailure, RunOptions, RunReport};
 pub use graph::GraphDoc;
 pub use node::{CancelToken, Inputs, Node, NodeContext, NodeError};
 pub use registry::Registry;
-pub use weft_schema as schema;
-pub use weft_schema::{Cost, InputSpec, Literal, NodeSchema, OutputSpec, OutputType, ValueType};
 pub use source::{SourceFile, Span, Spanned};
 pub use validate::{validate, Binding, PlannedNode, ValidGraph};
 pub use value::{Latent, LatentSpace, Object, Value};
+pub use weft_schema as schema;
+pub use weft_schema::{Cost, InputSpec, Literal, NodeSchema, OutputSpec, OutputType, ValueType};
 
 /// Parses and validates graph text, applying `--set` overrides first.
 pub fn load(

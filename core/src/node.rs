@@ -108,14 +108,26 @@ pub struct Inputs {
     /// The node these inputs belong to; its schema names the slots.
     schema: Arc<dyn Node>,
     values: Vec<Option<Value>>,
+    base_dir: Option<Arc<Path>>,
 }
 
 impl Inputs {
-    pub(crate) fn new(node: Arc<dyn Node>, values: Vec<Option<Value>>) -> Self {
+    pub(crate) fn new(
+        node: Arc<dyn Node>,
+        values: Vec<Option<Value>>,
+        base_dir: Option<&Path>,
+    ) -> Self {
         Inputs {
             schema: node,
             values,
+            base_dir: base_dir.map(Arc::from),
         }
+    }
+
+    /// The graph file's folder, where relative paths in inputs resolve
+    /// first; `None` for a graph that did not come from a file.
+    pub fn base_dir(&self) -> Option<&Path> {
+        self.base_dir.as_deref()
     }
 
     pub fn schema(&self) -> &NodeSchema {

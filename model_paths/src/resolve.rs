@@ -58,11 +58,14 @@ impl ModelPaths {
         name: &str,
         base_dir: Option<&Path>,
     ) -> Result<PathBuf, NotFound> {
+        // A diffusers folder is a model too, of any kind.
         let found = |p: &Path| {
             if kind.is_folder_model() {
                 p.is_dir()
             } else {
                 p.is_file()
+                    || p.join("model_index.json").is_file()
+                    || p.join("config.json").is_file()
             }
         };
         let mut searched = Vec::new();

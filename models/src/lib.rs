@@ -17,6 +17,7 @@
 
 pub mod clip;
 pub mod controlnet;
+pub mod detect;
 pub mod mnist;
 pub mod sd;
 pub mod vae;

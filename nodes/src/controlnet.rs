@@ -1,7 +1,6 @@
 //! The ControlNet nodes: `ControlNetLoader`, `ControlNetApply` and
 //! `ControlNetApplyAdvanced`.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::Tensor;
@@ -10,7 +9,6 @@ use weft_core::{
     InputSpec, Inputs, Node, NodeContext, NodeError, NodeSchema, Object, Value, ValueType,
 };
 
-use crate::mnist::file_stamp;
 use crate::sampling_nodes::handles::{handle, value};
 use weft_models::controlnet::apply_control;
 use weft_models::controlnet::ControlNet;
@@ -28,76 +26,6 @@ impl Object for ControlNetHandle {
 
 impl weft_core::Handle for ControlNetHandle {
     const TYPE: weft_core::ValueType = weft_core::ValueType::ControlNet;
-}
-
-/// Size and modification time of the files a path loads from.
-fn fingerprint(path: &str) -> String {
-    let p = Path::new(path);
-    let files: Vec<PathBuf> = if p.is_dir() {
-        [
-            "config.json",
-            "diffusion_pytorch_model.safetensors",
-            "diffusion_pytorch_model.fp16.safetensors",
-        ]
-        .iter()
-        .map(|n| p.join(n))
-        .collect()
-    } else {
-        vec![p.to_path_buf(), p.with_file_name("config.json")]
-    };
-    files
-        .iter()
-        .map(|f| file_stamp(f))
-        .collect::<Vec<_>>()
-        .join(";")
-}
-
-/// Loads a ControlNet.
-pub struct ControlNetLoader(NodeSchema);
-
-impl ControlNetLoader {
-    pub fn new() -> Self {
-        ControlNetLoader(
-            NodeSchema::new(
-                "ControlNetLoader",
-                "model/loaders",
-                "Loads a Stable Diffusion 1.x/2.x ControlNet: a diffusers folder (config.json + diffusion_pytorch_model.safetensors), a diffusers-keyed .safetensors file, or an original ControlNet 1.0/1.1 .safetensors file (`control_model.*` keys, as ComfyUI and A1111 use). A single file's architecture is read from a ControlNetModel config.json beside it, else from its tensor shapes (SD 1.x or 2.x). Pickled .pth/.bin files are not loaded.",
-            )
-            .input(
-                InputSpec::string("control_net_path")
-                    .doc("Path to the ControlNet's .safetensors file or diffusers folder."),
-            )
-            .output("CONTROL_NET", ValueType::ControlNet, "The ControlNet.")
-            .external_state()
-            .heavy(),
-        )
-    }
-}
-
-impl Default for ControlNetLoader {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Node for ControlNetLoader {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> std::result::Result<Vec<Value>, NodeError> {
-        let path = ctx.inputs.str("control_net_path")?;
-        let net = ControlNet::load(Path::new(path))
-            .map_err(|e| NodeError::input("control_net_path", e))?;
-        Ok(vec![value(
-            ValueType::ControlNet,
-            ControlNetHandle(Arc::new(net)),
-        )])
-    }
-
-    fn fingerprint(&self, inputs: &Inputs) -> std::result::Result<String, NodeError> {
-        Ok(fingerprint(inputs.str("control_net_path")?))
-    }
 }
 
 fn image_input(inputs: &Inputs) -> std::result::Result<Tensor, NodeError> {
@@ -253,7 +181,6 @@ impl Node for ControlNetApplyAdvanced {
 
 /// Registers the ControlNet nodes.
 pub fn register(registry: &mut weft_core::Registry) -> std::result::Result<(), String> {
-    registry.register(ControlNetLoader::new())?;
     registry.register(ControlNetApply::new())?;
     registry.register(ControlNetApplyAdvanced::new())?;
     Ok(())

@@ -1,7 +1,6 @@
 //! The Stable Diffusion node types, with ComfyUI's names: loaders, text
 //! encoding and the VAE.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use weft_core::{
@@ -9,21 +8,13 @@ use weft_core::{
 };
 
 use crate::image::image_dims;
-use crate::mnist::file_stamp;
 use crate::sampling_nodes::handles::{handle, value};
 use crate::sampling_nodes::run::latent_input;
 use weft_models::clip::TextEncoder;
-use weft_models::sd::checkpoint;
-use weft_models::sd::network::sampling_model;
-use weft_models::sd::SdUNet;
 use weft_models::vae::Vae;
 
 /// Registers the Stable Diffusion nodes.
 pub fn register(registry: &mut weft_core::Registry) -> Result<(), String> {
-    registry.register(CheckpointLoaderSimple::new())?;
-    registry.register(VaeLoader::new())?;
-    registry.register(UnetLoader::new())?;
-    registry.register(ClipLoader::new())?;
     registry.register(ClipTextEncode::new())?;
     registry.register(ClipSetLastLayer::new())?;
     registry.register(VaeDecode::new(false))?;
@@ -33,240 +24,6 @@ pub fn register(registry: &mut weft_core::Registry) -> Result<(), String> {
     registry.register(EmptyLatentImage::new())?;
     crate::controlnet::register(registry)?;
     Ok(())
-}
-
-/// Size and modification time of a file, or of every file one level into
-/// a folder (a diffusers model), so an unchanged model is not reloaded.
-fn path_fingerprint(path: &str) -> String {
-    let p = Path::new(path);
-    if !p.is_dir() {
-        return file_stamp(p);
-    }
-    let mut parts = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(p) {
-        for sub in entries.flatten() {
-            if let Ok(files) = std::fs::read_dir(sub.path()) {
-                for f in files.flatten() {
-                    parts.push(format!("{}={}", f.path().display(), file_stamp(&f.path())));
-                }
-            }
-        }
-    }
-    parts.sort();
-    parts.join(";")
-}
-
-/// Loads MODEL, CLIP and VAE from a Stable Diffusion checkpoint.
-pub struct CheckpointLoaderSimple(NodeSchema);
-
-impl CheckpointLoaderSimple {
-    pub fn new() -> Self {
-        CheckpointLoaderSimple(
-            NodeSchema::new(
-                "CheckpointLoaderSimple",
-                "model/loaders",
-                "Loads a Stable Diffusion 1.x/2.x checkpoint: a single .safetensors file in the original LDM layout (A1111, ComfyUI, Civitai downloads) or a diffusers folder. The family (SD 1.x or 2.x, ε or v-prediction, inpainting) is read from the tensors; weights are memory-mapped and computed in f32. Files are never fetched: the path must exist.",
-            )
-            .input(InputSpec::string("ckpt_path").doc("The .safetensors file or diffusers folder."))
-            .input(InputSpec::string("config").default("").doc("A diffusers folder whose config.json files describe the checkpoint, for single files of other shapes than SD 1.x/2.x (as diffusers' `from_single_file(config=…)`); empty to read the shapes."))
-            .output("MODEL", ValueType::Model, "The UNet with its noise schedule.")
-            .output("CLIP", ValueType::Clip, "The text encoder and tokenizer.")
-            .output("VAE", ValueType::Vae, "The autoencoder between images and latents.")
-            .external_state()
-            .heavy(),
-        )
-    }
-}
-
-impl Default for CheckpointLoaderSimple {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Node for CheckpointLoaderSimple {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let path = ctx.inputs.str("ckpt_path")?;
-        let config = ctx.inputs.str("config")?;
-        let config = (!config.is_empty()).then(|| Path::new(config));
-        let err = |e: String| NodeError::input("ckpt_path", e);
-        let ck = checkpoint::open(Path::new(path), config).map_err(err)?;
-        let missing = |what: &str| err(format!("{path}: the checkpoint has no {what}"));
-        let (uspec, utensors) = ck.unet.as_ref().ok_or_else(|| missing("UNet"))?;
-        let unet = SdUNet::build(uspec, utensors).map_err(err)?;
-        ctx.check_cancelled()?;
-        let clip = TextEncoder::build(ck.clip.as_ref().ok_or_else(|| missing("text encoder"))?)
-            .map_err(err)?;
-        let (vspec, vtensors) = ck.vae.as_ref().ok_or_else(|| missing("VAE"))?;
-        let vae = Vae::build(vspec, vtensors).map_err(err)?;
-        let model = sampling_model(&ck, unet).map_err(err)?;
-        ctx.output(format!(
-            "{}: {} checkpoint, {:?} prediction",
-            path,
-            ck.family.name(),
-            ck.schedule.prediction
-        ));
-        Ok(vec![
-            value(ValueType::Model, model),
-            value(ValueType::Clip, clip),
-            value(ValueType::Vae, vae),
-        ])
-    }
-
-    fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
-        Ok(format!(
-            "{}|{}",
-            path_fingerprint(inputs.str("ckpt_path")?),
-            path_fingerprint(inputs.str("config")?)
-        ))
-    }
-}
-
-/// Loads a VAE on its own: a checkpoint's, a diffusers `vae/` folder's, or
-/// a standalone VAE file (such as `vae-ft-mse-840000-ema-pruned.safetensors`).
-pub struct VaeLoader(NodeSchema);
-
-impl VaeLoader {
-    pub fn new() -> Self {
-        VaeLoader(
-            NodeSchema::new(
-                "VAELoader",
-                "model/loaders",
-                "Loads a Stable Diffusion VAE: a standalone VAE file in the LDM layout (`encoder.…`, `decoder.…`), a full checkpoint (its `first_stage_model.…`), or a diffusers folder with a vae/ subfolder.",
-            )
-            .input(InputSpec::string("vae_path").doc("The .safetensors file or diffusers folder."))
-            .output("VAE", ValueType::Vae, "The autoencoder.")
-            .external_state()
-            .heavy(),
-        )
-    }
-}
-
-impl Default for VaeLoader {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Node for VaeLoader {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let path = ctx.inputs.str("vae_path")?;
-        let err = |e: String| NodeError::input("vae_path", e);
-        let (spec, tensors) = checkpoint::open_vae(Path::new(path)).map_err(err)?;
-        let vae = Vae::build(&spec, &tensors).map_err(err)?;
-        Ok(vec![value(ValueType::Vae, vae)])
-    }
-
-    fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
-        Ok(path_fingerprint(inputs.str("vae_path")?))
-    }
-}
-
-/// Loads a UNet on its own, as a MODEL.
-pub struct UnetLoader(NodeSchema);
-
-impl UnetLoader {
-    pub fn new() -> Self {
-        UnetLoader(
-            NodeSchema::new(
-                "UNETLoader",
-                "model/loaders",
-                "Loads a Stable Diffusion 1.x/2.x UNet on its own: a UNet-only file in the LDM layout (`input_blocks.…`, as in ComfyUI's diffusion_models folder), a full checkpoint, or a diffusers folder or its unet/ subfolder.",
-            )
-            .input(InputSpec::string("unet_path").doc("The .safetensors file or diffusers folder."))
-            .input(InputSpec::string("config").default("").doc("A diffusers folder describing the UNet, for shapes other than SD 1.x/2.x; empty to read the shapes."))
-            .output("MODEL", ValueType::Model, "The UNet with its noise schedule.")
-            .external_state()
-            .heavy(),
-        )
-    }
-}
-
-impl Default for UnetLoader {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Node for UnetLoader {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let path = ctx.inputs.str("unet_path")?;
-        let config = ctx.inputs.str("config")?;
-        let config = (!config.is_empty()).then(|| Path::new(config));
-        let err = |e: String| NodeError::input("unet_path", e);
-        let ck = checkpoint::open_unet(Path::new(path), config).map_err(err)?;
-        let (spec, tensors) = ck.unet.as_ref().expect("open_unet returns a UNet");
-        let unet = SdUNet::build(spec, tensors).map_err(err)?;
-        Ok(vec![value(
-            ValueType::Model,
-            sampling_model(&ck, unet).map_err(err)?,
-        )])
-    }
-
-    fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
-        Ok(format!(
-            "{}|{}",
-            path_fingerprint(inputs.str("unet_path")?),
-            path_fingerprint(inputs.str("config")?)
-        ))
-    }
-}
-
-/// Loads a text encoder on its own, as a CLIP.
-pub struct ClipLoader(NodeSchema);
-
-impl ClipLoader {
-    pub fn new() -> Self {
-        ClipLoader(
-            NodeSchema::new(
-                "CLIPLoader",
-                "model/loaders",
-                "Loads a Stable Diffusion text encoder on its own: a transformers CLIP file (`text_model.…`, SD 1.x), an OpenCLIP file (`transformer.resblocks.…`, SD 2.x), a full checkpoint, or a diffusers folder or its text_encoder/ subfolder.",
-            )
-            .input(InputSpec::string("clip_path").doc("The .safetensors file or diffusers folder."))
-            .output("CLIP", ValueType::Clip, "The text encoder and tokenizer.")
-            .external_state()
-            .heavy(),
-        )
-    }
-}
-
-impl Default for ClipLoader {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Node for ClipLoader {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let path = ctx.inputs.str("clip_path")?;
-        let err = |e: String| NodeError::input("clip_path", e);
-        let parts = checkpoint::open_clip(Path::new(path)).map_err(err)?;
-        Ok(vec![value(
-            ValueType::Clip,
-            TextEncoder::build(&parts).map_err(err)?,
-        )])
-    }
-
-    fn fingerprint(&self, inputs: &Inputs) -> Result<String, NodeError> {
-        Ok(path_fingerprint(inputs.str("clip_path")?))
-    }
 }
 
 fn clip_input(inputs: &Inputs) -> Result<&TextEncoder, NodeError> {

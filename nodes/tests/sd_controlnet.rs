@@ -554,7 +554,7 @@ fn apply_nodes_attach_hints() {
     let graph = format!(
         r#"(
             nodes: {{
-                "net": ControlNetLoader(control_net_path: {net:?}),
+                "net": ControlNetLoader(control_net_name: {net:?}),
                 "img": LoadImage(image_path: {png:?}),
                 "pos": ClassLabel(labels: "1"),
                 "neg": ClassLabel(labels: "none"),
@@ -637,7 +637,7 @@ fn apply_nodes_attach_hints() {
     let bad = format!(
         r#"(
             nodes: {{
-                "net": ControlNetLoader(control_net_path: {missing:?}),
+                "net": ControlNetLoader(control_net_name: {missing:?}),
                 "show": Print(value: Link("net", "CONTROL_NET")),
             }},
         )"#,

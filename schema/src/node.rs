@@ -21,6 +21,11 @@ pub struct InputSpec {
     pub choices: Option<Vec<String>>,
     /// Lazy inputs are computed only when the node asks for them.
     pub lazy: bool,
+    /// For a STRING naming a model file: the ComfyUI model folder it is
+    /// looked up in (`checkpoints`, `vae`, …). Listings offer that folder's
+    /// files as choices; any other name or path is still accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_folder: Option<String>,
     pub doc: String,
 }
 
@@ -36,6 +41,7 @@ impl InputSpec {
             step: None,
             choices: None,
             lazy: false,
+            model_folder: None,
             doc: String::new(),
         }
     }
@@ -58,6 +64,13 @@ impl InputSpec {
         spec.choices = Some(choices.iter().map(|c| c.to_string()).collect());
         spec.default = choices.first().map(|c| Literal::from(*c));
         spec.required = false;
+        spec
+    }
+    /// A STRING naming a model file in ComfyUI's `folder` (`checkpoints`,
+    /// `vae`, `loras`, …), or a path.
+    pub fn model(name: &str, folder: &str) -> Self {
+        let mut spec = Self::new(name, ValueType::String);
+        spec.model_folder = Some(folder.into());
         spec
     }
     pub fn of(name: &str, ty: ValueType) -> Self {

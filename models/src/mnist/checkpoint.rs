@@ -65,10 +65,13 @@ pub fn read_config(path: &Path) -> Result<ModelConfig, String> {
 
 /// Loads a checkpoint as its config and network (on the CPU, in f32).
 pub fn load_net(path: &Path) -> Result<(ModelConfig, Net), String> {
-    let bytes = read(path)?;
-    let config = config_of(path, &bytes)?;
-    let file = path.display();
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+    load_net_bytes(&path.display().to_string(), &read(path)?)
+}
+
+/// [`load_net`] from a checkpoint's bytes; `file` names it in errors.
+pub fn load_net_bytes(file: &str, bytes: &[u8]) -> Result<(ModelConfig, Net), String> {
+    let config = config_of(Path::new(file), bytes)?;
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
         .map_err(|e| format!("{file}: cannot read tensors: {e}"))?;
 
     // A reference build tells which names and shapes the config implies.
@@ -138,17 +141,19 @@ pub fn load_net(path: &Path) -> Result<(ModelConfig, Net), String> {
 /// Loads a checkpoint as a MODEL: pixel-space latents with the checkpoint's
 /// channel count, and the sampling parameterisation of its objective.
 pub fn load_model(path: &Path) -> Result<Model, String> {
-    let (config, net) = load_net(path)?;
+    load_model_bytes(&path.display().to_string(), &read(path)?)
+}
+
+/// [`load_model`] from a checkpoint's bytes; `file` names it in errors.
+pub fn load_model_bytes(file: &str, bytes: &[u8]) -> Result<Model, String> {
+    let (config, net) = load_net_bytes(file, bytes)?;
     if config.objective == Objective::Classify {
         return Err(format!(
-            "{}: is a classifier, not a generative model; load it with ClassifierLoader",
-            path.display()
+            "{file}: is a classifier, not a generative model; load it with ClassifierLoader"
         ));
     }
     // The file's size approximates the f32 weights for the cache budget.
-    let size_bytes = std::fs::metadata(path)
-        .map(|m| m.len() as usize)
-        .unwrap_or(0);
+    let size_bytes = bytes.len();
     let sampling = config.sampling();
     Ok(Model {
         network: Arc::new(CheckpointNetwork {
@@ -166,11 +171,15 @@ pub fn load_model(path: &Path) -> Result<Model, String> {
 
 /// Loads a classifier checkpoint (see [`super::classifier`]).
 pub fn load_classifier(path: &Path) -> Result<Classifier, String> {
-    match load_net(path)? {
+    load_classifier_bytes(&path.display().to_string(), &read(path)?)
+}
+
+/// [`load_classifier`] from a checkpoint's bytes; `file` names it in errors.
+pub fn load_classifier_bytes(file: &str, bytes: &[u8]) -> Result<Classifier, String> {
+    match load_net_bytes(file, bytes)? {
         (_, Net::Classifier(c)) => Ok(*c),
         (config, _) => Err(format!(
-            "{}: holds a {} generative model, not a classifier",
-            path.display(),
+            "{file}: holds a {} generative model, not a classifier",
             config.net.arch()
         )),
     }

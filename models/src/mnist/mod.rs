@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod classifier;
 pub mod dit;
+pub mod embedded;
 pub mod unet;
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
@@ -18,7 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use weft_sampling::{schedule, ModelSampling, Path, Prediction};
 
-pub use checkpoint::{load_classifier, load_model, load_net, save};
+pub use checkpoint::{
+    load_classifier, load_classifier_bytes, load_model, load_model_bytes, load_net, load_net_bytes,
+    save,
+};
 pub use classifier::{Classifier, ClassifierConfig};
 pub use dit::{DiT, DiTBlock, DiTConfig};
 pub use unet::{UNet, UNetConfig};

@@ -8,9 +8,9 @@
 //! order, so the result is bit-for-bit reproducible.
 
 use candle_core::{Device, Tensor};
-use weft_core::{InputSpec, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
+use weft_core::{Define, InputSpec, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
-use super::{image_dims, pixels};
+use super::{image_dims, image_input, pixels};
 
 /// Half-width of the Gaussian kernel (5 taps) and its σ, as kornia's defaults.
 const BLUR_RADIUS: usize = 2;
@@ -22,82 +22,53 @@ const TAN_22_5: f32 = 0.414_213_57;
 /// ITU-R BT.601 luma weights for R, G, B.
 const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
 
-/// Finds edges with the Canny algorithm, for ControlNet edge hints.
-pub struct Canny(NodeSchema);
-
-impl Canny {
-    pub fn new() -> Self {
-        Canny(
-            NodeSchema::new(
-                "Canny",
-                "image",
-                "Finds edges with the Canny algorithm (luma, 5×5 Gaussian blur with σ = 1, Sobel \
-                 gradients, non-maximum suppression, double threshold, hysteresis) and returns a \
-                 3-channel map with edges 1 and background 0, e.g. as a ControlNet hint. \
-                 Thresholds are on the raw Sobel gradient magnitude of the blurred luma, as in \
-                 ComfyUI's Canny (kornia), so ComfyUI values carry over: a full-contrast straight \
-                 step measures about 2.59, so the defaults 0.4 and 0.8 are about 15 % and 31 % of \
-                 it.",
-            )
-            .input(InputSpec::of("image", ValueType::Image).doc("The images, 1 or 3 channels."))
-            .input(
-                InputSpec::float("low_threshold")
-                    .default(0.4)
-                    .range(0.01, 0.99)
-                    .step(0.01)
-                    .doc(
-                        "Weak edges: suppressed-maximum pixels whose normalised gradient \
-                          magnitude exceeds this are kept when 8-connected to a strong edge.",
-                    ),
-            )
-            .input(
-                InputSpec::float("high_threshold")
-                    .default(0.8)
-                    .range(0.01, 0.99)
-                    .step(0.01)
-                    .doc(
-                        "Strong edges: suppressed-maximum pixels whose normalised gradient \
-                          magnitude exceeds this are always kept. Must not be below low_threshold.",
-                    ),
-            )
-            .output(
-                "IMAGE",
-                ValueType::Image,
-                "The edge map, [B, 3, H, W]: 1 on edges, 0 elsewhere, the same in every channel.",
+/// `Canny`: finds edges with the Canny algorithm, for ControlNet edge hints.
+pub fn canny_node() -> NodeDef {
+    NodeSchema::new(
+        "Canny",
+        "image",
+        "Finds edges with the Canny algorithm (luma, 5×5 Gaussian blur with σ = 1, Sobel \
+         gradients, non-maximum suppression, double threshold, hysteresis) and returns a \
+         3-channel map with edges 1 and background 0, e.g. as a ControlNet hint. \
+         Thresholds are on the raw Sobel gradient magnitude of the blurred luma, as in \
+         ComfyUI's Canny (kornia), so ComfyUI values carry over: a full-contrast straight \
+         step measures about 2.59, so the defaults 0.4 and 0.8 are about 15 % and 31 % of \
+         it.",
+    )
+    .input(InputSpec::of("image", ValueType::Image).doc("The images, 1 or 3 channels."))
+    .input(
+        InputSpec::float("low_threshold")
+            .default(0.4)
+            .range(0.01, 0.99)
+            .step(0.01)
+            .doc(
+                "Weak edges: suppressed-maximum pixels whose normalised gradient \
+                  magnitude exceeds this are kept when 8-connected to a strong edge.",
             ),
-        )
-    }
-}
-
-impl Default for Canny {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Node for Canny {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let i = ctx.inputs;
-        let image = match i.value("image")? {
-            Value::Image(t) => t,
-            other => {
-                return Err(NodeError::input(
-                    "image",
-                    format!("expected IMAGE, found {}", other.ty()),
-                ))
-            }
-        };
+    )
+    .input(
+        InputSpec::float("high_threshold")
+            .default(0.8)
+            .range(0.01, 0.99)
+            .step(0.01)
+            .doc(
+                "Strong edges: suppressed-maximum pixels whose normalised gradient \
+                  magnitude exceeds this are always kept. Must not be below low_threshold.",
+            ),
+    )
+    .output(
+        "IMAGE",
+        ValueType::Image,
+        "The edge map, [B, 3, H, W]: 1 on edges, 0 elsewhere, the same in every channel.",
+    )
+    .run(|cx| {
         let out = canny(
-            image,
-            i.float("low_threshold")? as f32,
-            i.float("high_threshold")? as f32,
+            image_input(cx, "image")?,
+            cx.float("low_threshold")? as f32,
+            cx.float("high_threshold")? as f32,
         )?;
-        Ok(vec![Value::Image(out)])
-    }
+        Ok(Value::Image(out))
+    })
 }
 
 /// Canny edges of every image in `[B, C, H, W]` (C = 1 or 3, values in

@@ -12,24 +12,44 @@ mod png_io;
 mod save;
 mod transform;
 
-pub use canny::{canny, Canny};
-pub use convert::{ImageToLatent, LatentToImage};
-pub use load::{load_image, LoadImage};
+pub use canny::{canny, canny_node};
+pub use convert::{image_to_latent, latent_to_image};
+pub use load::{load_image, load_image_node};
 pub use png_io::{embedded_graph, encode_png, read_png, PngFile, GRAPH_KEY, NODE_KEY};
-pub use save::SaveImage;
-pub use transform::{grid, scale, ImageGrid, ImageScale};
+pub use save::save_image;
+pub use transform::{grid, image_grid, image_scale, scale};
 
-use weft_core::Registry;
+use weft_core::{NodeContext, NodeDef, NodeError, Registry, Value};
+
+/// The image node types.
+pub fn nodes() -> Vec<NodeDef> {
+    vec![
+        save_image(),
+        load_image_node(),
+        image_grid(),
+        image_scale(),
+        latent_to_image(),
+        image_to_latent(),
+        canny_node(),
+    ]
+}
 
 pub fn register(registry: &mut Registry) -> Result<(), String> {
-    registry.register(SaveImage::new())?;
-    registry.register(LoadImage::new())?;
-    registry.register(ImageGrid::new())?;
-    registry.register(ImageScale::new())?;
-    registry.register(LatentToImage::new())?;
-    registry.register(ImageToLatent::new())?;
-    registry.register(Canny::new())?;
-    Ok(())
+    registry.register_all(nodes())
+}
+
+/// The tensor behind IMAGE input `name`.
+pub(crate) fn image_input<'a>(
+    cx: &'a NodeContext<'_>,
+    name: &str,
+) -> Result<&'a candle_core::Tensor, NodeError> {
+    match cx.value(name)? {
+        Value::Image(t) => Ok(t),
+        other => Err(NodeError::input(
+            name,
+            format!("expected IMAGE, found {}", other.ty()),
+        )),
+    }
 }
 
 /// The shape of an image batch, checked once so every node reports a wrong
@@ -37,10 +57,10 @@ pub fn register(registry: &mut Registry) -> Result<(), String> {
 pub(crate) fn image_dims(
     t: &candle_core::Tensor,
     input: &str,
-) -> Result<(usize, usize, usize, usize), weft_core::NodeError> {
+) -> Result<(usize, usize, usize, usize), NodeError> {
     match t.dims() {
         &[b, c, h, w] => Ok((b, c, h, w)),
-        other => Err(weft_core::NodeError::input(
+        other => Err(NodeError::input(
             input,
             format!("an image is [batch, channels, height, width], found shape {other:?}"),
         )),
@@ -48,7 +68,7 @@ pub(crate) fn image_dims(
 }
 
 /// The image's values as f32 on the CPU, batch-major, for per-pixel work.
-pub(crate) fn pixels(t: &candle_core::Tensor) -> Result<Vec<f32>, weft_core::NodeError> {
+pub(crate) fn pixels(t: &candle_core::Tensor) -> Result<Vec<f32>, NodeError> {
     Ok(t.to_dtype(candle_core::DType::F32)?
         .flatten_all()?
         .to_vec1::<f32>()?)

@@ -2,108 +2,90 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use weft_core::atomic::write_atomic;
-use weft_core::{InputSpec, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
+use weft_core::{Define, InputSpec, NodeContext, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
 use super::png_io::{encode_png, GRAPH_KEY, NODE_KEY};
-use super::{image_dims, pixels};
+use super::{image_dims, image_input, pixels};
 
 /// Picking a free number and writing the file must not interleave between
 /// two saves running in parallel, or both would take the same number.
 static NUMBERING: Mutex<()> = Mutex::new(());
 
-/// Saves each image of a batch as a numbered PNG that embeds the graph.
-pub struct SaveImage(NodeSchema);
-
-impl SaveImage {
-    pub fn new() -> Self {
-        SaveImage(
-            NodeSchema::new(
-                "SaveImage",
-                "image",
-                "Saves each image of the batch as a numbered PNG (`{prefix}_{counter:05}_.png`) that embeds the resolved graph, so `weft run image.png` re-runs it.",
-            )
-            .input(InputSpec::of("images", ValueType::Image).doc("The images to save."))
-            .input(
-                InputSpec::string("filename_prefix")
-                    .default("weft")
-                    .doc("File name before the counter; may include subfolders."),
-            )
-            .input(
-                InputSpec::bool("individual")
-                    .default(false)
-                    .doc("Give the batch one counter and number its items (`{prefix}_{counter:05}_{index:03}_.png`), so they sort together."),
-            )
-            .input(
-                InputSpec::string("labels")
-                    .optional()
-                    .doc("Comma-separated, one per item; names files `{prefix}_{counter:05}_{index:03}_label{label}.png`."),
-            )
-            .output("paths", ValueType::String, "The files written, one per line.")
-            .output_node(),
-        )
-    }
+/// `SaveImage`: saves each image of a batch as a numbered PNG that embeds
+/// the graph.
+pub fn save_image() -> NodeDef {
+    NodeSchema::new(
+        "SaveImage",
+        "image",
+        "Saves each image of the batch as a numbered PNG (`{prefix}_{counter:05}_.png`) that embeds the resolved graph, so `weft run image.png` re-runs it.",
+    )
+    .input(InputSpec::of("images", ValueType::Image).doc("The images to save."))
+    .input(
+        InputSpec::string("filename_prefix")
+            .default("weft")
+            .doc("File name before the counter; may include subfolders."),
+    )
+    .input(
+        InputSpec::bool("individual")
+            .default(false)
+            .doc("Give the batch one counter and number its items (`{prefix}_{counter:05}_{index:03}_.png`), so they sort together."),
+    )
+    .input(
+        InputSpec::string("labels")
+            .optional()
+            .doc("Comma-separated, one per item; names files `{prefix}_{counter:05}_{index:03}_label{label}.png`."),
+    )
+    .output("paths", ValueType::String, "The files written, one per line.")
+    .output_node()
+    .run(save)
 }
 
-impl Default for SaveImage {
-    fn default() -> Self {
-        Self::new()
+fn save(cx: &NodeContext<'_>) -> Result<Value, NodeError> {
+    let images = image_input(cx, "images")?;
+    let (batch, channels, height, width) = image_dims(images, "images")?;
+    if !matches!(channels, 1 | 3 | 4) {
+        return Err(NodeError::input(
+            "images",
+            format!("cannot save {channels}-channel images (1 = gray, 3 = RGB, 4 = RGBA)"),
+        ));
     }
-}
+    let prefix = cx.str("filename_prefix")?;
+    if prefix.is_empty() || prefix.split(['/', '\\']).any(|part| part == "..") {
+        return Err(NodeError::input(
+            "filename_prefix",
+            "must be a non-empty name inside the output directory (no `..`)",
+        ));
+    }
+    let labels = match cx.inputs.get("labels") {
+        Some(Value::String(s)) => Some(parse_labels(s, batch)?),
+        _ => None,
+    };
+    let indexed = labels.is_some() || cx.bool("individual")?;
 
-impl Node for SaveImage {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
+    let graph = cx.graph_ron();
+    let text = [(GRAPH_KEY, graph), (NODE_KEY, cx.node_id)];
+    let data = pixels(images)?;
+    let plane = channels * height * width;
+    let mut encoded = Vec::with_capacity(batch);
+    for item in 0..batch {
+        cx.check_cancelled()?;
+        let bytes = to_u8_interleaved(&data[item * plane..(item + 1) * plane], channels);
+        encoded.push(
+            encode_png(width as u32, height as u32, channels, &bytes, &text)
+                .map_err(NodeError::new)?,
+        );
     }
 
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let Value::Image(images) = ctx.inputs.value("images")? else {
-            return Err(NodeError::input("images", "expected IMAGE"));
-        };
-        let (batch, channels, height, width) = image_dims(images, "images")?;
-        if !matches!(channels, 1 | 3 | 4) {
-            return Err(NodeError::input(
-                "images",
-                format!("cannot save {channels}-channel images (1 = gray, 3 = RGB, 4 = RGBA)"),
-            ));
-        }
-        let prefix = ctx.inputs.str("filename_prefix")?;
-        if prefix.is_empty() || prefix.split(['/', '\\']).any(|part| part == "..") {
-            return Err(NodeError::input(
-                "filename_prefix",
-                "must be a non-empty name inside the output directory (no `..`)",
-            ));
-        }
-        let labels = match ctx.inputs.get("labels") {
-            Some(Value::String(s)) => Some(parse_labels(s, batch)?),
-            _ => None,
-        };
-        let indexed = labels.is_some() || ctx.inputs.bool("individual")?;
-
-        let graph = ctx.graph_ron();
-        let text = [(GRAPH_KEY, graph), (NODE_KEY, ctx.node_id)];
-        let data = pixels(images)?;
-        let plane = channels * height * width;
-        let mut encoded = Vec::with_capacity(batch);
-        for item in 0..batch {
-            ctx.check_cancelled()?;
-            let bytes = to_u8_interleaved(&data[item * plane..(item + 1) * plane], channels);
-            encoded.push(
-                encode_png(width as u32, height as u32, channels, &bytes, &text)
-                    .map_err(NodeError::new)?,
-            );
-        }
-
-        let _numbering = NUMBERING.lock().unwrap_or_else(|e| e.into_inner());
-        let paths = numbered_paths(ctx.out_dir, prefix, batch, indexed, labels.as_deref());
-        let mut written = Vec::with_capacity(batch);
-        for (path, png) in paths.iter().zip(&encoded) {
-            write_atomic(path, png)
-                .map_err(|e| NodeError::new(format!("cannot write {}: {e}", path.display())))?;
-            ctx.output(format!("saved {}", path.display()));
-            written.push(path.display().to_string());
-        }
-        Ok(vec![Value::String(written.join("\n").into())])
+    let _numbering = NUMBERING.lock().unwrap_or_else(|e| e.into_inner());
+    let paths = numbered_paths(cx.out_dir, prefix, batch, indexed, labels.as_deref());
+    let mut written = Vec::with_capacity(batch);
+    for (path, png) in paths.iter().zip(&encoded) {
+        write_atomic(path, png)
+            .map_err(|e| NodeError::new(format!("cannot write {}: {e}", path.display())))?;
+        cx.output(format!("saved {}", path.display()));
+        written.push(path.display().to_string());
     }
+    Ok(Value::String(written.join("\n").into()))
 }
 
 /// One label per batch item (or one for a single image), made safe for a

@@ -1,74 +1,45 @@
 use candle_core::{Device, Tensor};
-use weft_core::{InputSpec, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
+use weft_core::{Define, InputSpec, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
-use super::{image_dims, pixels};
+use super::{image_dims, image_input, pixels};
 
-fn image_input<'a>(ctx: &'a NodeContext<'_>, name: &str) -> Result<&'a Tensor, NodeError> {
-    match ctx.inputs.value(name)? {
-        Value::Image(t) => Ok(t),
-        other => Err(NodeError::input(
-            name,
-            format!("expected IMAGE, found {}", other.ty()),
-        )),
-    }
-}
-
-/// Tiles a batch into one image, to see a whole batch at a glance.
-pub struct ImageGrid(NodeSchema);
-
-impl ImageGrid {
-    pub fn new() -> Self {
-        ImageGrid(
-            NodeSchema::new(
-                "ImageGrid",
-                "image",
-                "Tiles a batch into one image, row by row, with padding between tiles.",
-            )
-            .input(InputSpec::of("images", ValueType::Image).doc("The batch to tile."))
-            .input(
-                InputSpec::int("columns")
-                    .default(10)
-                    .range(1.0, 4096.0)
-                    .doc("Tiles per row (fewer if the batch is smaller)."),
-            )
-            .input(
-                InputSpec::int("padding")
-                    .default(2)
-                    .range(0.0, 4096.0)
-                    .doc("Pixels between tiles."),
-            )
-            .input(
-                InputSpec::float("background")
-                    .default(0.0)
-                    .range(0.0, 1.0)
-                    .doc("Value of the padding and of empty cells."),
-            )
-            .output("IMAGE", ValueType::Image, "One image holding every tile."),
-        )
-    }
-}
-
-impl Default for ImageGrid {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Node for ImageGrid {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let i = ctx.inputs;
+/// `ImageGrid`: tiles a batch into one image, to see a whole batch at a
+/// glance.
+pub fn image_grid() -> NodeDef {
+    NodeSchema::new(
+        "ImageGrid",
+        "image",
+        "Tiles a batch into one image, row by row, with padding between tiles.",
+    )
+    .input(InputSpec::of("images", ValueType::Image).doc("The batch to tile."))
+    .input(
+        InputSpec::int("columns")
+            .default(10)
+            .range(1.0, 4096.0)
+            .doc("Tiles per row (fewer if the batch is smaller)."),
+    )
+    .input(
+        InputSpec::int("padding")
+            .default(2)
+            .range(0.0, 4096.0)
+            .doc("Pixels between tiles."),
+    )
+    .input(
+        InputSpec::float("background")
+            .default(0.0)
+            .range(0.0, 1.0)
+            .doc("Value of the padding and of empty cells."),
+    )
+    .output("IMAGE", ValueType::Image, "One image holding every tile.")
+    .run(|cx| {
         let out = grid(
-            image_input(ctx, "images")?,
-            i.int("columns")? as usize,
-            i.int("padding")? as usize,
-            i.float("background")? as f32,
+            image_input(cx, "images")?,
+            cx.int("columns")? as usize,
+            cx.int("padding")? as usize,
+            cx.float("background")? as f32,
         )?;
-        Ok(vec![Value::Image(out)])
-    }
+        Ok(Value::Image(out))
+    })
 }
 
 /// Tiles `[B, C, H, W]` into `[1, C, rows·H + (rows−1)·pad, cols·W + (cols−1)·pad]`,
@@ -102,56 +73,36 @@ pub fn grid(
     Ok(Tensor::from_vec(out, (1, c, gh, gw), &Device::Cpu)?)
 }
 
-/// Resizes every image of a batch.
-pub struct ImageScale(NodeSchema);
-
-impl ImageScale {
-    pub fn new() -> Self {
-        ImageScale(
-            NodeSchema::new("ImageScale", "image", "Resizes every image of a batch.")
-                .input(InputSpec::of("image", ValueType::Image).doc("The images."))
-                .input(
-                    InputSpec::int("width")
-                        .default(512)
-                        .range(1.0, 16384.0)
-                        .doc("New width in pixels."),
-                )
-                .input(
-                    InputSpec::int("height")
-                        .default(512)
-                        .range(1.0, 16384.0)
-                        .doc("New height in pixels."),
-                )
-                .input(
-                    InputSpec::choice("method", &["nearest", "bilinear"])
-                        .doc("Nearest keeps hard edges; bilinear blends (pixel centres aligned, as PyTorch with align_corners=False)."),
-                )
-                .output("IMAGE", ValueType::Image, "The resized images."),
+/// `ImageScale`: resizes every image of a batch.
+pub fn image_scale() -> NodeDef {
+    NodeSchema::new("ImageScale", "image", "Resizes every image of a batch.")
+        .input(InputSpec::of("image", ValueType::Image).doc("The images."))
+        .input(
+            InputSpec::int("width")
+                .default(512)
+                .range(1.0, 16384.0)
+                .doc("New width in pixels."),
         )
-    }
-}
-
-impl Default for ImageScale {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Node for ImageScale {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let i = ctx.inputs;
-        let out = scale(
-            image_input(ctx, "image")?,
-            i.int("width")? as usize,
-            i.int("height")? as usize,
-            i.str("method")? == "bilinear",
-        )?;
-        Ok(vec![Value::Image(out)])
-    }
+        .input(
+            InputSpec::int("height")
+                .default(512)
+                .range(1.0, 16384.0)
+                .doc("New height in pixels."),
+        )
+        .input(
+            InputSpec::choice("method", &["nearest", "bilinear"])
+                .doc("Nearest keeps hard edges; bilinear blends (pixel centres aligned, as PyTorch with align_corners=False)."),
+        )
+        .output("IMAGE", ValueType::Image, "The resized images.")
+        .run(|cx| {
+            let out = scale(
+                image_input(cx, "image")?,
+                cx.int("width")? as usize,
+                cx.int("height")? as usize,
+                cx.str("method")? == "bilinear",
+            )?;
+            Ok(Value::Image(out))
+        })
 }
 
 /// Resizes `[B, C, H, W]` to `[B, C, height, width]`: nearest picks source

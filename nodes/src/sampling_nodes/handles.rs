@@ -6,7 +6,8 @@ use weft_core::{NodeError, Object, Value, ValueType};
 
 pub use weft_sampling::handles::{GuiderHandle, NoiseHandle, SamplerHandle};
 
-/// Reads a handle of type `T` from input `name`.
+/// Reads a handle of type `T` from input `name`. Superseded by
+/// `Inputs::handle`; kept while `sd.rs` and `controlnet.rs` use it.
 pub fn handle<'a, T: Object>(
     inputs: &'a weft_core::Inputs,
     name: &str,
@@ -18,7 +19,8 @@ pub fn handle<'a, T: Object>(
         .ok_or_else(|| NodeError::input(name, format!("expected a {ty} value")))
 }
 
-/// Wraps a handle as a value of type `ty`.
+/// Wraps a handle as a value of type `ty`. Superseded by `Value::handle`;
+/// kept while `sd.rs` and `controlnet.rs` use it.
 pub fn value<T: Object>(ty: ValueType, object: T) -> Value {
     Value::Object(ty, Arc::new(object))
 }

@@ -2,53 +2,39 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use weft_core::{
-    InputSpec, Latent, LatentSpace, Node, NodeContext, NodeError, NodeSchema, Value, ValueType,
+    Define, InputSpec, Latent, LatentSpace, NodeDef, NodeError, NodeSchema, Value, ValueType,
 };
 
-/// An all-zero latent batch to sample into.
-pub struct EmptyLatent(NodeSchema);
-
-impl EmptyLatent {
-    pub fn new() -> Self {
-        EmptyLatent(
-            NodeSchema::new("EmptyLatent", "latent", "A zero latent of the given image size; `downscale` is the VAE factor (8 for Stable Diffusion, 1 for pixel-space models).")
-                .input(InputSpec::int("width").default(28).range(1.0, 16384.0).doc("Image width in pixels."))
-                .input(InputSpec::int("height").default(28).range(1.0, 16384.0).doc("Image height in pixels."))
-                .input(InputSpec::int("channels").default(1).range(1.0, 64.0).doc("Latent channels (4 for SD 1.x/2.x)."))
-                .input(InputSpec::int("downscale").default(1).range(1.0, 64.0).doc("Pixels per latent cell."))
-                .input(InputSpec::int("batch_size").default(1).range(1.0, 4096.0).doc("How many latents."))
-                .input(InputSpec::string("space").default("pixels").doc("The latent space tag, so a VAE can refuse a foreign latent."))
-                .output("LATENT", ValueType::Latent, "The empty latent."),
-        )
-    }
-}
-
-impl Node for EmptyLatent {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let i = ctx.inputs;
-        let down = i.int("downscale")? as usize;
-        let (w, h) = (i.int("width")? as usize, i.int("height")? as usize);
-        if w % down != 0 || h % down != 0 {
-            return Err(NodeError::input(
-                "width",
-                format!("{w}×{h} is not a multiple of downscale {down}"),
-            ));
-        }
-        let shape = (
-            i.int("batch_size")? as usize,
-            i.int("channels")? as usize,
-            h / down,
-            w / down,
-        );
-        let samples = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
-        Ok(vec![Value::Latent(Arc::new(Latent {
-            samples,
-            space: LatentSpace::new(i.str("space")?),
-            noise_mask: None,
-        }))])
-    }
+/// `EmptyLatent`: an all-zero latent batch to sample into.
+pub fn empty_latent() -> NodeDef {
+    NodeSchema::new("EmptyLatent", "latent", "A zero latent of the given image size; `downscale` is the VAE factor (8 for Stable Diffusion, 1 for pixel-space models).")
+        .input(InputSpec::int("width").default(28).range(1.0, 16384.0).doc("Image width in pixels."))
+        .input(InputSpec::int("height").default(28).range(1.0, 16384.0).doc("Image height in pixels."))
+        .input(InputSpec::int("channels").default(1).range(1.0, 64.0).doc("Latent channels (4 for SD 1.x/2.x)."))
+        .input(InputSpec::int("downscale").default(1).range(1.0, 64.0).doc("Pixels per latent cell."))
+        .input(InputSpec::int("batch_size").default(1).range(1.0, 4096.0).doc("How many latents."))
+        .input(InputSpec::string("space").default("pixels").doc("The latent space tag, so a VAE can refuse a foreign latent."))
+        .output("LATENT", ValueType::Latent, "The empty latent.")
+        .run(|cx| {
+            let down = cx.int("downscale")? as usize;
+            let (w, h) = (cx.int("width")? as usize, cx.int("height")? as usize);
+            if w % down != 0 || h % down != 0 {
+                return Err(NodeError::input(
+                    "width",
+                    format!("{w}×{h} is not a multiple of downscale {down}"),
+                ));
+            }
+            let shape = (
+                cx.int("batch_size")? as usize,
+                cx.int("channels")? as usize,
+                h / down,
+                w / down,
+            );
+            let samples = Tensor::zeros(shape, DType::F32, &Device::Cpu)?;
+            Ok(Value::Latent(Arc::new(Latent {
+                samples,
+                space: LatentSpace::new(cx.str("space")?),
+                noise_mask: None,
+            })))
+        })
 }

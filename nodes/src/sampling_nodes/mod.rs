@@ -15,26 +15,32 @@ mod schedules;
 
 pub use handles::{GuiderHandle, NoiseHandle, SamplerHandle};
 
-use weft_core::Registry;
+use weft_core::{NodeDef, Registry};
+
+/// The sampling node types.
+pub fn nodes() -> Vec<NodeDef> {
+    vec![
+        noise::random_noise(),
+        noise::disable_noise(),
+        latent::empty_latent(),
+        conditioning::class_label(),
+        models::exact_gaussian_model(),
+        models::model_sampling_discrete(),
+        samplers::ksampler_select(),
+        guiders::cfg_guider(),
+        guiders::basic_guider(),
+        guiders::classifier_guidance(),
+        run::sampler_custom_advanced(),
+        ksampler::ksampler(),
+        schedules::basic_scheduler(),
+        schedules::karras_scheduler(),
+        schedules::flow_match_scheduler(),
+        schedules::flux_scheduler(),
+        schedules::split_sigmas(),
+        schedules::flip_sigmas(),
+    ]
+}
 
 pub fn register(registry: &mut Registry) -> Result<(), String> {
-    registry.register(noise::RandomNoise::new())?;
-    registry.register(noise::DisableNoise::new())?;
-    registry.register(latent::EmptyLatent::new())?;
-    registry.register(conditioning::ClassLabel::new())?;
-    registry.register(models::ExactGaussianModel::new())?;
-    registry.register(models::ModelSamplingDiscrete::new())?;
-    registry.register(samplers::KSamplerSelect::new())?;
-    registry.register(guiders::CfgGuider::new())?;
-    registry.register(guiders::BasicGuider::new())?;
-    registry.register(guiders::ClassifierGuidance::new())?;
-    registry.register(run::SamplerCustomAdvanced::new())?;
-    registry.register(ksampler::KSampler::new())?;
-    registry.register(schedules::BasicScheduler::new())?;
-    registry.register(schedules::KarrasScheduler::new())?;
-    registry.register(schedules::FlowMatchScheduler::new())?;
-    registry.register(schedules::FluxScheduler::new())?;
-    registry.register(schedules::SplitSigmas::new())?;
-    registry.register(schedules::FlipSigmas::new())?;
-    Ok(())
+    registry.register_all(nodes())
 }

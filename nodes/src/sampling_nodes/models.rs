@@ -1,16 +1,64 @@
 use std::sync::Arc;
 
-use weft_core::{
-    InputSpec, LatentSpace, Node, NodeContext, NodeError, NodeSchema, Value, ValueType,
-};
+use weft_core::{Define, InputSpec, LatentSpace, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
-use super::handles::value;
 use weft_sampling::exact::{ExactNetwork, GaussianMixture};
 use weft_sampling::{schedule, Model, ModelSampling, Prediction};
 
-/// The exact denoiser of Gaussian-mixture data as a MODEL: a model with a
-/// known answer, for checking samplers and guidance from a graph.
-pub struct ExactGaussianModel(NodeSchema);
+/// `ExactGaussianModel`: the exact denoiser of Gaussian-mixture data as a
+/// MODEL, a model with a known answer, for checking samplers and guidance
+/// from a graph.
+pub fn exact_gaussian_model() -> NodeDef {
+    NodeSchema::new("ExactGaussianModel", "model/testing", "A model whose denoiser is exact for 1-D Gaussian-mixture data (applied per element); class label k picks component k. For testing samplers and guidance against closed forms.")
+        .input(InputSpec::string("means").default("-2,2").doc("Component means, comma-separated."))
+        .input(InputSpec::string("stds").default("0.5,0.5").doc("Component standard deviations."))
+        .input(InputSpec::string("weights").default("1,1").doc("Component weights."))
+        .input(InputSpec::choice("parameterization", &["epsilon", "v_prediction", "sample", "flow"]).doc("What the network predicts; `flow` uses the linear flow-matching path."))
+        .input(InputSpec::int("channels").default(0).range(0.0, 64.0).doc("Latent channels the model accepts; 0 accepts any."))
+        .output("MODEL", ValueType::Model, "The model.")
+        .run(|cx| {
+            let data = GaussianMixture {
+                means: numbers(cx.str("means")?, "means")?,
+                stds: numbers(cx.str("stds")?, "stds")?,
+                weights: numbers(cx.str("weights")?, "weights")?,
+            };
+            let k = data.means.len();
+            if data.stds.len() != k || data.weights.len() != k {
+                return Err(NodeError::new(format!(
+                    "means, stds and weights need the same length (got {}, {}, {})",
+                    k,
+                    data.stds.len(),
+                    data.weights.len()
+                )));
+            }
+            if data.stds.iter().any(|s| *s <= 0.0) || data.weights.iter().any(|w| *w <= 0.0) {
+                return Err(NodeError::new("stds and weights must be positive"));
+            }
+            let sampling = match cx.str("parameterization")? {
+                "flow" => ModelSampling::flow(1000.0),
+                name => {
+                    let prediction = Prediction::parse(name).ok_or_else(|| {
+                        NodeError::input("parameterization", format!("unknown {name:?}"))
+                    })?;
+                    let betas = schedule::betas("scaled_linear", 1000, 0.00085, 0.012)
+                        .map_err(NodeError::new)?;
+                    ModelSampling::discrete(&schedule::alphas_cumprod(&betas), prediction)
+                }
+            };
+            Ok(Value::handle(Model {
+                network: Arc::new(ExactNetwork {
+                    data,
+                    sampling: sampling.clone(),
+                }),
+                sampling,
+                latent_space: LatentSpace::pixels(),
+                latent_channels: match cx.int("channels")? {
+                    0 => None,
+                    c => Some(c as usize),
+                },
+            }))
+        })
+}
 
 fn numbers(text: &str, input: &str) -> Result<Vec<f64>, NodeError> {
     text.split(',')
@@ -24,111 +72,33 @@ fn numbers(text: &str, input: &str) -> Result<Vec<f64>, NodeError> {
         .collect()
 }
 
-impl ExactGaussianModel {
-    pub fn new() -> Self {
-        ExactGaussianModel(
-            NodeSchema::new("ExactGaussianModel", "model/testing", "A model whose denoiser is exact for 1-D Gaussian-mixture data (applied per element); class label k picks component k. For testing samplers and guidance against closed forms.")
-                .input(InputSpec::string("means").default("-2,2").doc("Component means, comma-separated."))
-                .input(InputSpec::string("stds").default("0.5,0.5").doc("Component standard deviations."))
-                .input(InputSpec::string("weights").default("1,1").doc("Component weights."))
-                .input(InputSpec::choice("parameterization", &["epsilon", "v_prediction", "sample", "flow"]).doc("What the network predicts; `flow` uses the linear flow-matching path."))
-                .input(InputSpec::int("channels").default(0).range(0.0, 64.0).doc("Latent channels the model accepts; 0 accepts any."))
-                .output("MODEL", ValueType::Model, "The model."),
-        )
-    }
-}
-
-impl Node for ExactGaussianModel {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let i = ctx.inputs;
-        let data = GaussianMixture {
-            means: numbers(i.str("means")?, "means")?,
-            stds: numbers(i.str("stds")?, "stds")?,
-            weights: numbers(i.str("weights")?, "weights")?,
-        };
-        let k = data.means.len();
-        if data.stds.len() != k || data.weights.len() != k {
-            return Err(NodeError::new(format!(
-                "means, stds and weights need the same length (got {}, {}, {})",
-                k,
-                data.stds.len(),
-                data.weights.len()
-            )));
-        }
-        if data.stds.iter().any(|s| *s <= 0.0) || data.weights.iter().any(|w| *w <= 0.0) {
-            return Err(NodeError::new("stds and weights must be positive"));
-        }
-        let sampling = match i.str("parameterization")? {
-            "flow" => ModelSampling::flow(1000.0),
-            name => {
-                let prediction = Prediction::parse(name).ok_or_else(|| {
-                    NodeError::input("parameterization", format!("unknown {name:?}"))
-                })?;
-                let betas = schedule::betas("scaled_linear", 1000, 0.00085, 0.012)
+/// `ModelSamplingDiscrete`: overrides a discrete model's parameterisation,
+/// and optionally rescales its training schedule to zero terminal SNR (for
+/// models fine-tuned that way).
+pub fn model_sampling_discrete() -> NodeDef {
+    NodeSchema::new("ModelSamplingDiscrete", "model/sampling", "Sets what a discrete-time diffusion model predicts, and optionally rescales its schedule to zero terminal SNR (Lin et al. 2023; the last ᾱ is floored at 2⁻²⁴ as diffusers does, so σ_max ≈ 4096).")
+        .input(InputSpec::of("model", ValueType::Model).doc("A discrete-time diffusion model."))
+        .input(InputSpec::choice("sampling", &["epsilon", "v_prediction", "sample"]).doc("What the network predicts."))
+        .input(InputSpec::bool("zsnr").default(false).doc("Rescale to zero terminal SNR."))
+        .output("MODEL", ValueType::Model, "The patched model.")
+        .run(|cx| {
+            let mut model = cx.get::<Model>("model")?.clone();
+            let weft_sampling::NoiseLevels::Discrete { sigmas } = &model.sampling.levels else {
+                return Err(NodeError::input(
+                    "model",
+                    "a flow-matching model has no discrete schedule to patch",
+                ));
+            };
+            let mut alphas: Vec<f64> = sigmas.iter().map(|s| 1.0 / (1.0 + s * s)).collect();
+            if cx.bool("zsnr")? {
+                alphas = schedule::rescale_zero_terminal_snr(&alphas)
+                    .and_then(|a| schedule::clamp_terminal_alpha(&a))
                     .map_err(NodeError::new)?;
-                ModelSampling::discrete(&schedule::alphas_cumprod(&betas), prediction)
             }
-        };
-        let model = Model {
-            network: Arc::new(ExactNetwork {
-                data,
-                sampling: sampling.clone(),
-            }),
-            sampling,
-            latent_space: LatentSpace::pixels(),
-            latent_channels: match i.int("channels")? {
-                0 => None,
-                c => Some(c as usize),
-            },
-        };
-        Ok(vec![value(ValueType::Model, model)])
-    }
-}
-
-/// Overrides a discrete model's parameterisation, and optionally rescales its
-/// training schedule to zero terminal SNR (for models fine-tuned that way).
-pub struct ModelSamplingDiscrete(NodeSchema);
-
-impl ModelSamplingDiscrete {
-    pub fn new() -> Self {
-        ModelSamplingDiscrete(
-            NodeSchema::new("ModelSamplingDiscrete", "model/sampling", "Sets what a discrete-time diffusion model predicts, and optionally rescales its schedule to zero terminal SNR (Lin et al. 2023; the last ᾱ is floored at 2⁻²⁴ as diffusers does, so σ_max ≈ 4096).")
-                .input(InputSpec::of("model", ValueType::Model).doc("A discrete-time diffusion model."))
-                .input(InputSpec::choice("sampling", &["epsilon", "v_prediction", "sample"]).doc("What the network predicts."))
-                .input(InputSpec::bool("zsnr").default(false).doc("Rescale to zero terminal SNR."))
-                .output("MODEL", ValueType::Model, "The patched model."),
-        )
-    }
-}
-
-impl Node for ModelSamplingDiscrete {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let i = ctx.inputs;
-        let mut model = super::handles::handle::<Model>(i, "model", ValueType::Model)?.clone();
-        let weft_sampling::NoiseLevels::Discrete { sigmas } = &model.sampling.levels else {
-            return Err(NodeError::input(
-                "model",
-                "a flow-matching model has no discrete schedule to patch",
-            ));
-        };
-        let mut alphas: Vec<f64> = sigmas.iter().map(|s| 1.0 / (1.0 + s * s)).collect();
-        if i.bool("zsnr")? {
-            alphas = schedule::rescale_zero_terminal_snr(&alphas)
-                .and_then(|a| schedule::clamp_terminal_alpha(&a))
-                .map_err(NodeError::new)?;
-        }
-        let name = i.str("sampling")?;
-        let prediction = Prediction::parse(name)
-            .ok_or_else(|| NodeError::input("sampling", format!("unknown {name:?}")))?;
-        model.sampling = ModelSampling::discrete(&alphas, prediction);
-        Ok(vec![value(ValueType::Model, model)])
-    }
+            let name = cx.str("sampling")?;
+            let prediction = Prediction::parse(name)
+                .ok_or_else(|| NodeError::input("sampling", format!("unknown {name:?}")))?;
+            model.sampling = ModelSampling::discrete(&alphas, prediction);
+            Ok(Value::handle(model))
+        })
 }

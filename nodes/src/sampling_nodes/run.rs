@@ -1,9 +1,11 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
-use weft_core::{InputSpec, Latent, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
+use weft_core::{
+    Define, InputSpec, Latent, NodeContext, NodeDef, NodeError, NodeSchema, Value, ValueType,
+};
 
-use super::handles::{handle, GuiderHandle, NoiseHandle, SamplerHandle};
+use super::handles::{GuiderHandle, NoiseHandle, SamplerHandle};
 use weft_sampling::{seeded_noise, Denoiser, Path, SampleContext, SeededSteps};
 
 /// Checks a σ schedule before any model time is spent on it.
@@ -131,34 +133,43 @@ pub fn sample(
     Ok((wrap(out), wrap(denoised)))
 }
 
-/// NOISE + GUIDER + SAMPLER + SIGMAS → a sampled latent.
-pub struct SamplerCustomAdvanced(NodeSchema);
-
-impl SamplerCustomAdvanced {
-    pub fn new() -> Self {
-        SamplerCustomAdvanced(
-            NodeSchema::new(
-                "SamplerCustomAdvanced",
-                "sampling",
-                "Samples a latent with any noise, guider, sampler and σ schedule.",
-            )
-            .input(InputSpec::of("noise", ValueType::Noise).doc("Initial noise."))
-            .input(InputSpec::of("guider", ValueType::Guider).doc("The guided model."))
-            .input(InputSpec::of("sampler", ValueType::Sampler).doc("The algorithm."))
-            .input(InputSpec::of("sigmas", ValueType::Sigmas).doc("The σ schedule, high to low."))
-            .input(
-                InputSpec::of("latent_image", ValueType::Latent)
-                    .doc("The starting latent (zeros for text-to-image)."),
-            )
-            .output("output", ValueType::Latent, "The sample at the last σ.")
-            .output(
-                "denoised_output",
-                ValueType::Latent,
-                "The last denoised estimate.",
-            )
-            .heavy(),
-        )
-    }
+/// `SamplerCustomAdvanced`: NOISE + GUIDER + SAMPLER + SIGMAS → a sampled
+/// latent.
+pub fn sampler_custom_advanced() -> NodeDef {
+    NodeSchema::new(
+        "SamplerCustomAdvanced",
+        "sampling",
+        "Samples a latent with any noise, guider, sampler and σ schedule.",
+    )
+    .input(InputSpec::of("noise", ValueType::Noise).doc("Initial noise."))
+    .input(InputSpec::of("guider", ValueType::Guider).doc("The guided model."))
+    .input(InputSpec::of("sampler", ValueType::Sampler).doc("The algorithm."))
+    .input(InputSpec::of("sigmas", ValueType::Sigmas).doc("The σ schedule, high to low."))
+    .input(
+        InputSpec::of("latent_image", ValueType::Latent)
+            .doc("The starting latent (zeros for text-to-image)."),
+    )
+    .output("output", ValueType::Latent, "The sample at the last σ.")
+    .output(
+        "denoised_output",
+        ValueType::Latent,
+        "The last denoised estimate.",
+    )
+    .heavy()
+    .run(|cx| {
+        let (out, denoised) = sample(
+            cx,
+            cx.get::<NoiseHandle>("noise")?,
+            cx.get::<GuiderHandle>("guider")?,
+            cx.get::<SamplerHandle>("sampler")?,
+            &sigma_values(cx.value("sigmas")?)?,
+            cx.latent("latent_image")?,
+        )?;
+        Ok((
+            Value::Latent(Arc::new(out)),
+            Value::Latent(Arc::new(denoised)),
+        ))
+    })
 }
 
 /// A SIGMAS tensor as f64 values.
@@ -175,37 +186,11 @@ pub fn sigma_values(value: &Value) -> Result<Vec<f64>, NodeError> {
     }
 }
 
+/// The latent behind input `name`; [`weft_core::Inputs::latent`] under its
+/// old name, for `sd.rs`.
 pub fn latent_input<'a>(
     inputs: &'a weft_core::Inputs,
     name: &str,
 ) -> Result<&'a Latent, NodeError> {
-    match inputs.value(name)? {
-        Value::Latent(l) => Ok(l),
-        other => Err(NodeError::input(
-            name,
-            format!("expected LATENT, found {}", other.ty()),
-        )),
-    }
-}
-
-impl Node for SamplerCustomAdvanced {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let i = ctx.inputs;
-        let (out, denoised) = sample(
-            ctx,
-            handle::<NoiseHandle>(i, "noise", ValueType::Noise)?,
-            handle::<GuiderHandle>(i, "guider", ValueType::Guider)?,
-            handle::<SamplerHandle>(i, "sampler", ValueType::Sampler)?,
-            &sigma_values(i.value("sigmas")?)?,
-            latent_input(i, "latent_image")?,
-        )?;
-        Ok(vec![
-            Value::Latent(Arc::new(out)),
-            Value::Latent(Arc::new(denoised)),
-        ])
-    }
+    inputs.latent(name)
 }

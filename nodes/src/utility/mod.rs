@@ -7,29 +7,31 @@ mod output;
 mod string_format;
 mod switch;
 
-pub use constant::Constant;
-pub use math::{Compare, FloatMath, IntMath};
-pub use output::{Print, SaveText};
-pub use string_format::StringFormat;
-pub use switch::Switch;
+pub use constant::constant;
+pub use math::{compare, float_math, int_math};
+pub use output::{print, save_text};
+pub use string_format::string_format;
+pub use switch::switch;
 
-use weft_core::{Registry, ValueType};
+use weft_core::{NodeDef, Registry, ValueType};
+
+/// The utility node types.
+pub fn nodes() -> Vec<NodeDef> {
+    vec![
+        constant("IntConstant", ValueType::Int),
+        constant("FloatConstant", ValueType::Float),
+        constant("BoolConstant", ValueType::Bool),
+        constant("StringConstant", ValueType::String),
+        int_math(),
+        float_math(),
+        compare(),
+        string_format(),
+        switch(),
+        print(),
+        save_text(),
+    ]
+}
 
 pub fn register(registry: &mut Registry) -> Result<(), String> {
-    for ty in [
-        ValueType::Int,
-        ValueType::Float,
-        ValueType::Bool,
-        ValueType::String,
-    ] {
-        registry.register(Constant::new(ty))?;
-    }
-    registry.register(IntMath::new())?;
-    registry.register(FloatMath::new())?;
-    registry.register(Compare::new())?;
-    registry.register(StringFormat::new())?;
-    registry.register(Switch::new())?;
-    registry.register(Print::new())?;
-    registry.register(SaveText::new())?;
-    Ok(())
+    registry.register_all(nodes())
 }

@@ -1,54 +1,35 @@
 use weft_core::atomic::{next_numbered_path, write_atomic};
-use weft_core::{InputSpec, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
+use weft_core::{Define, InputSpec, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
-/// Shows a value: printed by `weft run`, an `output` event with `--events json`.
-pub struct Print {
-    schema: NodeSchema,
-}
-
-impl Print {
-    pub fn new() -> Self {
-        let schema = NodeSchema::new("Print", "output", "Shows a value to the user; tensors (latents, images, sigmas) with their mean, std and range.")
-            .input(InputSpec::of("value", ValueType::Any).doc("What to show."))
-            .input(
-                InputSpec::string("label")
-                    .default("")
-                    .doc("Shown before the value."),
-            )
-            .output_node();
-        Print { schema }
-    }
-}
-
-impl Default for Print {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Node for Print {
-    fn schema(&self) -> &NodeSchema {
-        &self.schema
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let value = ctx.inputs.value("value")?;
-        let text = match value {
-            Value::String(s) => s.to_string(),
-            Value::Image(t) | Value::Mask(t) | Value::Sigmas(t) => {
-                format!("{} {}", value.summary(), stats(t)?)
-            }
-            Value::Latent(l) => format!("{} {}", value.summary(), stats(&l.samples)?),
-            other => other.summary(),
-        };
-        let label = ctx.inputs.str("label")?;
-        ctx.output(if label.is_empty() {
-            text
-        } else {
-            format!("{label}{text}")
-        });
-        Ok(vec![])
-    }
+/// `Print`: shows a value, printed by `weft run`, an `output` event with
+/// `--events json`.
+pub fn print() -> NodeDef {
+    NodeSchema::new("Print", "output", "Shows a value to the user; tensors (latents, images, sigmas) with their mean, std and range.")
+        .input(InputSpec::of("value", ValueType::Any).doc("What to show."))
+        .input(
+            InputSpec::string("label")
+                .default("")
+                .doc("Shown before the value."),
+        )
+        .output_node()
+        .run(|cx| {
+            let value = cx.value("value")?;
+            let text = match value {
+                Value::String(s) => s.to_string(),
+                Value::Image(t) | Value::Mask(t) | Value::Sigmas(t) => {
+                    format!("{} {}", value.summary(), stats(t)?)
+                }
+                Value::Latent(l) => format!("{} {}", value.summary(), stats(&l.samples)?),
+                other => other.summary(),
+            };
+            let label = cx.str("label")?;
+            cx.output(if label.is_empty() {
+                text
+            } else {
+                format!("{label}{text}")
+            });
+            Ok(())
+        })
 }
 
 /// Mean, standard deviation and range of a tensor, for a quick look at a latent.
@@ -73,53 +54,34 @@ fn stats(t: &candle_core::Tensor) -> Result<String, NodeError> {
     ))
 }
 
-/// Writes text to `{prefix}_{counter:05}_.txt` in the output directory, atomically.
-pub struct SaveText {
-    schema: NodeSchema,
-}
-
-impl SaveText {
-    pub fn new() -> Self {
-        let schema = NodeSchema::new(
-            "SaveText",
-            "output",
-            "Saves text to a numbered file in the output directory.",
-        )
-        .input(InputSpec::string("text").doc("The text to save."))
-        .input(
-            InputSpec::string("filename_prefix")
-                .default("weft")
-                .doc("File name before the counter; may include subfolders."),
-        )
-        .output("path", ValueType::String, "Where the file was written.")
-        .output_node();
-        SaveText { schema }
-    }
-}
-
-impl Default for SaveText {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Node for SaveText {
-    fn schema(&self) -> &NodeSchema {
-        &self.schema
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let prefix = ctx.inputs.str("filename_prefix")?;
+/// `SaveText`: writes text to `{prefix}_{counter:05}_.txt` in the output
+/// directory, atomically.
+pub fn save_text() -> NodeDef {
+    NodeSchema::new(
+        "SaveText",
+        "output",
+        "Saves text to a numbered file in the output directory.",
+    )
+    .input(InputSpec::string("text").doc("The text to save."))
+    .input(
+        InputSpec::string("filename_prefix")
+            .default("weft")
+            .doc("File name before the counter; may include subfolders."),
+    )
+    .output("path", ValueType::String, "Where the file was written.")
+    .output_node()
+    .run(|cx| {
+        let prefix = cx.str("filename_prefix")?;
         if prefix.split(['/', '\\']).any(|part| part == "..") {
             return Err(NodeError::input(
                 "filename_prefix",
                 "must stay inside the output directory (no `..`)",
             ));
         }
-        let path = next_numbered_path(ctx.out_dir, prefix, "txt");
-        write_atomic(&path, ctx.inputs.str("text")?.as_bytes())
+        let path = next_numbered_path(cx.out_dir, prefix, "txt");
+        write_atomic(&path, cx.str("text")?.as_bytes())
             .map_err(|e| NodeError::new(format!("cannot write {}: {e}", path.display())))?;
-        ctx.output(format!("saved {}", path.display()));
-        Ok(vec![Value::String(path.display().to_string().into())])
-    }
+        cx.output(format!("saved {}", path.display()));
+        Ok(Value::String(path.display().to_string().into()))
+    })
 }

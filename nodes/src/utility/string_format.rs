@@ -1,49 +1,29 @@
-use weft_core::{InputSpec, Node, NodeContext, NodeError, NodeSchema, Value, ValueType};
+use weft_core::{Define, InputSpec, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
 const SLOTS: [&str; 4] = ["a", "b", "c", "d"];
 
-/// Fills `{a}`..`{d}` in a template; `{a:.2}` fixes decimals, `{{` and `}}` escape.
-pub struct StringFormat {
-    schema: NodeSchema,
-}
-
-impl StringFormat {
-    pub fn new() -> Self {
-        let mut schema = NodeSchema::new(
-            "StringFormat",
-            "utils",
-            "Formats a string: `{a}`..`{d}` are replaced by the inputs, `{a:.2}` rounds to 2 decimals.",
-        )
-        .input(InputSpec::string("template").doc("Text with `{a}`..`{d}` placeholders."));
-        for slot in SLOTS {
-            schema = schema.input(
-                InputSpec::of(slot, ValueType::Any)
-                    .optional()
-                    .doc("A value to insert."),
-            );
-        }
-        StringFormat {
-            schema: schema.output("value", ValueType::String, "The formatted text."),
-        }
+/// `StringFormat`: fills `{a}`..`{d}` in a template; `{a:.2}` fixes
+/// decimals, `{{` and `}}` escape.
+pub fn string_format() -> NodeDef {
+    let mut schema = NodeSchema::new(
+        "StringFormat",
+        "utils",
+        "Formats a string: `{a}`..`{d}` are replaced by the inputs, `{a:.2}` rounds to 2 decimals.",
+    )
+    .input(InputSpec::string("template").doc("Text with `{a}`..`{d}` placeholders."));
+    for slot in SLOTS {
+        schema = schema.input(
+            InputSpec::of(slot, ValueType::Any)
+                .optional()
+                .doc("A value to insert."),
+        );
     }
-}
-
-impl Default for StringFormat {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Node for StringFormat {
-    fn schema(&self) -> &NodeSchema {
-        &self.schema
-    }
-
-    fn run(&self, ctx: &NodeContext<'_>) -> Result<Vec<Value>, NodeError> {
-        let template = ctx.inputs.str("template")?;
-        let out = format_template(template, |name| ctx.inputs.get(name))?;
-        Ok(vec![Value::String(out.into())])
-    }
+    schema
+        .output("value", ValueType::String, "The formatted text.")
+        .run(|cx| {
+            let out = format_template(cx.str("template")?, |name| cx.inputs.get(name))?;
+            Ok(Value::String(out.into()))
+        })
 }
 
 fn format_template<'v>(

@@ -38,7 +38,7 @@ fn restart_plugin() -> PathBuf {
 fn graph(sampler: &str, batch: usize, steps: usize) -> String {
     format!(
         r#"(nodes: {{
-        "model": CheckpointLoader(ckpt_path: "{}"),
+        "model": CheckpointLoader(ckpt_name: "{}"),
         "digits": ClassLabel(labels: "0,1,2,3,4,5,6,7,8,9", repeat: {}),
         "nothing": ClassLabel(labels: "none"),
         "guider": CFGGuider(model: Link("model", "MODEL"), positive: Link("digits", "CONDITIONING"),

@@ -152,7 +152,7 @@ fn c_plugin_nodes_join_the_registry_and_run_in_graphs() {
     // The schema crossed the ABI intact: types, default, range.
     let schema = registry.get("InvertImage").unwrap().schema();
     assert_eq!(schema.inputs[0].ty, weft_core::ValueType::Image);
-    assert!(matches!(schema.inputs[1].default, Some(Value::Float(d)) if d == 1.0));
+    assert!(matches!(schema.inputs[1].default, Some(weft_core::Literal::Float(d)) if d == 1.0));
     assert_eq!(
         (schema.inputs[1].min, schema.inputs[1].max),
         (Some(0.0), Some(1.0))
@@ -189,7 +189,7 @@ fn mnist_graph(sampler: &str) -> String {
     let model = repo().join("assets/mnist/mnist_flow.safetensors");
     format!(
         r#"(nodes: {{
-        "model": CheckpointLoader(ckpt_path: "{}"),
+        "model": CheckpointLoader(ckpt_name: "{}"),
         "digits": ClassLabel(labels: "0,1,2,3,4,5,6,7,8,9", repeat: 2),
         "nothing": ClassLabel(labels: "none"),
         "guider": CFGGuider(model: Link("model", "MODEL"), positive: Link("digits", "CONDITIONING"),
@@ -560,7 +560,7 @@ fn example_plugin_graphs_pass_check_with_their_plugins() {
         rust_plugin("weft-plugin-apg"),
     ]);
     let model = format!(
-        "model.ckpt_path={}",
+        "model.ckpt_name={}",
         repo().join("assets/mnist/mnist_flow.safetensors").display()
     );
     let mut checked = 0;

@@ -1,12 +1,16 @@
-//! What a plugin can ask of the host during a call, and host objects.
+//! The host's side of one call: the host table this library was loaded
+//! with, [`Context`] (what a plugin may ask of the host during a call), and
+//! [`guard`], which every exported function runs its body in.
+//!
+//! Depends only on `error`; host objects live in `handle`.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use candle_core::Tensor;
-use weft_plugin_abi::{self as abi, tensor, Call, HostApi, Str};
+use weft_plugin_abi::{self as abi, tensor, Call, HostApi, Status, Str};
 
-use crate::objects::Path;
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 /// The host table this library was loaded with (each loaded copy of a
 /// plugin has its own).
@@ -23,8 +27,37 @@ pub(crate) fn host() -> &'static HostApi {
     unsafe { host.as_ref() }.expect("weft_plugin_entry ran first")
 }
 
+/// Runs `f`, turning its error or panic into a status and a message on `call`.
+pub(crate) fn guard(call: *const Call, f: impl FnOnce() -> Result<()>) -> Status {
+    let message = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => return abi::STATUS_OK,
+        Ok(Err(e)) => e.0,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text payload".into());
+            format!("the plugin panicked: {what}")
+        }
+    };
+    unsafe { (host().set_error)(call, Str::new(&message)) };
+    abi::STATUS_ERROR
+}
+
+/// Turns a host status into an error; the host already recorded the details
+/// on the call, and they win over the plugin's later message.
+pub(crate) fn host_result(status: abi::Status) -> Result<()> {
+    if status == abi::STATUS_OK {
+        Ok(())
+    } else {
+        Err(Error("the host reported an error".into()))
+    }
+}
+
 /// The host's side of one call: progress, cancellation, logging, threads
-/// and step noise.
+/// and step noise. Guiders and samplers get it directly; a node gets it
+/// inside its [`NodeContext`](crate::NodeContext), which dereferences to it.
 pub struct Context {
     call: *const Call,
 }
@@ -78,87 +111,5 @@ impl Context {
         unsafe { tensor::delete(like) };
         host_result(status)?;
         Ok(unsafe { tensor::import_owned(out) }?)
-    }
-}
-
-/// Turns a host status into an error; the host already recorded the details
-/// on the call, and they win over the plugin's later message.
-pub(crate) fn host_result(status: abi::Status) -> Result<()> {
-    if status == abi::STATUS_OK {
-        Ok(())
-    } else {
-        Err(Error("the host reported an error".into()))
-    }
-}
-
-/// A host object (a MODEL, a GUIDER, a CONDITIONING, ...). Cloning retains
-/// it and dropping releases it, so a plugin guider can keep its inputs.
-pub struct Handle {
-    ptr: *const abi::Handle,
-    /// Borrowed handles (the denoiser given to a sampler) are not released.
-    owned: bool,
-}
-
-// SAFETY: host handles are reference-counted and thread-safe on the host side.
-unsafe impl Send for Handle {}
-unsafe impl Sync for Handle {}
-
-impl Handle {
-    /// Retains `ptr` (an input's handle) so it outlives the call.
-    pub(crate) fn retained(ptr: *const abi::Handle) -> Self {
-        unsafe { (host().handle_retain)(ptr) };
-        Handle { ptr, owned: true }
-    }
-
-    /// Wraps a handle valid for the current call only.
-    pub(crate) fn borrowed(ptr: *const abi::Handle) -> Self {
-        Handle { ptr, owned: false }
-    }
-
-    pub(crate) fn ptr(&self) -> *const abi::Handle {
-        self.ptr
-    }
-
-    /// The weft type name: "GUIDER", "MODEL", ...
-    pub fn type_name(&self) -> &'static str {
-        unsafe { (host().handle_type)(self.ptr).as_str() }.unwrap_or("?")
-    }
-
-    /// D(x, σ) through the host: this must be a GUIDER (or a sampler's denoiser).
-    pub fn denoise(&self, ctx: &Context, x: &Tensor, sigma: f64) -> Result<Tensor> {
-        let x = tensor::export(x)?;
-        let mut out = std::ptr::null_mut();
-        let status = unsafe { (host().denoise)(ctx.call(), self.ptr, x, sigma, &mut out) };
-        unsafe { tensor::delete(x) };
-        host_result(status)?;
-        Ok(unsafe { tensor::import_owned(out) }?)
-    }
-
-    /// The path of the model behind a denoiser.
-    pub fn path(&self) -> Path {
-        match unsafe { (host().denoiser_path)(self.ptr) } {
-            abi::PATH_FLOW => Path::Flow,
-            _ => Path::Diffusion,
-        }
-    }
-}
-
-impl Clone for Handle {
-    fn clone(&self) -> Self {
-        Handle::retained(self.ptr)
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        if self.owned {
-            unsafe { (host().handle_release)(self.ptr) }
-        }
-    }
-}
-
-impl std::fmt::Debug for Handle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} handle", self.type_name())
     }
 }

@@ -1,34 +1,19 @@
 //! The exported C functions: the entry point and node trampolines. Every one
 //! catches panics, so a plugin bug becomes a node error, never a crash.
+//!
+//! The top of the module order: the only module that sees all the others.
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
 use weft_plugin_abi::{self as abi, Call, HostApi, Status, Str};
+use weft_schema::{Cost, Literal, NodeSchema, OutputType, ValueType};
 
-use crate::context::{host, set_host, Context};
-use crate::schema::{Literal, NodeSchema};
+use crate::context::{guard, host, set_host, Context};
+use crate::error::Error;
+use crate::node::{Node, NodeContext};
 use crate::value::{forget_returned_strings, Inputs};
-use crate::{Error, Node, Result};
-
-/// Runs `f`, turning its error or panic into a status and a message on `call`.
-pub(crate) fn guard(call: *const Call, f: impl FnOnce() -> Result<()>) -> Status {
-    let message = match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(())) => return abi::STATUS_OK,
-        Ok(Err(e)) => e.0,
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-text payload".into());
-            format!("the plugin panicked: {what}")
-        }
-    };
-    unsafe { (host().set_error)(call, Str::new(&message)) };
-    abi::STATUS_ERROR
-}
 
 /// The ABI description of every node, with the strings and arrays it points
 /// into. Built once per loaded library and never freed.
@@ -85,6 +70,14 @@ pub unsafe fn entry(
     }
 }
 
+/// Boxes a family of node types (`export_plugin!`'s `nodes: family()`).
+pub fn boxed<N: Node>(nodes: impl IntoIterator<Item = N>) -> Vec<Box<dyn Node>> {
+    nodes
+        .into_iter()
+        .map(|n| Box::new(n) as Box<dyn Node>)
+        .collect()
+}
+
 fn describe(name: &'static str, version: &'static str, nodes: Vec<Box<dyn Node>>) -> Plugin {
     // Every string the tables point to lives in `strings`; a `String`'s heap
     // buffer does not move when the vector holding it grows.
@@ -101,7 +94,7 @@ fn describe(name: &'static str, version: &'static str, nodes: Vec<Box<dyn Node>>
         let schema: &NodeSchema = node.schema();
         let mut specs = Vec::new();
         for input in &schema.inputs {
-            let options: Vec<Str> = input.choices.iter().map(|c| text(c)).collect();
+            let options: Vec<Str> = input.choices.iter().flatten().map(|c| text(c)).collect();
             let mut default_value = abi::Value::NONE;
             match &input.default {
                 None => {}
@@ -145,7 +138,7 @@ fn describe(name: &'static str, version: &'static str, nodes: Vec<Box<dyn Node>>
             .iter()
             .map(|o| abi::OutputSpec {
                 name: text(&o.name),
-                type_name: Str::new(o.ty.name()),
+                type_name: Str::new(output_type(&o.ty).name()),
                 doc: text(&o.doc),
             })
             .collect();
@@ -157,7 +150,11 @@ fn describe(name: &'static str, version: &'static str, nodes: Vec<Box<dyn Node>>
             0
         } else {
             abi::NODE_NONDETERMINISTIC
-        } | if schema.heavy { abi::NODE_HEAVY } else { 0 };
+        } | if schema.cost == Cost::Heavy {
+            abi::NODE_HEAVY
+        } else {
+            0
+        };
         types.push(abi::NodeType {
             type_name: text(&schema.type_name),
             category: text(&schema.category),
@@ -221,7 +218,8 @@ unsafe extern "C" fn run(
         } else {
             std::slice::from_raw_parts(inputs, n_inputs)
         };
-        let results = node.run(&Context::new(call), &Inputs::new(schema, values))?;
+        let cx = NodeContext::new(Context::new(call), Inputs::new(schema, values));
+        let results = node.run(&cx)?;
         if results.len() != n_outputs {
             return Err(Error(format!(
                 "returned {} outputs, the schema declares {n_outputs}",
@@ -231,7 +229,7 @@ unsafe extern "C" fn run(
         // Convert everything first, so a bad output leaks nothing.
         let mut converted = Vec::with_capacity(n_outputs);
         for (value, spec) in results.into_iter().zip(&schema.outputs) {
-            match value.into_abi(&spec.name, spec.ty) {
+            match value.into_abi(&spec.name, output_type(&spec.ty)) {
                 Ok(v) => converted.push(v),
                 Err(e) => {
                     converted.into_iter().for_each(|v| release_value(&v));
@@ -259,5 +257,14 @@ fn release_value(v: &abi::Value) {
             }
             _ => {}
         }
+    }
+}
+
+/// The type an output crosses the ABI with: one typed like an input is
+/// declared as `*` (ANY), which the host checks against the link.
+fn output_type(ty: &OutputType) -> ValueType {
+    match ty {
+        OutputType::Fixed(t) => *t,
+        OutputType::SameAs(_) => ValueType::Any,
     }
 }

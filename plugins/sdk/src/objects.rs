@@ -1,4 +1,7 @@
-//! Guiders and samplers a plugin hands to weft as GUIDER and SAMPLER values.
+//! Guiders and samplers a plugin hands to weft as GUIDER and SAMPLER values,
+//! and the object tables the host calls them through.
+//!
+//! Depends on `context` (for `guard`) and `handle`.
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -6,34 +9,9 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use weft_plugin_abi::{self as abi, tensor, Call, DLManagedTensorVersioned, ObjectVTable, Status};
 
-use crate::context::{Context, Handle};
-use crate::entry::guard;
-use crate::Result;
-
-/// The Gaussian path a model lives on: `x_σ = α(σ)·x0 + σ·ε`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Path {
-    /// α = 1 (variance-exploding form; weft converts VP models into it).
-    Diffusion,
-    /// α = 1 − σ (flow matching).
-    Flow,
-}
-
-impl Path {
-    pub fn alpha(self, sigma: f64) -> f64 {
-        match self {
-            Path::Diffusion => 1.0,
-            Path::Flow => 1.0 - sigma,
-        }
-    }
-
-    fn code(self) -> u32 {
-        match self {
-            Path::Diffusion => abi::PATH_DIFFUSION,
-            Path::Flow => abi::PATH_FLOW,
-        }
-    }
-}
+use crate::context::{guard, Context};
+use crate::error::Result;
+use crate::handle::{Handle, Path};
 
 /// A guidance rule: what the denoiser returns. Use it as a GUIDER output.
 pub trait Guider: Send + Sync + 'static {

@@ -1,4 +1,6 @@
 //! Node inputs as the plugin reads them, and the outputs it returns.
+//!
+//! Depends on `handle` and `objects`; knows nothing of the call's context.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -6,10 +8,11 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use weft_plugin_abi::{self as abi, tensor, Str};
 
-use crate::context::Handle;
+use weft_schema::{NodeSchema, ValueType};
+
+use crate::error::{Error, Result};
+use crate::handle::Handle;
 use crate::objects::{into_object, Boxed, Guider, Sampler};
-use crate::schema::{NodeSchema, ValueType};
-use crate::{Error, Result};
 
 /// An output value. Its variant must fit the schema's output type.
 pub enum Value {
@@ -85,17 +88,16 @@ impl Value {
                 true
             }
             (Value::Handle(h), _) => {
-                // The host takes over our reference.
-                v.tag = abi::VALUE_HANDLE;
-                v.handle = h.ptr();
-                if !h.type_name().eq(ty.name()) {
+                if h.type_name() != ty.name() {
                     return Err(Error(format!(
                         "output `{name}` is a {} handle, the schema says {}",
                         h.type_name(),
                         ty.name()
                     )));
                 }
-                std::mem::forget(h);
+                // The host takes over our reference.
+                v.tag = abi::VALUE_HANDLE;
+                v.handle = h.into_ptr();
                 true
             }
             (Value::Guider(g), ValueType::Guider) => {
@@ -130,6 +132,11 @@ pub struct Inputs<'a> {
 impl<'a> Inputs<'a> {
     pub(crate) fn new(schema: &'a NodeSchema, values: &'a [abi::Value]) -> Self {
         Inputs { schema, values }
+    }
+
+    /// The schema the inputs follow.
+    pub fn schema(&self) -> &'a NodeSchema {
+        self.schema
     }
 
     fn get(&self, name: &str) -> Result<&'a abi::Value> {

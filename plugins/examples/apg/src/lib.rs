@@ -12,14 +12,12 @@
 use std::sync::Arc;
 
 use weft_plugin_sdk::{
-    export_plugin, Context, DType, Error, Guider, Handle, InputSpec, Inputs, Node, NodeSchema,
+    export_plugin, Context, DType, Define, Error, Guider, Handle, InputSpec, NodeDef, NodeSchema,
     Path, Result, Tensor, Value, ValueType,
 };
 
 /// The node: checks its widgets and wraps the two guiders into an APG one.
-struct ApgGuider(NodeSchema);
-
-fn schema() -> NodeSchema {
+fn apg_guider() -> NodeDef {
     NodeSchema::new(
         "APGGuider",
         "sampling/custom_sampling/guiders",
@@ -61,19 +59,12 @@ fn schema() -> NodeSchema {
         ValueType::Guider,
         "the APG guider, for SamplerCustomAdvanced",
     )
-}
-
-impl Node for ApgGuider {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>> {
-        let positive = inputs.handle("positive")?;
-        let negative = inputs.handle("negative")?;
-        let cfg = inputs.float("cfg")?;
-        let eta = inputs.float("eta")?;
-        let norm_threshold = inputs.float("norm_threshold")?;
+    .run(|cx| {
+        let positive = cx.handle("positive")?;
+        let negative = cx.handle("negative")?;
+        let cfg = cx.float("cfg")?;
+        let eta = cx.float("eta")?;
+        let norm_threshold = cx.float("norm_threshold")?;
         // The host checks ranges too; repeating them keeps the arithmetic
         // finite whatever host loaded the plugin.
         for (name, v, max) in [
@@ -85,14 +76,14 @@ impl Node for ApgGuider {
                 return Err(Error(format!("{name} must be in 0..{max}, got {v}")));
             }
         }
-        Ok(vec![Value::Guider(Arc::new(Apg {
+        Ok(Value::Guider(Arc::new(Apg {
             positive,
             negative,
             cfg,
             eta,
             norm_threshold,
-        }))])
-    }
+        })))
+    })
 }
 
 /// The guider; the handles are retained, so it may outlive the node's run.
@@ -171,5 +162,5 @@ impl Guider for Apg {
 export_plugin! {
     name: "apg",
     version: env!("CARGO_PKG_VERSION"),
-    nodes: [ApgGuider(schema())],
+    nodes: [apg_guider()],
 }

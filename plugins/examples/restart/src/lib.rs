@@ -14,14 +14,12 @@
 use std::sync::Arc;
 
 use weft_plugin_sdk::{
-    export_plugin, Context, Error, Handle, InputSpec, Inputs, Node, NodeSchema, Path, Result,
+    export_plugin, Context, Define, Error, Handle, InputSpec, NodeDef, NodeSchema, Path, Result,
     Sampler, Tensor, Value, ValueType,
 };
 
 /// The node: validates its widgets once and hands out a configured sampler.
-struct SamplerRestart(NodeSchema);
-
-fn schema() -> NodeSchema {
+fn sampler_restart() -> NodeDef {
     NodeSchema::new(
         "SamplerRestart",
         "sampling/custom_sampling/samplers",
@@ -64,18 +62,11 @@ fn schema() -> NodeSchema {
         ValueType::Sampler,
         "the Restart sampler, for SamplerCustom or SamplerCustomAdvanced",
     )
-}
-
-impl Node for SamplerRestart {
-    fn schema(&self) -> &NodeSchema {
-        &self.0
-    }
-
-    fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>> {
-        let restarts = inputs.int("restarts")?;
-        let from = inputs.float("restart_from")?;
-        let to = inputs.float("restart_to")?;
-        let s_noise = inputs.float("s_noise")?;
+    .run(|cx| {
+        let restarts = cx.int("restarts")?;
+        let from = cx.float("restart_from")?;
+        let to = cx.float("restart_to")?;
+        let s_noise = cx.float("s_noise")?;
         // The host checks ranges too; repeating the checks here keeps the
         // sampler's arithmetic safe whatever host loaded it.
         if !(0..=20).contains(&restarts) {
@@ -95,13 +86,13 @@ impl Node for SamplerRestart {
         if !(0.0..=2.0).contains(&s_noise) {
             return Err(Error(format!("s_noise must be in 0..2, got {s_noise}")));
         }
-        Ok(vec![Value::Sampler(Arc::new(Restart {
+        Ok(Value::Sampler(Arc::new(Restart {
             restarts: restarts as usize,
             from,
             to,
             s_noise,
-        }))])
-    }
+        })))
+    })
 }
 
 /// The configured sampler; it holds no run state, so one instance may serve
@@ -235,5 +226,5 @@ impl Sampler for Restart {
 export_plugin! {
     name: "restart",
     version: env!("CARGO_PKG_VERSION"),
-    nodes: [SamplerRestart(schema())],
+    nodes: [sampler_restart()],
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use weft_plugin_sdk::{
-    export_plugin, Context, Guider, InputSpec, Inputs, Node, NodeSchema, Path, Result, Tensor,
+    export_plugin, Context, Guider, InputSpec, Node, NodeContext, NodeSchema, Path, Result, Tensor,
     Value, ValueType,
 };
 
@@ -14,8 +14,8 @@ impl Node for Panic {
     fn schema(&self) -> &NodeSchema {
         &self.0
     }
-    fn run(&self, _ctx: &Context, inputs: &Inputs) -> Result<Vec<Value>> {
-        let value = inputs.int("value")?;
+    fn run(&self, cx: &NodeContext<'_>) -> Result<Vec<Value>> {
+        let value = cx.int("value")?;
         panic!("value {value} is not welcome here");
     }
 }
@@ -37,7 +37,7 @@ impl Node for PanickingGuider {
     fn schema(&self) -> &NodeSchema {
         &self.0
     }
-    fn run(&self, _ctx: &Context, _inputs: &Inputs) -> Result<Vec<Value>> {
+    fn run(&self, _cx: &NodeContext<'_>) -> Result<Vec<Value>> {
         Ok(vec![Value::Guider(Arc::new(Bomb))])
     }
 }

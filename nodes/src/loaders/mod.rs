@@ -1,0 +1,118 @@
+//! Loader nodes: model files found by name in ComfyUI's model folders (or
+//! given as paths), read into MODEL, CLIP, VAE, CONTROL_NET and CLASSIFIER
+//! values.
+//!
+//! Every loader resolves its file the same way ([`ModelFiles::resolve`]):
+//! an absolute path; a path relative to the graph file's folder; a name in
+//! the input's model folder (subfolders allowed); a path relative to the
+//! working directory. Its cache key is the resolved file's size and
+//! modification time, so an unchanged file is never reloaded.
+
+mod controlnet;
+mod mnist;
+mod sd;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use weft_core::{Inputs, NodeDef, NodeError};
+use weft_model_paths::{ModelKind, ModelPaths};
+
+/// The model folders the loaders search, shared by every loader node.
+#[derive(Clone, Default)]
+pub struct ModelFiles(Arc<ModelPaths>);
+
+impl ModelFiles {
+    pub fn new(paths: ModelPaths) -> Self {
+        ModelFiles(Arc::new(paths))
+    }
+
+    pub fn paths(&self) -> &ModelPaths {
+        &self.0
+    }
+
+    /// The file that input `input` (a name of `kind`) means; the error names
+    /// the folders searched and the closest names found.
+    pub fn resolve(
+        &self,
+        inputs: &Inputs,
+        input: &str,
+        kind: ModelKind,
+    ) -> Result<PathBuf, NodeError> {
+        let name = inputs.str(input)?;
+        self.0
+            .resolve(kind, name, inputs.base_dir())
+            .or_else(|not_found| {
+                // A path given on the command line (`--set`) is relative to
+                // where weft runs.
+                let here = Path::new(name);
+                if !name.is_empty() && here.exists() {
+                    Ok(here.to_path_buf())
+                } else {
+                    Err(NodeError::input(input, not_found.to_string()))
+                }
+            })
+    }
+
+    /// The cache key part for input `input`: what it resolves to and that
+    /// file's (or diffusers folder's) stamp.
+    pub fn fingerprint(&self, inputs: &Inputs, input: &str, kind: ModelKind) -> String {
+        match self.resolve(inputs, input, kind) {
+            Ok(path) => format!("{}={}", path.display(), path_stamp(&path)),
+            Err(e) => format!("unresolved:{}", e.message),
+        }
+    }
+}
+
+/// Every loader node, searching `files`.
+pub fn nodes(files: &ModelFiles) -> Vec<NodeDef> {
+    vec![
+        sd::checkpoint_loader_simple(files.clone()),
+        sd::vae_loader(files.clone()),
+        sd::unet_loader(files.clone()),
+        sd::clip_loader(files.clone()),
+        controlnet::control_net_loader(files.clone()),
+        mnist::checkpoint_loader(files.clone()),
+        mnist::classifier_loader(files.clone()),
+    ]
+}
+
+/// Size and modification time of a file, or of every file up to two levels
+/// into a folder (a diffusers model), so an unchanged model is not reloaded.
+pub(crate) fn path_stamp(path: &Path) -> String {
+    if !path.is_dir() {
+        return file_stamp(path);
+    }
+    let mut parts = Vec::new();
+    let mut walk = |dir: &Path| {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for f in entries.flatten() {
+                parts.push(format!("{}={}", f.path().display(), file_stamp(&f.path())));
+            }
+        }
+    };
+    walk(path);
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for sub in entries.flatten().filter(|e| e.path().is_dir()) {
+            walk(&sub.path());
+        }
+    }
+    parts.sort();
+    parts.join(";")
+}
+
+/// Size and modification time of one file (or why it cannot be read).
+pub(crate) fn file_stamp(path: &Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(meta) => {
+            let mtime = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            format!("{}:{mtime}", meta.len())
+        }
+        Err(e) => format!("unreadable:{:?}", e.kind()),
+    }
+}

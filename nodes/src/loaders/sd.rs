@@ -1,0 +1,149 @@
+//! The Stable Diffusion loaders, with ComfyUI's names and inputs:
+//! `CheckpointLoaderSimple`, `VAELoader`, `UNETLoader` and `CLIPLoader`.
+
+use std::path::PathBuf;
+
+use weft_core::{Define, InputSpec, Inputs, NodeDef, NodeError, NodeSchema, Value, ValueType};
+use weft_model_paths::ModelKind;
+use weft_models::clip::TextEncoder;
+use weft_models::sd::checkpoint;
+use weft_models::sd::network::sampling_model;
+use weft_models::sd::SdUNet;
+use weft_models::vae::Vae;
+
+use super::ModelFiles;
+
+fn config_input(what: &str) -> InputSpec {
+    InputSpec::string("config").default("").doc(&format!(
+        "A diffusers folder whose config.json files describe the {what}, for shapes other than SD 1.x/2.x (as diffusers' `from_single_file(config=…)`); empty to read the shapes."
+    ))
+}
+
+/// The optional `config` folder, resolved like a model name.
+fn config(files: &ModelFiles, inputs: &Inputs) -> Result<Option<PathBuf>, NodeError> {
+    if inputs.str("config")?.is_empty() {
+        return Ok(None);
+    }
+    files
+        .resolve(inputs, "config", ModelKind::Diffusers)
+        .map(Some)
+}
+
+fn fingerprint_with_config(
+    files: &ModelFiles,
+    inputs: &Inputs,
+    input: &str,
+    kind: ModelKind,
+) -> String {
+    let config = match inputs.str("config") {
+        Ok("") | Err(_) => String::new(),
+        Ok(_) => files.fingerprint(inputs, "config", ModelKind::Diffusers),
+    };
+    format!("{}|{config}", files.fingerprint(inputs, input, kind))
+}
+
+pub fn checkpoint_loader_simple(files: ModelFiles) -> NodeDef {
+    let keys = files.clone();
+    NodeSchema::new(
+        "CheckpointLoaderSimple",
+        "model/loaders",
+        "Loads a Stable Diffusion 1.x/2.x checkpoint: a single .safetensors file in the original LDM layout (A1111, ComfyUI, Civitai downloads) or a diffusers folder. The family (SD 1.x or 2.x, ε or v-prediction, inpainting) is read from the tensors; weights are memory-mapped and computed in f32. Files are never fetched: the file must exist.",
+    )
+    .input(InputSpec::model("ckpt_name", "checkpoints").doc("The checkpoint: a name in the checkpoints folders (subfolders allowed), or a path to a .safetensors file or diffusers folder."))
+    .input(config_input("checkpoint"))
+    .output("MODEL", ValueType::Model, "The UNet with its noise schedule.")
+    .output("CLIP", ValueType::Clip, "The text encoder and tokenizer.")
+    .output("VAE", ValueType::Vae, "The autoencoder between images and latents.")
+    .heavy()
+    .run(move |cx| {
+        let path = files.resolve(cx.inputs, "ckpt_name", ModelKind::Checkpoints)?;
+        let config = config(&files, cx.inputs)?;
+        let err = |e: String| NodeError::input("ckpt_name", e);
+        let ck = checkpoint::open(&path, config.as_deref()).map_err(err)?;
+        let missing = |what: &str| err(format!("{}: the checkpoint has no {what}", path.display()));
+        let (uspec, utensors) = ck.unet.as_ref().ok_or_else(|| missing("UNet"))?;
+        let unet = SdUNet::build(uspec, utensors).map_err(err)?;
+        cx.check_cancelled()?;
+        let clip = TextEncoder::build(ck.clip.as_ref().ok_or_else(|| missing("text encoder"))?)
+            .map_err(err)?;
+        let (vspec, vtensors) = ck.vae.as_ref().ok_or_else(|| missing("VAE"))?;
+        let vae = Vae::build(vspec, vtensors).map_err(err)?;
+        let model = sampling_model(&ck, unet).map_err(err)?;
+        cx.output(format!(
+            "{}: {} checkpoint, {:?} prediction",
+            path.display(),
+            ck.family.name(),
+            ck.schedule.prediction
+        ));
+        Ok((Value::handle(model), Value::handle(clip), Value::handle(vae)))
+    })
+    .fingerprint(move |inputs| {
+        Ok(fingerprint_with_config(&keys, inputs, "ckpt_name", ModelKind::Checkpoints))
+    })
+}
+
+pub fn vae_loader(files: ModelFiles) -> NodeDef {
+    let keys = files.clone();
+    NodeSchema::new(
+        "VAELoader",
+        "model/loaders",
+        "Loads a Stable Diffusion VAE: a standalone VAE file in the LDM layout (`encoder.…`, `decoder.…`, such as `vae-ft-mse-840000-ema-pruned.safetensors`), a full checkpoint (its `first_stage_model.…`), or a diffusers folder with a vae/ subfolder.",
+    )
+    .input(InputSpec::model("vae_name", "vae").doc("The VAE: a name in the vae folders, or a path to a .safetensors file or diffusers folder."))
+    .output("VAE", ValueType::Vae, "The autoencoder.")
+    .heavy()
+    .run(move |cx| {
+        let path = files.resolve(cx.inputs, "vae_name", ModelKind::Vae)?;
+        let err = |e: String| NodeError::input("vae_name", e);
+        let (spec, tensors) = checkpoint::open_vae(&path).map_err(err)?;
+        Ok(Value::handle(Vae::build(&spec, &tensors).map_err(err)?))
+    })
+    .fingerprint(move |inputs| Ok(keys.fingerprint(inputs, "vae_name", ModelKind::Vae)))
+}
+
+pub fn unet_loader(files: ModelFiles) -> NodeDef {
+    let keys = files.clone();
+    NodeSchema::new(
+        "UNETLoader",
+        "model/loaders",
+        "Loads a Stable Diffusion 1.x/2.x UNet on its own: a UNet-only file in the LDM layout (`input_blocks.…`, as in ComfyUI's diffusion_models folder), a full checkpoint, or a diffusers folder or its unet/ subfolder.",
+    )
+    .input(InputSpec::model("unet_name", "diffusion_models").doc("The UNet: a name in the diffusion_models (or unet) folders, or a path to a .safetensors file or diffusers folder."))
+    .input(config_input("UNet"))
+    .output("MODEL", ValueType::Model, "The UNet with its noise schedule.")
+    .heavy()
+    .run(move |cx| {
+        let path = files.resolve(cx.inputs, "unet_name", ModelKind::DiffusionModels)?;
+        let config = config(&files, cx.inputs)?;
+        let err = |e: String| NodeError::input("unet_name", e);
+        let ck = checkpoint::open_unet(&path, config.as_deref()).map_err(err)?;
+        let (spec, tensors) = ck
+            .unet
+            .as_ref()
+            .ok_or_else(|| err(format!("{}: no UNet", path.display())))?;
+        let unet = SdUNet::build(spec, tensors).map_err(err)?;
+        Ok(Value::handle(sampling_model(&ck, unet).map_err(err)?))
+    })
+    .fingerprint(move |inputs| {
+        Ok(fingerprint_with_config(&keys, inputs, "unet_name", ModelKind::DiffusionModels))
+    })
+}
+
+pub fn clip_loader(files: ModelFiles) -> NodeDef {
+    let keys = files.clone();
+    NodeSchema::new(
+        "CLIPLoader",
+        "model/loaders",
+        "Loads a Stable Diffusion text encoder on its own: a transformers CLIP file (`text_model.…` or, as transformers 5 saves it, unprefixed; SD 1.x), an OpenCLIP file (`transformer.resblocks.…`, SD 2.x), a full checkpoint, or a diffusers folder or its text_encoder/ subfolder.",
+    )
+    .input(InputSpec::model("clip_name", "text_encoders").doc("The text encoder: a name in the text_encoders (or clip) folders, or a path to a .safetensors file or diffusers folder."))
+    .output("CLIP", ValueType::Clip, "The text encoder and tokenizer.")
+    .heavy()
+    .run(move |cx| {
+        let path = files.resolve(cx.inputs, "clip_name", ModelKind::TextEncoders)?;
+        let err = |e: String| NodeError::input("clip_name", e);
+        let parts = checkpoint::open_clip(&path).map_err(err)?;
+        Ok(Value::handle(TextEncoder::build(&parts).map_err(err)?))
+    })
+    .fingerprint(move |inputs| Ok(keys.fingerprint(inputs, "clip_name", ModelKind::TextEncoders)))
+}
