@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch/diffusers side of `cargo bench -p weft-nodes --bench sd_speed`.
+"""PyTorch/diffusers side of `cargo bench -p weft-models --bench sd_speed`.
 
 Builds Stable Diffusion 1.5's UNet or VAE from its config with random
 weights (nothing is downloaded), times one UNet step at 512x512 with batch 2

@@ -3,7 +3,7 @@
 //! 512×512, for weft and for PyTorch/diffusers on the same machine in the
 //! same run, with the ratio and each side's peak RSS.
 //!
-//!   cargo bench -p weft-nodes --bench sd_speed
+//!   cargo bench -p weft-models --bench sd_speed
 //!
 //! PyTorch comes from `WEFT_BENCH_PYTHON` (default `python3`) running
 //! `scripts/bench_sd_torch.py`; without torch only weft's figures print.

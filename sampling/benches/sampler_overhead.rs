@@ -1,5 +1,5 @@
 //! Sampler overhead per step, excluding the model, on a 4×64×64 latent:
-//! `cargo bench -p weft-nodes --bench sampler_overhead`.
+//! `cargo bench -p weft-sampling --bench sampler_overhead`.
 //!
 //! The reference in the same process is one forward of a tiny convolutional
 //! network (4→64→64→4 channels, 3×3, batch 2 as under CFG), standing in for
