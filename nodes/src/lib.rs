@@ -1,11 +1,14 @@
 //! weft's built-in node types: the node layer over `weft-models` and
-//! `weft-sampling`, with ComfyUI's names.
+//! `weft-sampling`, with ComfyUI's names, in modules that follow ComfyUI's
+//! categories: [`loaders`], [`conditioning`], [`latent`], [`sampling`],
+//! [`image`] and [`utility`].
 
+pub mod conditioning;
 pub mod controlnet;
 pub mod image;
+pub mod latent;
 pub mod loaders;
-pub mod sampling_nodes;
-pub mod sd;
+pub mod sampling;
 pub mod utility;
 
 use weft_core::Registry;
@@ -14,13 +17,19 @@ pub use loaders::ModelFiles;
 
 /// Registers every built-in node type; loaders search `files`.
 pub fn register_builtins(registry: &mut Registry, files: &ModelFiles) {
-    utility::register(registry).expect("built-in schemas are valid and unique");
-    sampling_nodes::register(registry).expect("built-in schemas are valid and unique");
-    image::register(registry).expect("built-in schemas are valid and unique");
-    registry
-        .register_all(loaders::nodes(files))
-        .expect("built-in schemas are valid and unique");
-    sd::register(registry).expect("built-in schemas are valid and unique");
+    let families = [
+        loaders::nodes(files),
+        conditioning::nodes(),
+        latent::nodes(),
+        sampling::nodes(),
+        image::nodes(),
+        utility::nodes(),
+    ];
+    for family in families {
+        registry
+            .register_all(family)
+            .expect("built-in schemas are valid and unique");
+    }
 }
 
 /// A registry holding just the built-ins, with no model folders (names

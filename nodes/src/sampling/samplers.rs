@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use weft_core::{Define, InputSpec, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
-use super::handles::SamplerHandle;
+use weft_sampling::handles::SamplerHandle;
 use weft_sampling::{sampler_by_name, sampler_names, SamplerOptions};
 
 /// `KSamplerSelect`: picks a sampling algorithm by name.

@@ -1,6 +1,6 @@
 use weft_core::{Define, InputSpec, NodeDef, NodeSchema, Value, ValueType};
 
-use super::handles::NoiseHandle;
+use weft_sampling::handles::NoiseHandle;
 
 /// `RandomNoise`: seeded Gaussian noise, generated on the CPU.
 pub fn random_noise() -> NodeDef {

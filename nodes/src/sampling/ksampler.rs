@@ -2,10 +2,10 @@ use std::sync::Arc;
 
 use weft_core::{Define, InputSpec, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
-use super::handles::{GuiderHandle, NoiseHandle, SamplerHandle};
 use super::run::sample;
 use super::schedules::model_sigmas;
 use weft_sampling::guidance::{Cfg, CfgConvention};
+use weft_sampling::handles::{GuiderHandle, NoiseHandle, SamplerHandle};
 use weft_sampling::{
     sampler_by_name, sampler_names, schedule, Conditioning, Model, SamplerOptions,
 };

@@ -38,3 +38,36 @@ pub fn empty_latent() -> NodeDef {
             })))
         })
 }
+
+/// `EmptyLatentImage`: an empty Stable Diffusion latent for a picture size.
+pub fn empty_latent_image() -> NodeDef {
+    NodeSchema::new(
+        "EmptyLatentImage",
+        "latent",
+        "Zero latents for Stable Diffusion 1.x/2.x images of the given size (4 channels, 1/8 of the pixels on each side): the start of text-to-image.",
+    )
+    .input(InputSpec::int("width").default(512).range(8.0, 16384.0).step(8.0).doc("Image width in pixels, a multiple of 8."))
+    .input(InputSpec::int("height").default(512).range(8.0, 16384.0).step(8.0).doc("Image height in pixels, a multiple of 8."))
+    .input(InputSpec::int("batch_size").default(1).range(1.0, 4096.0).doc("How many images."))
+    .output("LATENT", ValueType::Latent, "The empty latents.")
+    .run(|cx| {
+        let side = |name: &str| -> Result<usize, NodeError> {
+            let v = cx.int(name)?;
+            if v % 8 != 0 {
+                return Err(NodeError::input(
+                    name,
+                    format!("{v} is not a multiple of 8"),
+                ));
+            }
+            Ok(v as usize / 8)
+        };
+        let (w, h) = (side("width")?, side("height")?);
+        let b = cx.int("batch_size")? as usize;
+        let samples = Tensor::zeros((b, 4, h, w), DType::F32, &Device::Cpu)?;
+        Ok(Value::Latent(Arc::new(Latent {
+            samples,
+            space: weft_models::vae::sd_latent_space(),
+            noise_mask: None,
+        })))
+    })
+}

@@ -2,9 +2,9 @@ use std::sync::Arc;
 
 use weft_core::{Define, InputSpec, NodeContext, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
-use super::handles::GuiderHandle;
 use weft_models::mnist::classifier::ClassifierHandle;
 use weft_sampling::guidance::{Cfg, CfgConvention, ClassifierGuided, Unguided};
+use weft_sampling::handles::GuiderHandle;
 use weft_sampling::{Conditioning, Model};
 
 fn model(cx: &NodeContext<'_>) -> Result<Arc<Model>, NodeError> {

@@ -5,6 +5,14 @@ use weft_core::{Define, InputSpec, LatentSpace, NodeDef, NodeError, NodeSchema, 
 use weft_sampling::exact::{ExactNetwork, GaussianMixture};
 use weft_sampling::{schedule, Model, ModelSampling, Prediction};
 
+/// `ExactGaussianModel`'s training β schedules (diffusers' names), with
+/// the β range each reads (`squaredcos_cap_v2` reads none).
+const BETA_SCHEDULES: [(&str, f64, f64); 3] = [
+    ("scaled_linear", 0.00085, 0.012),
+    ("linear", 1e-4, 0.02),
+    ("squaredcos_cap_v2", 0.0, 0.0),
+];
+
 /// `ExactGaussianModel`: the exact denoiser of Gaussian-mixture data as a
 /// MODEL, a model with a known answer, for checking samplers and guidance
 /// from a graph.
@@ -14,6 +22,7 @@ pub fn exact_gaussian_model() -> NodeDef {
         .input(InputSpec::string("stds").default("0.5,0.5").doc("Component standard deviations."))
         .input(InputSpec::string("weights").default("1,1").doc("Component weights."))
         .input(InputSpec::choice("parameterization", &["epsilon", "v_prediction", "sample", "flow"]).doc("What the network predicts; `flow` uses the linear flow-matching path."))
+        .input(InputSpec::choice("beta_schedule", &BETA_SCHEDULES.map(|(name, ..)| name)).doc("The training β schedule, by diffusers' `beta_schedule` name: scaled_linear is Stable Diffusion's (√β evenly spaced, β from 0.00085 to 0.012; ComfyUI's `linear`), linear is DDPM's (β evenly spaced from 1e-4 to 0.02), squaredcos_cap_v2 is Nichol & Dhariwal's cosine ᾱ(t) = cos²((t + 0.008)/1.008 · π/2) with β capped at 0.999 (ComfyUI's `cosine`). `flow` has none."))
         .input(InputSpec::int("channels").default(0).range(0.0, 64.0).doc("Latent channels the model accepts; 0 accepts any."))
         .output("MODEL", ValueType::Model, "The model.")
         .run(|cx| {
@@ -40,8 +49,15 @@ pub fn exact_gaussian_model() -> NodeDef {
                     let prediction = Prediction::parse(name).ok_or_else(|| {
                         NodeError::input("parameterization", format!("unknown {name:?}"))
                     })?;
-                    let betas = schedule::betas("scaled_linear", 1000, 0.00085, 0.012)
-                        .map_err(NodeError::new)?;
+                    let kind = cx.str("beta_schedule")?;
+                    let (_, start, end) = BETA_SCHEDULES
+                        .into_iter()
+                        .find(|(name, ..)| *name == kind)
+                        .ok_or_else(|| {
+                            NodeError::input("beta_schedule", format!("unknown {kind:?}"))
+                        })?;
+                    let betas =
+                        schedule::betas(kind, 1000, start, end).map_err(NodeError::new)?;
                     ModelSampling::discrete(&schedule::alphas_cumprod(&betas), prediction)
                 }
             };

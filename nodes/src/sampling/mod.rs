@@ -1,29 +1,25 @@
 //! Sampling as nodes, split the way ComfyUI users know: NOISE, GUIDER,
 //! SAMPLER and SIGMAS values meet in `SamplerCustomAdvanced`; `KSampler`
-//! does the common case in one node.
+//! does the common case in one node. The models made or patched for
+//! sampling (`ExactGaussianModel`, `ModelSamplingDiscrete`) are here too.
 
-mod conditioning;
 mod guiders;
-pub(crate) mod handles;
 mod ksampler;
-mod latent;
 mod models;
 mod noise;
-pub(crate) mod run;
+mod run;
 mod samplers;
 mod schedules;
 
-pub use handles::{GuiderHandle, NoiseHandle, SamplerHandle};
+pub use weft_sampling::handles::{GuiderHandle, NoiseHandle, SamplerHandle};
 
-use weft_core::{NodeDef, Registry};
+use weft_core::NodeDef;
 
 /// The sampling node types.
 pub fn nodes() -> Vec<NodeDef> {
     vec![
         noise::random_noise(),
         noise::disable_noise(),
-        latent::empty_latent(),
-        conditioning::class_label(),
         models::exact_gaussian_model(),
         models::model_sampling_discrete(),
         samplers::ksampler_select(),
@@ -39,8 +35,4 @@ pub fn nodes() -> Vec<NodeDef> {
         schedules::split_sigmas(),
         schedules::flip_sigmas(),
     ]
-}
-
-pub fn register(registry: &mut Registry) -> Result<(), String> {
-    registry.register_all(nodes())
 }

@@ -5,7 +5,7 @@ use weft_core::{
     Define, InputSpec, Latent, NodeContext, NodeDef, NodeError, NodeSchema, Value, ValueType,
 };
 
-use super::handles::{GuiderHandle, NoiseHandle, SamplerHandle};
+use weft_sampling::handles::{GuiderHandle, NoiseHandle, SamplerHandle};
 use weft_sampling::{seeded_noise, Denoiser, Path, SampleContext, SeededSteps};
 
 /// Checks a σ schedule before any model time is spent on it.
@@ -184,13 +184,4 @@ pub fn sigma_values(value: &Value) -> Result<Vec<f64>, NodeError> {
             format!("expected SIGMAS, found {}", other.ty()),
         )),
     }
-}
-
-/// The latent behind input `name`; [`weft_core::Inputs::latent`] under its
-/// old name, for `sd.rs`.
-pub fn latent_input<'a>(
-    inputs: &'a weft_core::Inputs,
-    name: &str,
-) -> Result<&'a Latent, NodeError> {
-    inputs.latent(name)
 }

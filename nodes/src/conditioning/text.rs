@@ -1,0 +1,46 @@
+use weft_core::{Define, InputSpec, NodeDef, NodeError, NodeSchema, Value, ValueType};
+use weft_models::clip::TextEncoder;
+
+/// `CLIPTextEncode`: prompt text to conditioning.
+pub fn clip_text_encode() -> NodeDef {
+    NodeSchema::new(
+        "CLIPTextEncode",
+        "conditioning",
+        "Encodes a prompt with CLIP. `(word:1.3)` weights words (bare parentheses ×1.1, nesting multiplies, `\\(` is a literal parenthesis); prompts over 75 tokens are encoded in 77-token chunks placed side by side, as in ComfyUI.",
+    )
+    .input(InputSpec::string("text").default("").doc("The prompt."))
+    .input(InputSpec::of("clip", ValueType::Clip).doc("The text encoder."))
+    .output("CONDITIONING", ValueType::Conditioning, "The text states the UNet attends to, and the pooled output.")
+    .run(|cx| {
+        let cond = cx
+            .get::<TextEncoder>("clip")?
+            .encode(cx.str("text")?)
+            .map_err(|e| NodeError::new(format!("text encoding failed: {e}")))?;
+        Ok(Value::handle(cond))
+    })
+}
+
+/// `CLIPSetLastLayer`: which CLIP layer conditions the UNet ("clip skip").
+pub fn clip_set_last_layer() -> NodeDef {
+    NodeSchema::new(
+        "CLIPSetLastLayer",
+        "conditioning",
+        "Stops the text encoder at an earlier layer: -1 is the last layer, -2 the one before (A1111's \"clip skip 2\"). SD 2.x single files default to -2, which is what SD 2.x was trained with.",
+    )
+    .input(InputSpec::of("clip", ValueType::Clip).doc("The text encoder."))
+    .input(InputSpec::int("stop_at_clip_layer").default(-1).range(-48.0, -1.0).doc("The layer, counted from the end."))
+    .output("CLIP", ValueType::Clip, "The same encoder, stopping at that layer.")
+    .run(|cx| {
+        let mut clip = cx.get::<TextEncoder>("clip")?.clone();
+        let back = cx.int("stop_at_clip_layer")?;
+        let n = clip.num_layers() as i64;
+        if -back > n {
+            return Err(NodeError::input(
+                "stop_at_clip_layer",
+                format!("the text encoder has {n} layers; {back} is before the first"),
+            ));
+        }
+        clip.layer = (n + 1 + back) as usize;
+        Ok(Value::handle(clip))
+    })
+}
