@@ -81,6 +81,35 @@ pub enum Transform {
     Squeeze,
 }
 
+/// Names for a diffusers-written file (UNet, VAE): its keys as they are.
+pub fn diffusers_names(key: &str) -> Vec<(String, Transform)> {
+    vec![(key.to_string(), Transform::Same)]
+}
+
+/// Top-level modules of transformers' CLIP text tower.
+const CLIP_TOWER: [&str; 3] = ["embeddings.", "encoder.", "final_layer_norm."];
+
+/// Names for a file written by transformers' `save_pretrained` for a CLIP
+/// text model (`CLIPTextModel`, `CLIPTextModelWithProjection`), in either
+/// key layout, as the `text_model.…` / `text_projection.weight` names the
+/// text encoder is built with. transformers 4 wrote `CLIPTextModel` under
+/// `text_model.` (`text_model.encoder.layers.0.…`); transformers 5 dropped
+/// that wrapper module and writes the tower's keys bare (`embeddings.…`,
+/// `encoder.layers.0.…`, `final_layer_norm.…`). `CLIPTextModelWithProjection`
+/// keeps `text_model.…` plus a top-level `text_projection.weight` in both.
+/// Older files' `position_ids` buffers are dropped.
+pub fn transformers_text_names(key: &str) -> Vec<(String, Transform)> {
+    if key.ends_with("position_ids") {
+        return Vec::new();
+    }
+    let name = if CLIP_TOWER.iter().any(|m| key.starts_with(m)) {
+        format!("text_model.{key}")
+    } else {
+        key.to_string()
+    };
+    vec![(name, Transform::Same)]
+}
+
 /// Where one network tensor comes from.
 #[derive(Clone, Debug)]
 pub struct Source {

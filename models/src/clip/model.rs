@@ -24,25 +24,58 @@ pub enum Activation {
 }
 
 /// Hyper-parameters, read from a transformers `CLIPTextConfig` JSON
-/// (`text_encoder/config.json`) or inferred from a single-file checkpoint.
+/// (`text_encoder/config.json`; settings it leaves out take that class's
+/// defaults) or inferred from a single-file checkpoint.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct ClipConfig {
+    #[serde(default = "default_vocab")]
     pub vocab_size: usize,
+    #[serde(default = "default_hidden")]
     pub hidden_size: usize,
+    #[serde(default = "default_intermediate")]
     pub intermediate_size: usize,
+    #[serde(default = "default_layers")]
     pub num_hidden_layers: usize,
+    #[serde(default = "default_heads")]
     pub num_attention_heads: usize,
+    #[serde(default = "default_positions")]
     pub max_position_embeddings: usize,
+    #[serde(default = "default_act")]
     pub hidden_act: Activation,
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
     /// Width of `text_projection` (SD 2.x and SDXL use the projected pooled output).
-    #[serde(default)]
+    #[serde(default = "default_projection")]
     pub projection_dim: Option<usize>,
 }
 
+// transformers' `CLIPTextConfig` defaults (a 512-wide, 12-layer tower).
+fn default_vocab() -> usize {
+    49408
+}
+fn default_hidden() -> usize {
+    512
+}
+fn default_intermediate() -> usize {
+    2048
+}
+fn default_layers() -> usize {
+    12
+}
+fn default_heads() -> usize {
+    8
+}
+fn default_positions() -> usize {
+    77
+}
+fn default_act() -> Activation {
+    Activation::QuickGelu
+}
 fn default_eps() -> f64 {
     1e-5
+}
+fn default_projection() -> Option<usize> {
+    Some(512)
 }
 
 impl Activation {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::config::{self, ClipLayout, Family, ScheduleSpec, UNetSpec, VaeSpec};
 use super::ldm::{self, CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
 use crate::clip::{Activation, ClipConfig};
-use crate::weights::{TensorMap, Transform, WeightFile};
+use crate::weights::{self, TensorMap, Transform, WeightFile};
 
 /// The text encoder's part of a checkpoint.
 #[derive(Clone, Debug)]
@@ -29,13 +29,15 @@ pub struct ClipParts {
 impl ClipParts {
     /// A text encoder from a single file, which carries no tokenizer: a
     /// full OpenCLIP tower conditions on its penultimate layer and pads
-    /// with `!`, as SD 2.x was trained.
+    /// with `!`, as SD 2.x was trained; one converted to transformers' names
+    /// (diffusers' SD 2.x encoder, already cut to the penultimate layer)
+    /// conditions on its last layer and pads with `!` too.
     fn single_file(config: ClipConfig, layout: ClipLayout, tensors: TensorMap) -> ClipParts {
         let n = config.num_hidden_layers;
         let open_clip = layout == ClipLayout::OpenClip;
         ClipParts {
             layer: if open_clip && n > 1 { n - 1 } else { n },
-            pad_with_zero: open_clip,
+            pad_with_zero: open_clip || config.hidden_act == Activation::Gelu,
             merges: None,
             config,
             tensors,
@@ -120,6 +122,9 @@ const MODEL_FILES: [&str; 2] = [
 /// Weight file names of transformers text-encoder folders.
 const TEXT_FILES: [&str; 2] = ["model.safetensors", "model.fp16.safetensors"];
 
+/// How a component's stored keys become the names its network is built with.
+type Names = fn(&str) -> Vec<(String, Transform)>;
+
 /// The weights file of a diffusers component, refusing pickles.
 fn component_file(dir: &Path, sub: &str, names: &[&str]) -> Result<Option<PathBuf>, String> {
     let folder = dir.join(sub);
@@ -141,19 +146,13 @@ fn component_file(dir: &Path, sub: &str, names: &[&str]) -> Result<Option<PathBu
 
 fn open_diffusers(dir: &Path) -> Result<Checkpoint, String> {
     let cfg = folder_configs(dir)?;
-    let load = |sub: &str, names: &[&str]| -> Result<Option<TensorMap>, String> {
-        let Some(file) = component_file(dir, sub, names)? else {
+    let load = |sub: &str, files: &[&str], names: Names| -> Result<Option<TensorMap>, String> {
+        let Some(file) = component_file(dir, sub, files)? else {
             return Ok(None);
         };
         let file = WeightFile::open(&file)?;
         let mut map = TensorMap::default();
-        map.add_file(&file, "", |k| {
-            if k.ends_with("position_ids") {
-                Vec::new()
-            } else {
-                vec![(k.to_string(), Transform::Same)]
-            }
-        });
+        map.add_file(&file, "", names);
         Ok(Some(map))
     };
     fn pair<S>(
@@ -175,12 +174,26 @@ fn open_diffusers(dir: &Path) -> Result<Checkpoint, String> {
             )),
         }
     }
-    let unet = pair(dir, cfg.unet, load("unet", &MODEL_FILES)?, "unet/")?;
-    let vae = pair(dir, cfg.vae, load("vae", &MODEL_FILES)?, "vae/")?;
+    let unet = pair(
+        dir,
+        cfg.unet,
+        load("unet", &MODEL_FILES, weights::diffusers_names)?,
+        "unet/",
+    )?;
+    let vae = pair(
+        dir,
+        cfg.vae,
+        load("vae", &MODEL_FILES, weights::diffusers_names)?,
+        "vae/",
+    )?;
     let clip = pair(
         dir,
         cfg.clip,
-        load("text_encoder", &TEXT_FILES)?,
+        load(
+            "text_encoder",
+            &TEXT_FILES,
+            weights::transformers_text_names,
+        )?,
         "text_encoder/",
     )?;
     if unet.is_none() && vae.is_none() && clip.is_none() {
@@ -318,7 +331,7 @@ pub fn open_vae(path: &Path) -> Result<(VaeSpec, TensorMap), String> {
                 .ok_or_else(|| format!("{}: no VAE weights", path.display()))?;
             let file = WeightFile::open(&file)?;
             let mut map = TensorMap::default();
-            map.add_file(&file, "", |k| vec![(k.to_string(), Transform::Same)]);
+            map.add_file(&file, "", weights::diffusers_names);
             return Ok((cfg, map));
         }
         return open_diffusers(path)?
@@ -372,6 +385,7 @@ fn component_folder<S>(
     dir: &Path,
     files: &[&str],
     parse_config: impl Fn(&str) -> Result<S, String>,
+    names: Names,
 ) -> Result<(S, TensorMap), String> {
     let cfg = parse(&dir.join("config.json"), parse_config)?;
     let parent = dir.parent().unwrap_or(dir);
@@ -380,13 +394,7 @@ fn component_folder<S>(
         .ok_or_else(|| format!("{}: no weights", dir.display()))?;
     let file = WeightFile::open(&file)?;
     let mut map = TensorMap::default();
-    map.add_file(&file, "", |k| {
-        if k.ends_with("position_ids") {
-            Vec::new()
-        } else {
-            vec![(k.to_string(), Transform::Same)]
-        }
-    });
+    map.add_file(&file, "", names);
     Ok((cfg, map))
 }
 
@@ -406,7 +414,12 @@ pub fn open_unet(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, S
         })
     };
     if path.is_dir() && path.join("config.json").is_file() {
-        let (spec, map) = component_folder(path, &MODEL_FILES, config::unet_from_json)?;
+        let (spec, map) = component_folder(
+            path,
+            &MODEL_FILES,
+            config::unet_from_json,
+            weights::diffusers_names,
+        )?;
         let family = Family::from_context(spec.config.cross_attention_dim);
         let schedule = path
             .parent()
@@ -457,11 +470,17 @@ pub fn open_unet(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, S
 }
 
 /// A text encoder on its own: a checkpoint's, a diffusers folder's (or its
-/// `text_encoder/`), or a transformers CLIP file (`text_model.…`, SD 1.x's
-/// CLIP-L) or OpenCLIP file (`transformer.resblocks.…`, SD 2.x's).
+/// `text_encoder/`), or a transformers CLIP file (SD 1.x's CLIP-L:
+/// `text_model.…`, or bare `embeddings.…` as transformers 5 saves it) or
+/// OpenCLIP file (`transformer.resblocks.…`, SD 2.x's).
 pub fn open_clip(path: &Path) -> Result<ClipParts, String> {
     if path.is_dir() && path.join("config.json").is_file() {
-        let (config, tensors) = component_folder(path, &TEXT_FILES, config::clip_from_json)?;
+        let (config, tensors) = component_folder(
+            path,
+            &TEXT_FILES,
+            config::clip_from_json,
+            weights::transformers_text_names,
+        )?;
         let merges = path.parent().map(|p| p.join("tokenizer/merges.txt"));
         return Ok(ClipParts {
             layer: config.num_hidden_layers,
@@ -478,20 +497,27 @@ pub fn open_clip(path: &Path) -> Result<ClipParts, String> {
     }
     let file = WeightFile::open(path)?;
     let shapes = file.shapes();
-    let bare = as_prefixed(
-        shapes.clone(),
-        &format!("{CLIP_PREFIX}transformer."),
-        "text_model.",
-    )
-    .map(|s| (s, "transformer."))
-    .or_else(|| {
+    let transformers = shapes
+        .keys()
+        .any(|k| k.starts_with("text_model.") || k.starts_with("embeddings.token_embedding."));
+    let bare = if transformers {
+        // transformers' names in either of its layouts, under the single
+        // file's prefix, so the shape reader applies.
+        let mut prefixed = config::Shapes::new();
+        for (key, shape) in shapes {
+            for (name, _) in weights::transformers_text_names(&key) {
+                prefixed.insert(format!("{CLIP_PREFIX}transformer.{name}"), shape.clone());
+            }
+        }
+        Some((prefixed, "transformer."))
+    } else {
         as_prefixed(
             shapes,
             &format!("{CLIP_PREFIX}model."),
             "transformer.resblocks.",
         )
         .map(|s| (s, "model."))
-    });
+    };
     let Some((prefixed, inner)) = bare else {
         return open_single_file(path, None)?
             .clip

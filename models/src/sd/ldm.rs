@@ -202,10 +202,8 @@ pub fn clip_names(key: &str) -> Vec<(String, Transform)> {
         return Vec::new();
     }
     if let Some(rest) = key.strip_prefix("transformer.") {
-        return match rest.strip_prefix("text_model.") {
-            Some(_) => same(rest.to_string()),
-            None => same(format!("text_model.{rest}")),
-        };
+        // transformers' own names, in either of its layouts.
+        return crate::weights::transformers_text_names(rest);
     }
     let Some(rest) = key.strip_prefix("model.") else {
         return Vec::new();
