@@ -143,8 +143,15 @@ fn private_copy(path: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
         "{}-{stem}",
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    std::fs::write(&copy, bytes)?;
-    Ok(copy)
+    // Another load may remove the (then empty) folder between our create
+    // and write; make it again and retry rather than fail the load.
+    for _ in 0..8 {
+        match std::fs::write(&copy, bytes) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(&dir)?,
+            other => return other.map(|()| copy),
+        }
+    }
+    std::fs::write(&copy, bytes).map(|()| copy)
 }
 
 /// # Safety
