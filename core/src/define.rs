@@ -22,7 +22,7 @@
 
 use std::sync::Arc;
 
-use weft_schema::{NodeSchema, ValueType};
+use weft_schema::{IntoOutputs, NodeSchema, ValueType};
 
 use crate::node::{Inputs, Node, NodeContext, NodeError};
 use crate::value::{Latent, Object, Value};
@@ -62,14 +62,14 @@ impl NodeDef {
 
 /// Turns a finished [`NodeSchema`] into a [`NodeDef`] with its `run`.
 pub trait Define {
-    fn run<O: IntoOutputs>(
+    fn run<O: IntoOutputs<Value>>(
         self,
         f: impl Fn(&NodeContext<'_>) -> Result<O, NodeError> + Send + Sync + 'static,
     ) -> NodeDef;
 }
 
 impl Define for NodeSchema {
-    fn run<O: IntoOutputs>(
+    fn run<O: IntoOutputs<Value>>(
         self,
         f: impl Fn(&NodeContext<'_>) -> Result<O, NodeError> + Send + Sync + 'static,
     ) -> NodeDef {
@@ -116,39 +116,11 @@ pub(crate) fn all_lazy(inputs: &Inputs) -> Vec<String> {
         .collect()
 }
 
-/// What a node's `run` may return: one value or a tuple of them, in the
-/// schema's output order.
-pub trait IntoOutputs {
-    fn into_outputs(self) -> Vec<Value>;
-}
-
-impl IntoOutputs for Vec<Value> {
-    fn into_outputs(self) -> Vec<Value> {
-        self
-    }
-}
-
-impl IntoOutputs for Value {
+/// A single value is one output (tuples and `Vec`s are covered in
+/// `weft-schema`).
+impl IntoOutputs<Value> for Value {
     fn into_outputs(self) -> Vec<Value> {
         vec![self]
-    }
-}
-
-impl IntoOutputs for () {
-    fn into_outputs(self) -> Vec<Value> {
-        Vec::new()
-    }
-}
-
-impl IntoOutputs for (Value, Value) {
-    fn into_outputs(self) -> Vec<Value> {
-        vec![self.0, self.1]
-    }
-}
-
-impl IntoOutputs for (Value, Value, Value) {
-    fn into_outputs(self) -> Vec<Value> {
-        vec![self.0, self.1, self.2]
     }
 }
 

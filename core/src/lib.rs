@@ -20,7 +20,7 @@ pub mod value;
 pub mod write;
 
 pub use cache::{Cache, Outputs, Signature};
-pub use define::{Define, Handle, IntoOutputs, NodeDef};
+pub use define::{Define, Handle, NodeDef};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use events::{Event, EventSink};
 pub use execute::{Executor, NodeFailure, RunOptions, RunReport};
@@ -31,7 +31,9 @@ pub use source::{SourceFile, Span, Spanned};
 pub use validate::{validate, Binding, PlannedNode, ValidGraph};
 pub use value::{Latent, LatentSpace, Object, Value};
 pub use weft_schema as schema;
-pub use weft_schema::{Cost, InputSpec, Literal, NodeSchema, OutputSpec, OutputType, ValueType};
+pub use weft_schema::{
+    Cost, InputSpec, IntoOutputs, Literal, NodeSchema, OutputSpec, OutputType, ValueType,
+};
 
 /// Parses and validates graph text, applying `--set` overrides first.
 pub fn load(

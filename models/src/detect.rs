@@ -8,11 +8,10 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
+use crate::sd::config::{Family, Shapes};
+
 /// The largest safetensors header read (real ones are well under 10 MB).
 const MAX_HEADER: u64 = 100 << 20;
-
-/// Tensor names and their shapes.
-pub type Shapes = HashMap<String, Vec<usize>>;
 
 /// The tensor shapes named in a safetensors file's header, and its metadata.
 pub fn header(path: &Path) -> Result<(Shapes, HashMap<String, String>), String> {
@@ -27,31 +26,14 @@ pub fn header(path: &Path) -> Result<(Shapes, HashMap<String, String>), String> 
     let mut text = vec![0u8; len as usize];
     file.read_exact(&mut text)
         .map_err(|_| "truncated header".to_string())?;
-    let json: serde_json::Value =
+    let header: safetensors::tensor::Metadata =
         serde_json::from_slice(&text).map_err(|e| format!("not safetensors: {e}"))?;
-    let object = json
-        .as_object()
-        .ok_or("not safetensors: header is not an object")?;
-    let mut shapes = HashMap::new();
-    let mut metadata = HashMap::new();
-    for (key, value) in object {
-        if key == "__metadata__" {
-            for (k, v) in value.as_object().into_iter().flatten() {
-                metadata.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-            }
-            continue;
-        }
-        let shape = value["shape"]
-            .as_array()
-            .map(|dims| {
-                dims.iter()
-                    .filter_map(|d| d.as_u64())
-                    .map(|d| d as usize)
-                    .collect()
-            })
-            .unwrap_or_default();
-        shapes.insert(key.clone(), shape);
-    }
+    let shapes = header
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| (name, info.shape.clone()))
+        .collect();
+    let metadata = header.metadata().clone().unwrap_or_default();
     Ok((shapes, metadata))
 }
 
@@ -127,10 +109,9 @@ pub fn family(shapes: &Shapes, metadata: &HashMap<String, String>) -> String {
                         k.starts_with(&key("input_blocks.")) && k.ends_with("attn2.to_k.weight")
                     })
                     .and_then(|(_, s)| s.get(1).copied());
-                match context {
-                    Some(768) => "SD 1.x",
-                    Some(1024) => "SD 2.x",
-                    _ => "SD-family",
+                match context.map_or(Family::Other, Family::from_context) {
+                    Family::Other => "SD-family",
+                    family => family.name(),
                 }
             };
             let inpaint = if shape.get(1) == Some(&9) {

@@ -11,8 +11,10 @@
 
 mod literal;
 mod node;
+mod outputs;
 mod value_type;
 
 pub use literal::Literal;
 pub use node::{Cost, InputSpec, NodeSchema, OutputSpec, OutputType};
+pub use outputs::IntoOutputs;
 pub use value_type::ValueType;

@@ -15,7 +15,7 @@
 //!
 //! Depends on `node` and `value`.
 
-use weft_schema::NodeSchema;
+use weft_schema::{IntoOutputs, NodeSchema};
 
 use crate::error::Result;
 use crate::node::{Node, NodeContext};
@@ -34,14 +34,14 @@ pub struct NodeDef {
 /// use the host's services on it (`cx.progress(..)`), and returns what
 /// [`IntoOutputs`] takes.
 pub trait Define {
-    fn run<O: IntoOutputs>(
+    fn run<O: IntoOutputs<Value>>(
         self,
         f: impl Fn(&NodeContext<'_>) -> Result<O> + Send + Sync + 'static,
     ) -> NodeDef;
 }
 
 impl Define for NodeSchema {
-    fn run<O: IntoOutputs>(
+    fn run<O: IntoOutputs<Value>>(
         self,
         f: impl Fn(&NodeContext<'_>) -> Result<O> + Send + Sync + 'static,
     ) -> NodeDef {
@@ -62,39 +62,11 @@ impl Node for NodeDef {
     }
 }
 
-/// What a node's `run` may return: one value or a tuple of them, in the
-/// schema's output order.
-pub trait IntoOutputs {
-    fn into_outputs(self) -> Vec<Value>;
-}
-
-impl IntoOutputs for Vec<Value> {
-    fn into_outputs(self) -> Vec<Value> {
-        self
-    }
-}
-
-impl IntoOutputs for Value {
+/// A single value is one output (tuples and `Vec`s are covered in
+/// `weft-schema`).
+impl IntoOutputs<Value> for Value {
     fn into_outputs(self) -> Vec<Value> {
         vec![self]
-    }
-}
-
-impl IntoOutputs for () {
-    fn into_outputs(self) -> Vec<Value> {
-        Vec::new()
-    }
-}
-
-impl IntoOutputs for (Value, Value) {
-    fn into_outputs(self) -> Vec<Value> {
-        vec![self.0, self.1]
-    }
-}
-
-impl IntoOutputs for (Value, Value, Value) {
-    fn into_outputs(self) -> Vec<Value> {
-        vec![self.0, self.1, self.2]
     }
 }
 
@@ -176,7 +148,7 @@ mod tests {
 
     #[test]
     fn every_output_shape_becomes_a_list() {
-        assert!(().into_outputs().is_empty());
+        assert!(IntoOutputs::<Value>::into_outputs(()).is_empty());
         assert_eq!(ints(Value::Int(1).into_outputs()), [1]);
         assert_eq!(
             ints(vec![Value::Int(1), Value::Int(2)].into_outputs()),

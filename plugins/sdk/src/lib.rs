@@ -70,14 +70,14 @@ mod value;
 
 pub use candle_core::{self as candle, DType, Device, Tensor};
 pub use context::Context;
-pub use define::{Define, IntoOutputs, NodeDef};
+pub use define::{Define, NodeDef};
 pub use error::{Error, Result};
 pub use handle::{Handle, Path};
 pub use node::{Node, NodeContext};
 pub use objects::{Guider, Sampler};
 pub use value::{Inputs, Value};
 pub use weft_plugin_abi as abi;
-pub use weft_schema::{Cost, InputSpec, Literal, NodeSchema, ValueType};
+pub use weft_schema::{Cost, InputSpec, IntoOutputs, Literal, NodeSchema, ValueType};
 
 #[doc(hidden)]
 pub use entry::{boxed as __boxed, entry as __entry};
