@@ -20,6 +20,13 @@ resnet per level) cannot. To keep the folder small (under 5 MB):
   (`text_encoder_t5/`); the transformers 4 layout is the same tensors with a
   `text_model.` prefix, which a test derives (see `t4_key`).
 
+Also writes pipeline/: full txt2img pipelines (StableDiffusionPipeline) assembled from
+those parts at 32 and at 16 GroupNorm groups -- the reported bug was about whole images --
+with a tokenizer cut to the encoders' vocabulary, SD 1.5's scheduler config, the LDM
+single-file key names, and float32 reference latents and images of Euler and DPM++ 2M runs
+(models/tests/sd_sweep_pipeline.rs); only the small files are stored, the test assembles
+each folder from the weight files above.
+
 See the README.md in that folder for what each point covers and the tensor names.
 The shared helpers (weight perturbation and float16 rounding, JSON output) come
 from scripts/make_sd_fixtures.py.
@@ -62,23 +69,46 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Importing make_sd_fixtures first sets HF_HUB_OFFLINE and friends before diffusers loads.
 from make_sd_fixtures import (  # noqa: E402
+    LDM_CLIP,
+    LDM_UNET,
+    LDM_VAE,
     PERTURB_STD,
+    SD15_SCHEDULER_CONFIG,
+    _is_vae_attn_linear,
+    byte_symbols,
+    exact_list,
+    find_bpe,
     generator_info,
     perturb_and_round,
     randn,
+    resolved_config,
     sanitize,
+    scheduler_from,
     to_f16,
+    unet_key_to_ldm,
+    vae_key_to_ldm,
     write_json,
 )
 
 import diffusers  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
+from diffusers import (  # noqa: E402
+    AutoencoderKL,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from diffusers.loaders import single_file_utils as sfu  # noqa: E402
 from diffusers.models.attention_processor import Attention  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # noqa: E402
+from transformers import (  # noqa: E402
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+)
 
 FORMAT_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +125,7 @@ SEED = {
     "unet_context": 202,
     "vae_image": 203,
 }
+
 
 UNET_TIMESTEPS = [999.0, 500.0]   # one per batch element
 CONTEXT_TOKENS = 7
@@ -193,6 +224,51 @@ TEXT_ENCODERS = {
     # folder: (class, config, seed, pad id, reference prefix)
     "text_encoder_t5": (CLIPTextModel, CLIP_CONFIG, SEED["clip"], PAD_CLIP_L, "text_encoder"),
     "text_encoder_2": (CLIPTextModelWithProjection, CLIP2_CONFIG, SEED["clip2"], PAD_BIGG, "text_encoder_2"),
+}
+
+# Full txt2img pipelines (StableDiffusionPipeline) assembled from the sweep's parts: the
+# 2-level UNet weight set with a UNet point's config.json, vae_default/, text_encoder_t5/, a
+# CLIP tokenizer cut to the encoders' 1000-token vocabulary (the first 486 merges of OpenAI's
+# BPE, so <|startoftext|> / <|endoftext|> are 998 / 999, the ids the encoders were made for)
+# and SD 1.5's scheduler config. Only the small files live in pipeline/; a test assembles the
+# folder (see PIPELINE_PARTS).
+PIPELINE_DIR = "pipeline"
+PIPELINE_POINTS = {"groups32": "groups32_2lvl", "groups16": "groups16_2lvl"}
+PIPELINE_PROMPT = "a photograph of an astronaut riding a horse"
+PIPELINE_NEGATIVE = ""
+PIPELINE_STEPS = 10
+PIPELINE_GUIDANCE = 7.5
+PIPELINE_SCHEDULERS = {
+    "euler": lambda: scheduler_from(EulerDiscreteScheduler, SD15_SCHEDULER_CONFIG),
+    "dpmpp_2m": lambda: scheduler_from(DPMSolverMultistepScheduler, SD15_SCHEDULER_CONFIG,
+                                       algorithm_type="dpmsolver++", solver_order=2),
+}
+# Runs: (scheduler, pixels, points). The 2-level VAE halves the size: 16x16 latents at 32
+# pixels; at 72 pixels 36x36 ones, whose 1296 self-attention tokens are more than the 1024
+# that weft's attention takes as one block of queries (it splits them in two). The larger run
+# is for the reported case only: it takes most of the test's time in a debug build.
+PIPELINE_RUNS = {
+    "euler": ("euler", 32, ("groups32", "groups16")),
+    "dpmpp_2m": ("dpmpp_2m", 32, ("groups32", "groups16")),
+    "euler_72px": ("euler", 72, ("groups32",)),
+}
+# Initial latents per size: randn with these seeds (kept out of SEED so reference.json stays
+# as it was).
+PIPELINE_LATENTS_SEEDS = {32: 204, 72: 205}
+TOKENIZER_MERGES = VOCAB - 512 - 2
+# destination in the assembled folder <- source in the fixture folder ({point}: the UNet point)
+PIPELINE_PARTS = {
+    "model_index.json": "pipeline/model_index.json",
+    "scheduler/scheduler_config.json": "pipeline/scheduler/scheduler_config.json",
+    "tokenizer/vocab.json": "pipeline/tokenizer/vocab.json",
+    "tokenizer/merges.txt": "pipeline/tokenizer/merges.txt",
+    "tokenizer/tokenizer_config.json": "pipeline/tokenizer/tokenizer_config.json",
+    "unet/config.json": "unet_{point}/config.json",
+    "unet/diffusion_pytorch_model.safetensors": "weights/unet_2lvl.safetensors",
+    "vae/config.json": "vae_default/config.json",
+    "vae/diffusion_pytorch_model.safetensors": "vae_default/diffusion_pytorch_model.safetensors",
+    "text_encoder/config.json": "text_encoder_t5/config.json",
+    "text_encoder/model.safetensors": "text_encoder_t5/model.safetensors",
 }
 
 
@@ -567,9 +643,268 @@ def check_transformers4(out: Path, site: Path) -> int:
 
 
 # --------------------------------------------------------------------------
+# Full txt2img pipelines
+# --------------------------------------------------------------------------
+def write_tokenizer(folder: Path, bpe_path: Path) -> list[Path]:
+    """vocab.json / merges.txt / tokenizer_config.json of a CLIPTokenizer with the first
+    TOKENIZER_MERGES merges of OpenAI's BPE: the 512 byte symbols, the merges, then the two
+    special tokens (998, 999) -- the order (and so the ids) weft's tokenizer gives a merges
+    file of that length."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = bpe_path.read_text(encoding="utf-8").split("\n")
+    merges = lines[1:1 + TOKENIZER_MERGES]
+    assert len(merges) == TOKENIZER_MERGES and all(len(m.split(" ")) == 2 for m in merges)
+    base = byte_symbols()
+    vocab = base + [s + "</w>" for s in base] + ["".join(m.split(" ")) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    assert len(vocab) == VOCAB and len(set(vocab)) == VOCAB
+    files = [folder / "vocab.json", folder / "merges.txt", folder / "tokenizer_config.json"]
+    files[0].write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False) + "\n",
+                        encoding="utf-8")
+    files[1].write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    files[2].write_text(json.dumps({"tokenizer_class": "CLIPTokenizer", "model_max_length": 77}, indent=2)
+                        + "\n", encoding="utf-8")
+    return files
+
+
+def assemble_pipeline(out: Path, point: str, dest: Path) -> None:
+    """The StableDiffusionPipeline folder of a UNet point, as the test assembles it."""
+    for to, src in PIPELINE_PARTS.items():
+        (dest / to).parent.mkdir(parents=True, exist_ok=True)
+        (dest / to).write_bytes((out / src.format(point=point)).read_bytes())
+
+
+def ldm_key_map(out: Path, point: str) -> dict:
+    """diffusers / transformers key -> LDM single-file key, per component, for the parts of
+    PIPELINE_PARTS (the mapping of scripts/make_sd_fixtures.py, written from the original
+    checkpoints' layout)."""
+    cfg = json.loads((out / f"unet_{point}/config.json").read_text())
+    vcfg = json.loads((out / "vae_default/config.json").read_text())
+    unet = sorted(load_file(str(out / "weights/unet_2lvl.safetensors")))
+    vae = sorted(load_file(str(out / "vae_default/diffusion_pytorch_model.safetensors")))
+    clip = sorted(load_file(str(out / "text_encoder_t5/model.safetensors")))
+    return {
+        "unet": {k: LDM_UNET + unet_key_to_ldm(k, cfg) for k in unet},
+        "vae": {k: LDM_VAE + vae_key_to_ldm(k, vcfg) for k in vae},
+        # transformers 5 drops CLIPTextModel's "text_model." prefix; the checkpoints keep it.
+        "text_encoder": {k: LDM_CLIP + t4_key(k) for k in clip},
+    }
+
+
+def single_file(out: Path, point: str, keys: dict) -> dict:
+    """The assembled pipeline's weights as an LDM single file (float16), as the test writes
+    it: every tensor renamed by `keys`, the VAE attention's linear weights as 1x1 kernels."""
+    ckpt = {}
+    for comp, src in (("unet", "weights/unet_2lvl.safetensors"),
+                      ("vae", "vae_default/diffusion_pytorch_model.safetensors"),
+                      ("text_encoder", "text_encoder_t5/model.safetensors")):
+        for k, v in load_file(str(out / src)).items():
+            lk = keys[comp][k]
+            if comp == "vae" and _is_vae_attn_linear(lk[len(LDM_VAE):]):
+                v = v.reshape(*v.shape, 1, 1)
+            ckpt[lk] = v
+    return ckpt
+
+
+def check_single_file(ckpt: dict, pipe, what: str) -> None:
+    """diffusers' own LDM converters turn the single file back into the pipeline's weights."""
+    f = {k: v.float() for k, v in ckpt.items()}
+    for name, conv, model in (
+        ("unet", sfu.convert_ldm_unet_checkpoint(f, dict(pipe.unet.config)), pipe.unet),
+        ("vae", sfu.convert_ldm_vae_checkpoint(f, dict(pipe.vae.config)), pipe.vae),
+    ):
+        own = model.state_dict()
+        if set(conv) != set(own) or any(not torch.equal(conv[k], own[k]) for k in own):
+            raise RuntimeError(f"{what}: the single file's {name} does not convert back exactly")
+    conv = sfu.convert_ldm_clip_checkpoint(f)
+    own = {("text_model." + k if not k.startswith("text_model.") else k): v
+           for k, v in pipe.text_encoder.state_dict().items()}
+    if set(conv) != set(own) or any(not torch.equal(conv[k], own[k]) for k in own):
+        raise RuntimeError(f"{what}: the single file's text encoder does not convert back exactly")
+
+
+def run_sd(pipe, scheduler, latents: torch.Tensor, output_type: str):
+    """The pipeline's output (latents or image) and the prompt embeddings it used."""
+    pipe.scheduler = scheduler
+    embeds = {}
+
+    def on_step_end(p, i, t, kw):
+        if i == 0:
+            embeds["prompt_embeds"] = kw["prompt_embeds"].detach().clone()
+        return kw
+
+    size = latents.shape[-1] * pipe.vae_scale_factor
+    out = pipe(prompt=PIPELINE_PROMPT, negative_prompt=PIPELINE_NEGATIVE, guidance_scale=PIPELINE_GUIDANCE,
+               num_inference_steps=PIPELINE_STEPS, height=size, width=size,
+               latents=latents.clone(), output_type=output_type, return_dict=True,
+               callback_on_step_end=on_step_end, callback_on_step_end_tensor_inputs=["prompt_embeds"])
+    return out.images.detach().clone(), embeds["prompt_embeds"]
+
+
+def scheduler_meta(sched) -> dict:
+    meta = {
+        "scheduler": type(sched).__name__,
+        "config": resolved_config(sched.config),
+        "init_noise_sigma": float(sched.init_noise_sigma),
+        "timesteps": exact_list(sched.timesteps),
+    }
+    if isinstance(getattr(sched, "sigmas", None), torch.Tensor):
+        meta["sigmas"] = exact_list(sched.sigmas)
+    return meta
+
+
+def to255(a: torch.Tensor, b: torch.Tensor) -> dict:
+    d = (a.double() - b.double()).abs() * 255.0
+    return {"max": float(d.max()), "mean": float(d.mean())}
+
+
+def pipeline_points(out: Path, bpe_path: Path, files: list) -> None:
+    """pipeline/: the small files of the txt2img pipelines and their references (own
+    reference.safetensors / reference.json, so the component references stay as they are)."""
+    root = out / PIPELINE_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    model_index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", SD15_SCHEDULER_CONFIG["_class_name"]],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    p = root / "model_index.json"
+    p.write_text(json.dumps(model_index, indent=2) + "\n", encoding="utf-8")
+    files.append(p)
+    p = root / "scheduler" / "scheduler_config.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    sc = {"_class_name": SD15_SCHEDULER_CONFIG["_class_name"], "_diffusers_version": diffusers.__version__}
+    sc.update({k: v for k, v in SD15_SCHEDULER_CONFIG.items() if k != "_class_name"})
+    p.write_text(json.dumps(sc, indent=2) + "\n", encoding="utf-8")
+    files.append(p)
+    files += write_tokenizer(root / "tokenizer", bpe_path)
+
+    refs: dict[str, torch.Tensor] = {}
+    info: dict = {}
+    latents = {}
+    for size, seed in PIPELINE_LATENTS_SEEDS.items():
+        latents[size] = randn((1, 4, size // 2, size // 2), seed)
+        refs[f"latents_{size}px"] = latents[size]
+    keys_by_point = {}
+    for name, point in PIPELINE_POINTS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            assemble_pipeline(out, point, Path(tmp))
+            pipe = StableDiffusionPipeline.from_pretrained(tmp, dtype=torch.float32, local_files_only=True)
+            pipe.set_progress_bar_config(disable=True)
+            # the same pipeline with every model in float64: how far float32 rounding alone
+            # moves the images
+            pipe64 = StableDiffusionPipeline.from_pretrained(tmp, dtype=torch.float64, local_files_only=True)
+            pipe64.set_progress_bar_config(disable=True)
+        if type(pipe.scheduler).__name__ != SD15_SCHEDULER_CONFIG["_class_name"]:
+            raise RuntimeError(f"{name}: the folder's scheduler is {type(pipe.scheduler).__name__}")
+        if pipe.unet.config.norm_num_groups != int(name[len("groups"):]):
+            raise RuntimeError(f"{name}: built with {pipe.unet.config.norm_num_groups} groups")
+        if pipe.vae_scale_factor != 2:
+            raise RuntimeError(f"{name}: VAE scale factor {pipe.vae_scale_factor}")
+        tok = pipe.tokenizer
+        if (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.model_max_length) != (BOS, EOS, EOS, 77):
+            raise RuntimeError(f"{name}: tokenizer special ids {tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}")
+        ids = tok([PIPELINE_PROMPT, PIPELINE_NEGATIVE], padding="max_length", max_length=77, truncation=True,
+                  return_tensors="pt").input_ids.to(torch.int64)
+        if int(ids.max()) >= VOCAB:
+            raise RuntimeError(f"{name}: token id {int(ids.max())} outside the vocabulary")
+        refs["ids"] = ids
+
+        keys = ldm_key_map(out, point)
+        check_single_file(single_file(out, point, keys), pipe, name)
+        keys_by_point[point] = keys
+
+        point_info: dict = {"unet_point": point, "norm_num_groups": pipe.unet.config.norm_num_groups,
+                            "runs": {}}
+        for run, (sched, size, points) in PIPELINE_RUNS.items():
+            if name not in points:
+                continue
+            key = f"{name}.{run}"
+            make = PIPELINE_SCHEDULERS[sched]
+            lat, emb = run_sd(pipe, make(), latents[size], "latent")
+            meta = scheduler_meta(pipe.scheduler)
+            img, _ = run_sd(pipe, make(), latents[size], "pt")
+            with torch.no_grad():
+                raw = pipe.vae.decode(lat / pipe.vae.config.scaling_factor).sample
+            if not torch.equal((raw * 0.5 + 0.5).clamp(0, 1), img):
+                raise RuntimeError(f"{key}: the image is not decode(latents / scaling_factor) * 0.5 + 0.5, clamped")
+            # the 8-bit image output_type="pil" / "np" users save: numpy_to_pil's (x * 255).round()
+            u8 = (img * 255.0).round().to(torch.uint8)
+            img64, _ = run_sd(pipe64, make(), latents[size].double(), "pt")
+            if "prompt_embeds" not in refs:
+                refs["prompt_embeds"] = emb
+            elif not torch.equal(refs["prompt_embeds"], emb):
+                raise RuntimeError(f"{key}: prompt embeddings differ between runs")
+            refs[f"{key}.latents"] = lat
+            refs[f"{key}.image"] = img
+            refs[f"{key}.image_u8"] = u8
+            point_info["runs"][run] = dict(
+                meta,
+                height=size,
+                width=size,
+                initial_latents=f"latents_{size}px",
+                num_inference_steps=PIPELINE_STEPS,
+                guidance_scale=PIPELINE_GUIDANCE,
+                latents_stats=stats(lat),
+                raw_image_stats=stats(raw),
+                float64_vs_float32_image_255=to255(img64, img),
+                tensors=[f"{key}.{t}" for t in ("latents", "image", "image_u8")],
+            )
+        info[name] = point_info
+    for run, (_, _, points) in PIPELINE_RUNS.items():
+        if "groups16" not in points:
+            continue
+        info.setdefault("groups32_vs_groups16_image_255", {})[run] = to255(
+            refs[f"groups32.{run}.image"], refs[f"groups16.{run}.image"])
+
+    # Both points share the weight set and so the key mapping.
+    if keys_by_point["groups32_2lvl"] != keys_by_point["groups16_2lvl"]:
+        raise RuntimeError("the two points map to different single-file keys")
+    p = root / "ldm_keys.json"
+    write_json(p, keys_by_point["groups32_2lvl"])
+    files.append(p)
+
+    refs = {k: (v.detach().cpu().contiguous().to(torch.float32) if v.is_floating_point()
+                else v.detach().cpu().contiguous()) for k, v in refs.items()}
+    for k, v in refs.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            raise RuntimeError(f"pipeline {k} has non-finite values")
+    p = root / "reference.safetensors"
+    save_file(refs, str(p))
+    files.append(p)
+    p = root / "reference.json"
+    write_json(p, sanitize({
+        "format_version": FORMAT_VERSION,
+        "generator": dict(generator_info(), script="scripts/make_sd_sweep_fixtures.py"),
+        "prompt": PIPELINE_PROMPT,
+        "negative_prompt": PIPELINE_NEGATIVE,
+        "steps": PIPELINE_STEPS,
+        "guidance_scale": PIPELINE_GUIDANCE,
+        "initial_latents": {f"latents_{size}px": f"randn [1, 4, {size // 2}, {size // 2}], seed {seed}, passed "
+                                                  "as the pipeline's `latents`"
+                            for size, seed in PIPELINE_LATENTS_SEEDS.items()},
+        "parts": PIPELINE_PARTS,
+        "tokenizer_merges": TOKENIZER_MERGES,
+        "scheduler_config": SD15_SCHEDULER_CONFIG,
+        "points": info,
+        "tensors": {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape)}
+                    for k, v in refs.items()},
+    }))
+    files.append(p)
+
+
+# --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
-def generate(out: Path) -> list[Path]:
+def generate(out: Path, bpe_path: Path) -> list[Path]:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     out.mkdir(parents=True, exist_ok=True)
@@ -579,6 +914,8 @@ def generate(out: Path) -> list[Path]:
     unets = unet_points(out, refs, files)
     vae = vae_point(out, refs, files)
     clips = clip_points(out, refs, files)
+    # after the parts it assembles (weights/, unet_*/, vae_default/, text_encoder_t5/)
+    pipeline_points(out, bpe_path, files)
 
     for k, v in refs.items():
         if v.is_floating_point() and not torch.isfinite(v).all():
@@ -627,6 +964,14 @@ def summary(out: Path) -> None:
     print(f"{'vae_default':30s} {v['param_count']:9d} params {v['weights_bytes']:9d} bytes")
     for prefix, t in info["text_encoders"].items():
         print(f"{t['folder']:30s} {t['param_count']:9d} params {t['weights_bytes']:9d} bytes")
+    pipe = json.loads((out / PIPELINE_DIR / "reference.json").read_text(encoding="utf-8"))
+    print("pipeline image differences in 0..255 units (max / mean)")
+    for name in PIPELINE_POINTS:
+        for run, m in pipe["points"][name]["runs"].items():
+            d = m["float64_vs_float32_image_255"]
+            print(f"  {name} {run:10s} diffusers float64 vs float32: {d['max']:.4f} / {d['mean']:.5f}")
+    for run, d in pipe["points"]["groups32_vs_groups16_image_255"].items():
+        print(f"  groups32 vs groups16 {run:10s}: {d['max']:.1f} / {d['mean']:.1f}")
 
 
 def main() -> int:
@@ -637,12 +982,15 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default: %(default)s)")
     ap.add_argument("--check", action="store_true",
                     help="regenerate into a temporary folder and compare byte-for-byte with --out")
+    ap.add_argument("--bpe", type=Path, default=None,
+                    help="path to OpenAI's bpe_simple_vocab_16e6.txt (default: the instant-clip-tokenizer "
+                         "crate's copy in the cargo registry)")
     ap.add_argument("--transformers4", type=Path, metavar="SITE",
                     help="also check the text encoders against the transformers 4.x installed in SITE")
     args = ap.parse_args()
     if args.check:
         with tempfile.TemporaryDirectory() as tmp:
-            files = generate(Path(tmp))
+            files = generate(Path(tmp), find_bpe(args.bpe))
             bad = []
             for f in files:
                 rel = f.relative_to(tmp)
@@ -670,7 +1018,7 @@ def main() -> int:
                 return 1
             print(f"{len(files)} fixture files match a fresh run")
         return check_transformers4(args.out, args.transformers4) if args.transformers4 else 0
-    files = generate(args.out)
+    files = generate(args.out, find_bpe(args.bpe))
     total = 0
     for f in files:
         total += f.stat().st_size

@@ -283,7 +283,15 @@ fn open_single_file(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint
             .unwrap_or(inferred);
         let mut map = TensorMap::default();
         map.add_file(&file, CLIP_PREFIX, ldm::clip_names);
-        Some(ClipParts::single_file(config, layout, map))
+        let mut parts = ClipParts::single_file(config, layout, map);
+        // The file carries no tokenizer; a config folder's is the model's
+        // (diffusers' `from_single_file(config=…)` loads it from there).
+        if let (Some(dir), Some(g)) = (config_dir, given.as_ref()) {
+            let merges = dir.join("tokenizer/merges.txt");
+            parts.merges = merges.is_file().then_some(merges);
+            parts.pad_with_zero = g.pad_with_zero.unwrap_or(parts.pad_with_zero);
+        }
+        Some(parts)
     } else {
         None
     };
