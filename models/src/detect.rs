@@ -8,7 +8,8 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use crate::sd::config::{Family, Shapes};
+use crate::sd::config::{detect_family, Family, Shapes};
+use crate::sd::ldm::UNET_PREFIX;
 
 /// The largest safetensors header read (real ones are well under 10 MB).
 const MAX_HEADER: u64 = 100 << 20;
@@ -96,23 +97,17 @@ pub fn family(shapes: &Shapes, metadata: &HashMap<String, String>) -> String {
         let in_conv = shapes.get(&key("input_blocks.0.0.weight"));
         if let Some(shape) = in_conv {
             let whole = prefix.is_empty() || has("first_stage_model.");
-            let what = if has(&key("label_emb.")) {
-                if has("conditioner.embedders.0.") || !whole {
-                    "SDXL"
-                } else {
-                    "SDXL refiner"
-                }
-            } else {
-                let context = shapes
+            let unet: Shapes = if prefix.is_empty() {
+                shapes
                     .iter()
-                    .find(|(k, _)| {
-                        k.starts_with(&key("input_blocks.")) && k.ends_with("attn2.to_k.weight")
-                    })
-                    .and_then(|(_, s)| s.get(1).copied());
-                match context.map_or(Family::Other, Family::from_context) {
-                    Family::Other => "SD-family",
-                    family => family.name(),
-                }
+                    .map(|(k, v)| (format!("{UNET_PREFIX}{k}"), v.clone()))
+                    .collect()
+            } else {
+                shapes.clone()
+            };
+            let what = match detect_family(&unet) {
+                Family::Other => "SD-family",
+                family => family.name(),
             };
             let inpaint = if shape.get(1) == Some(&9) {
                 " inpainting"

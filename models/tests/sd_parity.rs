@@ -41,13 +41,13 @@ fn ids(t: &Tensor, row: usize) -> Vec<u32> {
 fn tokenizer_matches_transformers() {
     let r = reference();
     let ck = open("tiny_sd15", None);
-    let clip = TextEncoder::build(ck.clip.as_ref().unwrap()).unwrap();
+    let clip = TextEncoder::build(ck.clip.first().unwrap()).unwrap();
     let prompt = "a photograph of an astronaut riding a horse";
     assert_eq!(clip.chunks(prompt)[0].ids, ids(&r["tokens.ids"], 0));
     assert_eq!(clip.chunks("")[0].ids, ids(&r["tokens.ids"], 1));
 
     let sd2_file = open("tiny_sd2v.safetensors", Some("tiny_sd2v"));
-    let sd2 = TextEncoder::build(sd2_file.clip.as_ref().unwrap()).unwrap();
+    let sd2 = TextEncoder::build(sd2_file.clip.first().unwrap()).unwrap();
     assert_eq!(sd2.chunks(prompt)[0].ids, ids(&r["tokens.ids_sd2"], 0));
     assert_eq!(sd2.chunks("")[0].ids, ids(&r["tokens.ids_sd2"], 1));
 
@@ -87,7 +87,7 @@ fn text_encoders_match_transformers() {
         ("tiny_sd15.safetensors", Some("tiny_sd15")),
     ] {
         let ck = open(name, config);
-        let parts = ck.clip.as_ref().unwrap();
+        let parts = ck.clip.first().unwrap();
         let model = parts
             .tensors
             .build("clip", |vb| {
@@ -96,13 +96,13 @@ fn text_encoders_match_transformers() {
             .unwrap();
         let t = r["tokens.ids"].to_dtype(DType::U32).unwrap();
         let n = parts.config.num_hidden_layers;
-        let last = model.encode(&t, n, 49407).unwrap();
+        let last = model.encode(&t, n, 49407, true).unwrap();
         assert!(
             max_abs(&last.hidden, &r["clip.last_hidden"]) < 1e-4,
             "{name}"
         );
         assert!(max_abs(&last.pooled, &r["clip.pooled"]) < 1e-4, "{name}");
-        let skip = model.encode(&t, n - 1, 49407).unwrap();
+        let skip = model.encode(&t, n - 1, 49407, true).unwrap();
         assert!(
             max_abs(&skip.hidden, &r["clip.penultimate"]) < 1e-4,
             "{name}"
@@ -116,7 +116,7 @@ fn text_encoders_match_transformers() {
         ("tiny_sd2v.safetensors", Some("tiny_sd2v")),
     ] {
         let ck = open(name, config);
-        let parts = ck.clip.as_ref().unwrap();
+        let parts = ck.clip.first().unwrap();
         let projection = parts.tensors.contains("text_projection.weight");
         assert_eq!(projection, name.ends_with(".safetensors"));
         let build = |config: &weft_models::clip::ClipConfig| {
@@ -127,7 +127,9 @@ fn text_encoders_match_transformers() {
                 })
                 .unwrap()
         };
-        let out = build(&parts.config).encode(&t, parts.layer, 49407).unwrap();
+        let out = build(&parts.config)
+            .encode(&t, parts.layer, 49407, parts.final_norm)
+            .unwrap();
         let e = max_abs(&out.hidden, &r["clip_sd2.hidden"]);
         assert!(e < 1e-4, "{name}: {e}");
         if projection {
@@ -136,7 +138,7 @@ fn text_encoders_match_transformers() {
             let mut short = parts.config.clone();
             short.num_hidden_layers -= 1;
             let out = build(&short)
-                .encode(&t, short.num_hidden_layers, 49407)
+                .encode(&t, short.num_hidden_layers, 49407, true)
                 .unwrap();
             let e = max_abs(out.projected.as_ref().unwrap(), &r["clip_sd2.text_embeds"]);
             assert!(e < 1e-4, "{name}: projected {e}");
@@ -241,7 +243,7 @@ fn pipelines_match_diffusers() {
             weft_models::sd::network::sampling_model(&ck, SdUNet::build(spec, tensors).unwrap())
                 .unwrap(),
         );
-        let clip = TextEncoder::build(ck.clip.as_ref().unwrap()).unwrap();
+        let clip = TextEncoder::build(ck.clip.first().unwrap()).unwrap();
         let (positive, negative) = (clip.encode(prompt).unwrap(), clip.encode("").unwrap());
         let embeds = key
             .replace(".euler", "")

@@ -280,16 +280,20 @@ fn clip_sources(model: &Path) -> Vec<(String, Result<ClipParts, String>)> {
     let folder_config =
         config::clip_from_json(&std::fs::read_to_string(folder.join("config.json")).unwrap())
             .unwrap();
-    let file = checkpoint::open_clip(&folder.join("model.safetensors")).map(|parts| ClipParts {
-        config: folder_config,
-        ..parts
-    });
+    let file =
+        checkpoint::open_clip(&folder.join("model.safetensors")).map(|mut parts| ClipParts {
+            config: folder_config,
+            ..parts.remove(0)
+        });
     vec![
-        ("text_encoder/ folder", checkpoint::open_clip(&folder)),
+        (
+            "text_encoder/ folder",
+            checkpoint::open_clip(&folder).map(|mut p| p.remove(0)),
+        ),
         ("weights file", file),
         (
             "model folder",
-            checkpoint::open(model, None).map(|ck| ck.clip.unwrap()),
+            checkpoint::open(model, None).map(|mut ck| ck.clip.remove(0)),
         ),
     ]
     .into_iter()
@@ -322,7 +326,7 @@ fn check_clip(what: &str, parts: &ClipParts, prefix: &str) {
     let ids = r[&format!("{prefix}.ids")].to_dtype(DType::U32).unwrap();
     let n = parts.config.num_hidden_layers;
     assert_eq!(parts.layer, n, "{what}: conditioning layer");
-    let out = model.encode(&ids, n, EOS).unwrap();
+    let out = model.encode(&ids, n, EOS, true).unwrap();
     let want = |k: &str| &r[&format!("{prefix}.{k}")];
     check(&format!("{what} last"), &out.hidden, want("last"));
     check(&format!("{what} pooled"), &out.pooled, want("pooled"));
@@ -335,7 +339,7 @@ fn check_clip(what: &str, parts: &ClipParts, prefix: &str) {
     }
     // weft returns a chosen layer's states through the final layer norm
     // (SD 1.x's "clip skip 2").
-    let skip = model.encode(&ids, n - 1, EOS).unwrap();
+    let skip = model.encode(&ids, n - 1, EOS, true).unwrap();
     check(
         &format!("{what} penultimate"),
         &skip.hidden,
@@ -389,7 +393,8 @@ fn transformers_clip_files_are_read_from_shapes() {
             (1024, Activation::Gelu),
             (1280, Activation::Gelu),
         ] {
-            let (cfg, layout) = config::clip_from_shapes(&shapes(hidden, tower)).unwrap();
+            let (cfg, layout) =
+                config::clip_from_shapes(&shapes(hidden, tower), "cond_stage_model.").unwrap();
             assert_eq!(layout, config::ClipLayout::HuggingFace);
             assert_eq!(
                 (cfg.hidden_act, cfg.num_hidden_layers),

@@ -161,6 +161,7 @@ fn check_residuals(net: &ControlNet, what: &str) {
                 &x.narrow(0, i, 1).unwrap(),
                 t,
                 &ctx.narrow(0, i, 1).unwrap(),
+                None,
                 &cond.narrow(0, i, 1).unwrap(),
                 1.0,
             )
@@ -182,6 +183,7 @@ fn check_residuals(net: &ControlNet, what: &str) {
             &x.narrow(0, 0, 1).unwrap(),
             999.0,
             &ctx.narrow(0, 0, 1).unwrap(),
+            None,
             &cond.narrow(0, 0, 1).unwrap(),
             0.5,
         )
@@ -222,6 +224,7 @@ fn controlled_unet_matches_diffusers() {
                 &x.narrow(0, i, 1).unwrap(),
                 ts[i],
                 &ctx.narrow(0, i, 1).unwrap(),
+                None,
                 Some(&control),
             )
             .unwrap()
@@ -401,20 +404,20 @@ fn control_images_are_resized_to_the_latent() {
     // A 2× image (each pixel doubled) comes back to the 64×64 one exactly.
     let img = cond.narrow(0, 0, 1).unwrap();
     let big = img.upsample_nearest2d(128, 128).unwrap();
-    let a = net.residuals(&x, 999.0, &ctx, &img, 1.0).unwrap();
-    let b = net.residuals(&x, 999.0, &ctx, &big, 1.0).unwrap();
+    let a = net.residuals(&x, 999.0, &ctx, None, &img, 1.0).unwrap();
+    let b = net.residuals(&x, 999.0, &ctx, None, &big, 1.0).unwrap();
     assert!(same(&a.mid, &b.mid));
     // Grey images are spread over RGB; wrong ranks and channels are errors.
     let grey = img.mean_keepdim(1).unwrap();
-    assert!(net.residuals(&x, 999.0, &ctx, &grey, 1.0).is_ok());
+    assert!(net.residuals(&x, 999.0, &ctx, None, &grey, 1.0).is_ok());
     let two = img.narrow(1, 0, 2).unwrap();
     let e = net
-        .residuals(&x, 999.0, &ctx, &two, 1.0)
+        .residuals(&x, 999.0, &ctx, None, &two, 1.0)
         .unwrap_err()
         .to_string();
     assert!(e.contains("3-channel"), "{e}");
     let e = net
-        .residuals(&x, 999.0, &ctx, &img.squeeze(0).unwrap(), 1.0)
+        .residuals(&x, 999.0, &ctx, None, &img.squeeze(0).unwrap(), 1.0)
         .unwrap_err()
         .to_string();
     assert!(e.contains("[batch, channels, height, width]"), "{e}");

@@ -113,7 +113,7 @@ impl Denoiser for Cfg {
         let cond = self
             .positive
             .for_batch(batch)?
-            .concat(&self.negative.for_batch(batch)?)?;
+            .concat(&self.negative.for_batch(batch)?.as_negative()?)?;
         let out = self.model.predict(&both, sigma, &cond)?;
         let (pos, neg) = (out.narrow(0, 0, batch)?, out.narrow(0, batch, batch)?);
         let mut guided = (&neg + (&pos - &neg)?.affine(self.scale, 0.0)?)?;

@@ -9,7 +9,9 @@ pub mod noise;
 pub mod samplers;
 pub mod schedule;
 
-pub use model::{Conditioning, Hint, Model, ModelSampling, Network, NoiseLevels, Path, Prediction};
+pub use model::{
+    Conditioning, Hint, Model, ModelSampling, Network, NoiseLevels, Path, Prediction, SizeCond,
+};
 pub use noise::{seeded_noise, Gaussian, NoiseSource, SeededSteps};
 pub use samplers::{
     sampler_by_name, sampler_names, AncestralStep, Denoiser, SampleContext, Sampler, SamplerOptions,

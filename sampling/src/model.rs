@@ -204,6 +204,76 @@ pub struct Conditioning {
     /// Per-item extras only the network reads (ControlNet hints); empty
     /// when no item has one, else one entry per item (or one for all).
     pub hints: Vec<Option<Hint>>,
+    /// SDXL's micro-conditioning, per item like `hints`.
+    pub sizes: Vec<Option<SizeCond>>,
+}
+
+/// SDXL's micro-conditioning of one item: the inputs of ComfyUI's
+/// `CLIPTextEncodeSDXL` and `…Refiner`. Sizes left out are the latent's
+/// size in pixels, as ComfyUI does.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SizeCond {
+    /// (height, width) the training image had.
+    pub original: Option<(f64, f64)>,
+    /// (top, left) of the crop.
+    pub crop: (f64, f64),
+    /// (height, width) asked for.
+    pub target: Option<(f64, f64)>,
+    /// The refiner's aesthetic score; absent: 6, or 2.5 on the negative side.
+    pub aesthetic: Option<f64>,
+    /// Set on the negative side of guidance (the refiner's default score).
+    pub negative: bool,
+}
+
+impl SizeCond {
+    /// The numbers the model embeds for a latent of `pixels` (height,
+    /// width): 6 for SDXL (original, crop, target) or 5 for the refiner
+    /// (original, crop, aesthetic score).
+    pub fn numbers(&self, pixels: (f64, f64), count: usize) -> Vec<f64> {
+        let (oh, ow) = self.original.unwrap_or(pixels);
+        let (top, left) = self.crop;
+        if count == 5 {
+            let score = self
+                .aesthetic
+                .unwrap_or(if self.negative { 2.5 } else { 6.0 });
+            return vec![oh, ow, top, left, score];
+        }
+        let (th, tw) = self.target.unwrap_or(pixels);
+        vec![oh, ow, top, left, th, tw]
+    }
+}
+
+/// A per-item list (`hints`, `sizes`) for a batch of `n`: empty stays
+/// empty, one entry is shared by all.
+fn items_for_batch<T: Clone>(v: &[Option<T>], n: usize, what: &str) -> Result<Vec<Option<T>>> {
+    match v.len() {
+        0 => Ok(Vec::new()),
+        1 if n != 1 => Ok(vec![v[0].clone(); n]),
+        len if len == n => Ok(v.to_vec()),
+        len => Err(candle_core::Error::Msg(format!(
+            "the conditioning has {len} {what} for a batch of {n}"
+        ))),
+    }
+}
+
+/// Two per-item lists of batches `na` and `nb` stacked.
+fn items_concat<T: Clone>(
+    a: &[Option<T>],
+    na: usize,
+    b: &[Option<T>],
+    nb: usize,
+) -> Vec<Option<T>> {
+    if a.is_empty() && b.is_empty() {
+        return Vec::new();
+    }
+    let items = |v: &[Option<T>], n: usize| match v.len() {
+        0 => vec![None; n],
+        1 => vec![v[0].clone(); n],
+        _ => v.to_vec(),
+    };
+    let mut out = items(a, na);
+    out.extend(items(b, nb));
+    out
 }
 
 /// An extra input a network understands and samplers pass through as is.
@@ -266,17 +336,12 @@ impl Conditioning {
                 l.clone()
             }
         });
-        let hints = match self.hints.len() {
-            0 => Vec::new(),
-            1 if n != 1 => vec![self.hints[0].clone(); n],
-            len if len == n => self.hints.clone(),
-            len => return Err(mismatch("hints", len)),
-        };
         Ok(Conditioning {
             labels,
             context: repeat_tensor(&self.context)?,
             pooled: repeat_tensor(&self.pooled)?,
-            hints,
+            hints: items_for_batch(&self.hints, n, "hints")?,
+            sizes: items_for_batch(&self.sizes, n, "size conditionings")?,
         })
     }
 
@@ -308,27 +373,34 @@ impl Conditioning {
             }
             _ => (self.context.clone(), other.context.clone()),
         };
-        let hints = if self.hints.is_empty() && other.hints.is_empty() {
-            Vec::new()
-        } else {
-            let items = |c: &Conditioning| -> Result<Vec<Option<Hint>>> {
-                let n = c.batch()?.unwrap_or(1);
-                Ok(match c.hints.len() {
-                    0 => vec![None; n],
-                    1 => vec![c.hints[0].clone(); n],
-                    _ => c.hints.clone(),
-                })
-            };
-            let mut h = items(self)?;
-            h.extend(items(other)?);
-            h
-        };
+        let (na, nb) = (self.batch()?.unwrap_or(1), other.batch()?.unwrap_or(1));
         Ok(Conditioning {
             labels,
             context: cat(&a, &b)?,
             pooled: cat(&self.pooled, &other.pooled)?,
-            hints,
+            hints: items_concat(&self.hints, na, &other.hints, nb),
+            sizes: items_concat(&self.sizes, na, &other.sizes, nb),
         })
+    }
+
+    /// This conditioning as the negative side of guidance: SDXL refiner
+    /// items without an aesthetic score get the negative default (2.5).
+    pub fn as_negative(mut self) -> Result<Conditioning> {
+        let n = self.batch()?.unwrap_or(1);
+        let mut sizes = items_for_batch(&self.sizes, n, "size conditionings")?;
+        if sizes.is_empty() {
+            sizes = vec![None; n];
+        }
+        self.sizes = sizes
+            .into_iter()
+            .map(|s| {
+                Some(SizeCond {
+                    negative: true,
+                    ..s.unwrap_or_default()
+                })
+            })
+            .collect();
+        Ok(self)
     }
 }
 

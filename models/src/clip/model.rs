@@ -150,7 +150,8 @@ pub struct ClipText {
 /// What one encoding returns.
 #[derive(Debug)]
 pub struct Encoded {
-    /// `[B, N, D]`: the chosen layer's states after the final layer norm.
+    /// `[B, N, D]`: the chosen layer's states (after the final layer norm
+    /// if asked).
     pub hidden: Tensor,
     /// `[B, D]`: the last layer's state at each sequence's end-of-text token.
     pub pooled: Tensor,
@@ -212,10 +213,17 @@ impl ClipText {
     }
 
     /// Encodes token ids `[B, N]` (u32). `layer` counts layers from 1; the
-    /// hidden states after that layer are returned (through the final
-    /// norm), so `num_hidden_layers − 1` is "clip skip 2". The pooled output
-    /// always comes from the last layer, at the first `eos` token.
-    pub fn encode(&self, ids: &Tensor, layer: usize, eos: u32) -> Result<Encoded> {
+    /// hidden states after that layer are returned, through the final norm
+    /// when `final_norm` (SD 1.x/2.x; SDXL takes them raw), so
+    /// `num_hidden_layers − 1` is "clip skip 2". The pooled output always
+    /// comes from the last layer, at the first `eos` token.
+    pub fn encode(
+        &self,
+        ids: &Tensor,
+        layer: usize,
+        eos: u32,
+        final_norm: bool,
+    ) -> Result<Encoded> {
         let (b, n) = ids.dims2()?;
         if n > self.cfg.max_position_embeddings {
             candle_core::bail!(
@@ -241,6 +249,7 @@ impl ClipText {
         }
         let last = self.final_norm.forward(&x)?;
         let hidden = match chosen {
+            Some(h) if !final_norm => h,
             Some(h) if layer < self.layers.len() => self.final_norm.forward(&h)?,
             _ => last.clone(),
         };

@@ -12,21 +12,30 @@ use super::prompt::{self, Chunk, Framing};
 use crate::sd::checkpoint::ClipParts;
 use weft_sampling::Conditioning;
 
-/// A CLIP value. Cloning shares the network; `layer` is per value so
-/// CLIPSetLastLayer makes a cheap variant.
+/// One text encoder of a CLIP value with its tokenizer.
 #[derive(Clone)]
-pub struct TextEncoder {
+struct Tower {
     model: Arc<ClipText>,
     tokenizer: Arc<Tokenizer>,
     framing: Framing,
     /// The layer (from 1) whose states condition the UNet.
-    pub layer: usize,
+    layer: usize,
+    final_norm: bool,
+}
+
+/// A CLIP value: one text encoder (SD 1.x/2.x, the SDXL refiner's bigG) or
+/// several whose states are joined feature-wise (SDXL: CLIP-L then bigG).
+/// Cloning shares the networks, so CLIPSetLastLayer makes a cheap variant.
+#[derive(Clone)]
+pub struct TextEncoder {
+    towers: Vec<Tower>,
     bytes: usize,
 }
 
 impl std::fmt::Debug for TextEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "TextEncoder(layer {})", self.layer)
+        let layers: Vec<usize> = self.towers.iter().map(|t| t.layer).collect();
+        write!(f, "TextEncoder(layers {layers:?})")
     }
 }
 
@@ -43,8 +52,8 @@ impl weft_core::Handle for TextEncoder {
 /// The CLIP vocabulary size the tokenizer is built for.
 const VOCABULARY: u16 = 49408;
 
-impl TextEncoder {
-    pub fn build(parts: &ClipParts) -> std::result::Result<TextEncoder, String> {
+impl Tower {
+    fn build(parts: &ClipParts) -> std::result::Result<Tower, String> {
         let with_projection = parts.tensors.contains("text_projection.weight");
         let model = parts.tensors.build("text encoder", |vb| {
             ClipText::new(&parts.config, with_projection, vb)
@@ -56,25 +65,20 @@ impl TextEncoder {
                 Tokenizer::with_vocabulary(std::io::BufReader::new(file), VOCABULARY)
                     .map_err(|e| format!("{}: not a CLIP merges file: {e}", path.display()))?
             }
-            // Single files carry no tokenizer; SD 1.x and 2.x both use CLIP's.
+            // Single files carry no tokenizer; every SD family uses CLIP's.
             None => Tokenizer::new(),
         };
         let framing = Framing::clip(&tokenizer, parts.pad_with_zero);
-        Ok(TextEncoder {
+        Ok(Tower {
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),
             framing,
             layer: parts.layer,
-            bytes: parts.tensors.f32_bytes(),
+            final_norm: parts.final_norm,
         })
     }
 
-    pub fn num_layers(&self) -> usize {
-        self.model.config().num_hidden_layers
-    }
-
-    /// The 77-token chunks of `text`.
-    pub fn chunks(&self, text: &str) -> Vec<Chunk> {
+    fn chunks(&self, text: &str) -> Vec<Chunk> {
         prompt::chunks(&self.tokenizer, self.framing, text)
     }
 
@@ -82,29 +86,29 @@ impl TextEncoder {
         Tensor::new(chunk.ids.as_slice(), &Device::Cpu)?.unsqueeze(0)
     }
 
-    /// Encodes `text` (weights and long prompts included) as conditioning:
-    /// the chunks' states side by side `[1, 77·chunks, D]`, and the first
-    /// chunk's pooled output (projected when the encoder has a projection).
-    ///
-    /// Weighted tokens move away from the empty prompt's states at the same
-    /// position: z = z∅ + w·(z − z∅), ComfyUI's rule.
-    pub fn encode(&self, text: &str) -> Result<Conditioning> {
-        let eos = self.framing.end;
-        let chunks = self.chunks(text);
+    fn run(&self, chunk: &Chunk) -> Result<super::model::Encoded> {
+        self.model.encode(
+            &Self::ids(chunk)?,
+            self.layer,
+            self.framing.end,
+            self.final_norm,
+        )
+    }
+
+    /// The states of `chunks` side by side `[1, 77·chunks, D]`, and the
+    /// first chunk's pooled output (projected when the encoder has a
+    /// projection). Weighted tokens move away from the empty prompt's
+    /// states at the same position: z = z∅ + w·(z − z∅), ComfyUI's rule.
+    fn encode(&self, chunks: &[Chunk]) -> Result<(Tensor, Tensor)> {
         let empty = if chunks.iter().any(|c| c.weights.iter().any(|&w| w != 1.0)) {
-            let blank = prompt::chunks(&self.tokenizer, self.framing, "");
-            Some(
-                self.model
-                    .encode(&Self::ids(&blank[0])?, self.layer, eos)?
-                    .hidden,
-            )
+            Some(self.run(&self.chunks("")[0])?.hidden)
         } else {
             None
         };
         let mut states = Vec::with_capacity(chunks.len());
         let mut pooled = None;
-        for chunk in &chunks {
-            let out = self.model.encode(&Self::ids(chunk)?, self.layer, eos)?;
+        for chunk in chunks {
+            let out = self.run(chunk)?;
             let mut z = out.hidden;
             if let Some(z0) = &empty {
                 let w = Tensor::new(
@@ -119,11 +123,104 @@ impl TextEncoder {
                 pooled = Some(out.projected.unwrap_or(out.pooled));
             }
         }
+        let pooled = pooled.ok_or_else(|| candle_core::Error::Msg("no text chunks".into()))?;
+        Ok((Tensor::cat(&states, 1)?, pooled))
+    }
+}
+
+impl TextEncoder {
+    /// A CLIP value of one text encoder.
+    pub fn build(parts: &ClipParts) -> std::result::Result<TextEncoder, String> {
+        Self::from_parts(std::slice::from_ref(parts))
+    }
+
+    /// A CLIP value of several text encoders, in the order their states
+    /// are joined; the pooled output is the last one's (SDXL's bigG).
+    pub fn from_parts(parts: &[ClipParts]) -> std::result::Result<TextEncoder, String> {
+        if parts.is_empty() {
+            return Err("no text encoder".into());
+        }
+        Ok(TextEncoder {
+            towers: parts
+                .iter()
+                .map(Tower::build)
+                .collect::<std::result::Result<_, _>>()?,
+            bytes: parts.iter().map(|p| p.tensors.f32_bytes()).sum(),
+        })
+    }
+
+    /// How many text encoders this value joins.
+    pub fn towers(&self) -> usize {
+        self.towers.len()
+    }
+
+    /// Stops every encoder `back` layers from its end (−1: the last), as
+    /// ComfyUI's CLIPSetLastLayer.
+    pub fn set_last_layer(&mut self, back: i64) -> std::result::Result<(), String> {
+        for t in &mut self.towers {
+            let n = t.model.config().num_hidden_layers as i64;
+            if back >= 0 || -back > n {
+                return Err(format!(
+                    "the text encoder has {n} layers; {back} is not one of -1…-{n}"
+                ));
+            }
+            t.layer = (n + 1 + back) as usize;
+        }
+        Ok(())
+    }
+
+    /// The layer (from 1) each encoder's states are taken from.
+    pub fn layers(&self) -> Vec<usize> {
+        self.towers.iter().map(|t| t.layer).collect()
+    }
+
+    /// The 77-token chunks of `text` for the first encoder.
+    pub fn chunks(&self, text: &str) -> Vec<Chunk> {
+        self.towers[0].chunks(text)
+    }
+
+    /// Encodes `text` (weights and long prompts included) with every
+    /// encoder: see [`Self::encode_each`].
+    pub fn encode(&self, text: &str) -> Result<Conditioning> {
+        self.encode_each(&vec![text; self.towers.len()])
+    }
+
+    /// Encodes one text per encoder (SDXL's `text_l`, `text_g`): each
+    /// encoder's chunk states side by side, the encoders' joined along the
+    /// features; the shorter prompt is padded with empty chunks, as
+    /// ComfyUI does. The pooled output is the last encoder's.
+    pub fn encode_each(&self, texts: &[&str]) -> Result<Conditioning> {
+        if texts.len() != self.towers.len() {
+            candle_core::bail!(
+                "{} prompts for {} text encoders",
+                texts.len(),
+                self.towers.len()
+            );
+        }
+        let mut chunks: Vec<Vec<Chunk>> = self
+            .towers
+            .iter()
+            .zip(texts)
+            .map(|(t, text)| t.chunks(text))
+            .collect();
+        let most = chunks.iter().map(Vec::len).max().unwrap_or(1);
+        for (tower, c) in self.towers.iter().zip(&mut chunks) {
+            let blank = tower.chunks("")[0].clone();
+            c.resize(most, blank);
+        }
+        let mut states = Vec::with_capacity(self.towers.len());
+        let mut pooled = None;
+        for (tower, c) in self.towers.iter().zip(&chunks) {
+            let (z, p) = tower.encode(c)?;
+            states.push(z);
+            pooled = Some(p);
+        }
         Ok(Conditioning {
             labels: None,
-            context: Some(Tensor::cat(&states, 1)?),
+            context: Some(Tensor::cat(&states, 2)?),
             pooled,
             hints: Vec::new(),
+            sizes: Vec::new(),
         })
     }
 }

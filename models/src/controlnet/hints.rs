@@ -117,6 +117,7 @@ impl HintPlan {
         x: &Tensor,
         t: f64,
         context: &Tensor,
+        added: Option<&Tensor>,
         items: Range<usize>,
     ) -> Result<Option<ControlResiduals>> {
         let n = items.len();
@@ -168,6 +169,7 @@ impl HintPlan {
                         &select(x)?,
                         t,
                         &select(context)?,
+                        added.map(&select).transpose()?.as_ref(),
                         &image,
                         l.strength,
                     )?;

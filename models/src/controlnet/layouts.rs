@@ -25,12 +25,6 @@ pub fn spec_from_json(text: &str) -> std::result::Result<ControlNetSpec, String>
             ));
         }
     }
-    if obj.get("addition_embed_type").is_some_and(|v| !v.is_null()) {
-        return Err(
-            "this ControlNet has added embeddings (SDXL-style); only SD 1.x/2.x ControlNets are supported yet"
-                .into(),
-        );
-    }
     // The UNet config parser wants out_channels, which a ControlNet lacks.
     if !obj.contains_key("out_channels") {
         let inc = obj.get("in_channels").cloned().unwrap_or(4.into());
@@ -111,8 +105,11 @@ pub fn spec_from_shapes(shapes: &Shapes) -> std::result::Result<ControlNetSpec, 
         )?);
     }
     let context = context.ok_or("the ControlNet has no cross-attention")?;
+    let added = dim(shapes, "add_embedding.linear_1.weight", 1)
+        .ok()
+        .map(|input| config::TextTime::new(config::SDXL_TIME_DIM, input, context));
     let heads = |channels: usize| -> std::result::Result<usize, String> {
-        config::Family::from_context(context).heads(channels).ok_or_else(|| format!(
+        config::Family::from_context(context, added.as_ref()).heads(channels).ok_or_else(|| format!(
             "the attention head count of a ControlNet with a {context}-wide context cannot be read from its shapes (not SD 1.x or 2.x); put its diffusers config.json next to the file"
         ))
     };
@@ -142,6 +139,8 @@ pub fn spec_from_shapes(shapes: &Shapes) -> std::result::Result<ControlNetSpec, 
         unet: UNetSpec {
             in_channels,
             out_channels: in_channels,
+            mid_depth: count_indexed(shapes, "mid_block.attentions.0.transformer_blocks.").max(1),
+            added,
             config: UNet2DConditionModelConfig {
                 center_input_sample: false,
                 flip_sin_to_cos: true,

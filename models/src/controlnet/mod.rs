@@ -274,6 +274,7 @@ impl ControlNet {
         x: &Tensor,
         timestep: f64,
         context: &Tensor,
+        added: Option<&Tensor>,
         hint: &Tensor,
         strength: f64,
     ) -> Result<ControlResiduals> {
@@ -286,7 +287,7 @@ impl ControlNet {
             let idx: Vec<u32> = (0..b).map(|i| (i % k) as u32).collect();
             image.index_select(&Tensor::new(idx, image.device())?, 0)?
         };
-        self.residuals_prepared(x, timestep, context, &image, strength)
+        self.residuals_prepared(x, timestep, context, added, &image, strength)
     }
 
     /// [`Self::residuals`] with the image already prepared and one per item.
@@ -295,6 +296,7 @@ impl ControlNet {
         x: &Tensor,
         timestep: f64,
         context: &Tensor,
+        added: Option<&Tensor>,
         image: &Tensor,
         strength: f64,
     ) -> Result<ControlResiduals> {
@@ -323,7 +325,7 @@ impl ControlNet {
                 self.spec.unet.config.cross_attention_dim
             );
         }
-        let temb = self.encoder.time(timestep, b)?;
+        let temb = self.encoder.time(timestep, b, added)?;
         let h = self.encoder.conv_in.forward(&x)?;
         let cond = self.embedding.forward(image)?;
         if cond.dims() != h.dims() {

@@ -273,6 +273,8 @@ impl Stage {
 pub(crate) struct Encoder {
     time_1: Linear,
     time_2: Linear,
+    /// SDXL's added embedding: the MLP over pooled text + micro-conditioning.
+    added: Option<(Linear, Linear)>,
     pub(crate) conv_in: Conv2d,
     /// Per level: its stages, then the downsampler (absent at the last level).
     down: Vec<(Vec<Stage>, Option<Conv2d>)>,
@@ -329,11 +331,18 @@ impl Encoder {
             down.push((stages, ds));
         }
         let last = c.blocks.len() - 1;
-        let depth = c.blocks[last].use_cross_attn.unwrap_or(1);
         let mvb = vb.pp("mid_block");
+        let added = match &spec.added {
+            Some(a) => Some((
+                layers::linear(a.input_dim, temb, vb.pp("add_embedding.linear_1"))?,
+                layers::linear(temb, temb, vb.pp("add_embedding.linear_2"))?,
+            )),
+            None => None,
+        };
         Ok(Encoder {
             time_1: layers::linear(c0, temb, vb.pp("time_embedding.linear_1"))?,
             time_2: layers::linear(temb, temb, vb.pp("time_embedding.linear_2"))?,
+            added,
             conv_in: conv(spec.in_channels, c0, 3, 1, vb.pp("conv_in"))?,
             down,
             mid: (
@@ -342,7 +351,7 @@ impl Encoder {
                     spec,
                     cur,
                     heads(spec, last),
-                    depth,
+                    spec.mid_depth,
                     mvb.pp("attentions.0"),
                 )?,
                 ResBlock::new(spec, cur, cur, temb, mvb.pp("resnets.1"))?,
@@ -351,8 +360,9 @@ impl Encoder {
         })
     }
 
-    /// SiLU of the time embedding for timestep `t`, batch `b`.
-    pub(crate) fn time(&self, t: f64, b: usize) -> Result<Tensor> {
+    /// SiLU of the time embedding for timestep `t`, batch `b`, plus SDXL's
+    /// added embedding of `added` (`[b, input_dim]`, see [`added_input`]).
+    pub(crate) fn time(&self, t: f64, b: usize, added: Option<&Tensor>) -> Result<Tensor> {
         let c = &self.spec.config;
         let f = timestep_features(
             t,
@@ -361,9 +371,16 @@ impl Encoder {
             c.freq_shift,
             b,
         )?;
-        self.time_2
-            .forward(&self.time_1.forward(&f)?.silu()?)?
-            .silu()
+        let emb = self.time_2.forward(&self.time_1.forward(&f)?.silu()?)?;
+        let emb = match (&self.added, added) {
+            (Some((l1, l2)), Some(a)) => (emb + l2.forward(&l1.forward(a)?.silu()?)?)?,
+            (None, None) => emb,
+            (Some(_), None) => candle_core::bail!(
+                "this UNet (SDXL) needs a pooled text embedding and size conditioning"
+            ),
+            (None, Some(_)) => candle_core::bail!("this UNet takes no added embedding"),
+        };
+        emb.silu()
     }
 
     /// Runs the down levels on `h` (after conv in): every skip activation,
@@ -390,6 +407,41 @@ impl Encoder {
         let h = self.mid.2.forward(&h, Some(temb))?;
         Ok((skips, h))
     }
+}
+
+/// SDXL's added-embedding input: the pooled text embedding `[b, P]`
+/// followed by each micro-conditioning number's sinusoidal features
+/// (`numbers`: one row per item).
+pub(crate) fn added_input(
+    spec: &UNetSpec,
+    pooled: &Tensor,
+    numbers: &[Vec<f64>],
+) -> Result<Tensor> {
+    let Some(a) = &spec.added else {
+        candle_core::bail!("this UNet takes no added embedding");
+    };
+    let c = &spec.config;
+    let rows = numbers
+        .iter()
+        .map(|row| {
+            let feats = row
+                .iter()
+                .map(|&v| timestep_features(v, a.time_dim, c.flip_sin_to_cos, c.freq_shift, 1))
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&feats, 1)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let input = Tensor::cat(&[pooled.clone(), Tensor::cat(&rows, 0)?], 1)?;
+    if input.dim(1)? != a.input_dim {
+        candle_core::bail!(
+            "the UNet's added embedding takes {} values, got a {}-wide pooled text embedding and {} size numbers ({} wide): a text encoder of another family?",
+            a.input_dim,
+            pooled.dim(1)?,
+            numbers.first().map_or(0, Vec::len),
+            input.dim(1)?
+        );
+    }
+    Ok(input)
 }
 
 /// Residuals a ControlNet adds to the UNet's skips and middle.

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use super::config::{self, ClipLayout, Family, ScheduleSpec, UNetSpec, VaeSpec};
-use super::ldm::{self, CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
+use super::ldm::{self, CLIP_PREFIX, SDXL_CLIP_PREFIXES, UNET_PREFIX, VAE_PREFIX};
 use crate::clip::{Activation, ClipConfig};
 use crate::weights::{self, TensorMap, Transform, WeightFile};
 
@@ -24,6 +24,9 @@ pub struct ClipParts {
     pub pad_with_zero: bool,
     /// The BPE merges of the checkpoint's own tokenizer, when it has one.
     pub merges: Option<PathBuf>,
+    /// Whether the chosen layer's states go through the final layer norm:
+    /// SD 1.x/2.x's do, SDXL conditions on raw penultimate states.
+    pub final_norm: bool,
 }
 
 impl ClipParts {
@@ -39,9 +42,59 @@ impl ClipParts {
             layer: if open_clip && n > 1 { n - 1 } else { n },
             pad_with_zero: open_clip || config.hidden_act == Activation::Gelu,
             merges: None,
+            final_norm: true,
             config,
             tensors,
         }
+    }
+
+    /// From a diffusers/transformers text-encoder folder's config: the last
+    /// layer, through the final norm (diffusers' SD 2.x encoder is already
+    /// cut to the penultimate layer).
+    fn folder(config: ClipConfig, tensors: TensorMap, tokenizer: &Tokenizer) -> ClipParts {
+        ClipParts {
+            layer: config.num_hidden_layers,
+            pad_with_zero: tokenizer
+                .pad_with_zero
+                .unwrap_or(config.hidden_act == Activation::Gelu),
+            merges: tokenizer.merges.clone(),
+            final_norm: true,
+            config,
+            tensors,
+        }
+    }
+
+    /// As SDXL conditions on this encoder: its penultimate layer's states,
+    /// without the final norm (ComfyUI's and diffusers' `hidden_states[-2]`).
+    pub fn for_sdxl(self) -> ClipParts {
+        let n = self.config.num_hidden_layers;
+        ClipParts {
+            layer: n.saturating_sub(1).max(1),
+            final_norm: false,
+            ..self
+        }
+    }
+}
+
+/// A folder's tokenizer: its merges and whether it pads with `!`.
+#[derive(Clone, Debug, Default)]
+struct Tokenizer {
+    merges: Option<PathBuf>,
+    pad_with_zero: Option<bool>,
+}
+
+impl Tokenizer {
+    fn read(dir: &Path) -> Result<Tokenizer, String> {
+        let merges = dir.join("merges.txt");
+        let special = dir.join("special_tokens_map.json");
+        Ok(Tokenizer {
+            merges: merges.is_file().then_some(merges),
+            pad_with_zero: special
+                .is_file()
+                .then(|| read(&special))
+                .transpose()?
+                .map(|text| text.contains("\"!\"")),
+        })
     }
 }
 
@@ -52,7 +105,9 @@ pub struct Checkpoint {
     pub family: Family,
     pub unet: Option<(UNetSpec, TensorMap)>,
     pub vae: Option<(VaeSpec, TensorMap)>,
-    pub clip: Option<ClipParts>,
+    /// The text encoders, in the order their states are joined: one for
+    /// SD 1.x/2.x, CLIP-L and bigG for SDXL, bigG for its refiner.
+    pub clip: Vec<ClipParts>,
     pub schedule: ScheduleSpec,
 }
 
@@ -84,16 +139,32 @@ fn parse<T>(path: &Path, f: impl Fn(&str) -> Result<T, String>) -> Result<T, Str
 struct FolderConfigs {
     unet: Option<UNetSpec>,
     vae: Option<VaeSpec>,
-    clip: Option<ClipConfig>,
+    /// `text_encoder/` and `text_encoder_2/` with their tokenizers, where present.
+    clip: [Option<(ClipConfig, Tokenizer)>; 2],
     schedule: Option<ScheduleSpec>,
-    pad_with_zero: Option<bool>,
 }
+
+/// A diffusers folder's text encoders and their tokenizers, in order.
+const TEXT_ENCODERS: [(&str, &str); 2] = [
+    ("text_encoder", "tokenizer"),
+    ("text_encoder_2", "tokenizer_2"),
+];
 
 fn folder_configs(dir: &Path) -> Result<FolderConfigs, String> {
     let opt = |sub: &str| {
         let p = dir.join(sub);
         p.exists().then_some(p)
     };
+    let [te1, te2] = TEXT_ENCODERS.map(|(te, tok)| {
+        opt(&format!("{te}/config.json"))
+            .map(|p| {
+                Ok::<_, String>((
+                    parse(&p, config::clip_from_json)?,
+                    Tokenizer::read(&dir.join(tok))?,
+                ))
+            })
+            .transpose()
+    });
     Ok(FolderConfigs {
         unet: opt("unet/config.json")
             .map(|p| parse(&p, config::unet_from_json))
@@ -101,16 +172,10 @@ fn folder_configs(dir: &Path) -> Result<FolderConfigs, String> {
         vae: opt("vae/config.json")
             .map(|p| parse(&p, config::vae_from_json))
             .transpose()?,
-        clip: opt("text_encoder/config.json")
-            .map(|p| parse(&p, config::clip_from_json))
-            .transpose()?,
+        clip: [te1?, te2?],
         schedule: opt("scheduler/scheduler_config.json")
             .map(|p| parse(&p, config::schedule_from_json))
             .transpose()?,
-        pad_with_zero: opt("tokenizer/special_tokens_map.json")
-            .map(|p| read(&p))
-            .transpose()?
-            .map(|text| text.contains("\"!\"")),
     })
 }
 
@@ -186,35 +251,26 @@ fn open_diffusers(dir: &Path) -> Result<Checkpoint, String> {
         load("vae", &MODEL_FILES, weights::diffusers_names)?,
         "vae/",
     )?;
-    let clip = pair(
-        dir,
-        cfg.clip,
-        load(
-            "text_encoder",
-            &TEXT_FILES,
-            weights::transformers_text_names,
-        )?,
-        "text_encoder/",
-    )?;
-    if unet.is_none() && vae.is_none() && clip.is_none() {
+    let mut clip = Vec::new();
+    for (given, (te, _)) in cfg.clip.into_iter().zip(TEXT_ENCODERS) {
+        let tensors = load(te, &TEXT_FILES, weights::transformers_text_names)?;
+        let (config, tokenizer) = given.unzip();
+        if let Some((config, tensors)) = pair(dir, config, tensors, te)? {
+            clip.push(ClipParts::folder(
+                config,
+                tensors,
+                &tokenizer.unwrap_or_default(),
+            ));
+        }
+    }
+    if unet.is_none() && vae.is_none() && clip.is_empty() {
         return Err(format!(
             "{}: not a diffusers model folder (no unet/, vae/ or text_encoder/ with config.json and safetensors weights)",
             dir.display()
         ));
     }
-    let family = unet.as_ref().map_or(Family::Other, |(u, _)| {
-        Family::from_context(u.config.cross_attention_dim)
-    });
-    let merges = dir.join("tokenizer/merges.txt");
-    let clip = clip.map(|(config, tensors)| ClipParts {
-        layer: config.num_hidden_layers,
-        pad_with_zero: cfg
-            .pad_with_zero
-            .unwrap_or(config.hidden_act == Activation::Gelu),
-        merges: merges.is_file().then_some(merges.clone()),
-        config,
-        tensors,
-    });
+    let family = unet.as_ref().map_or(Family::Other, |(u, _)| u.family());
+    let clip = sdxl_text(family, clip);
     Ok(Checkpoint {
         path: dir.to_path_buf(),
         family,
@@ -231,7 +287,11 @@ fn open_single_file(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint
     let file = WeightFile::open(path)?;
     let shapes = file.shapes();
     let has = |prefix: &str| shapes.keys().any(|k| k.starts_with(prefix));
-    if !has(UNET_PREFIX) && !has(VAE_PREFIX) && !has(CLIP_PREFIX) {
+    let clip_prefixes: Vec<&str> = std::iter::once(CLIP_PREFIX)
+        .chain(SDXL_CLIP_PREFIXES)
+        .filter(|p| has(p))
+        .collect();
+    if !has(UNET_PREFIX) && !has(VAE_PREFIX) && clip_prefixes.is_empty() {
         let mut sample: Vec<&String> = shapes.keys().collect();
         sample.sort();
         sample.truncate(3);
@@ -268,33 +328,42 @@ fn open_single_file(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint
     } else {
         None
     };
-    let clip = if has(CLIP_PREFIX) {
-        let (inferred, layout) = config::clip_from_shapes(&shapes).map_err(ctx)?;
-        let config = given
-            .as_ref()
-            .and_then(|g| g.clip.clone())
-            .map(|c| ClipConfig {
-                // The file's own depth: a full OpenCLIP tower has one layer
-                // more than diffusers' converted encoder.
-                num_hidden_layers: inferred.num_hidden_layers,
-                projection_dim: inferred.projection_dim.or(c.projection_dim),
-                ..c
-            })
-            .unwrap_or(inferred);
+    // The given folder's encoders, matched to the file's by width (an
+    // SDXL refiner's one bigG is a base's second encoder).
+    let mut given_clip: Vec<(ClipConfig, Tokenizer)> = given
+        .as_ref()
+        .map(|g| g.clip.iter().flatten().cloned().collect())
+        .unwrap_or_default();
+    let mut clip = Vec::with_capacity(clip_prefixes.len());
+    for prefix in clip_prefixes {
+        let (inferred, layout) = config::clip_from_shapes(&shapes, prefix).map_err(ctx)?;
         let mut map = TensorMap::default();
-        map.add_file(&file, CLIP_PREFIX, ldm::clip_names);
-        let mut parts = ClipParts::single_file(config, layout, map);
-        // The file carries no tokenizer; a config folder's is the model's
-        // (diffusers' `from_single_file(config=…)` loads it from there).
-        if let (Some(dir), Some(g)) = (config_dir, given.as_ref()) {
-            let merges = dir.join("tokenizer/merges.txt");
-            parts.merges = merges.is_file().then_some(merges);
-            parts.pad_with_zero = g.pad_with_zero.unwrap_or(parts.pad_with_zero);
-        }
-        Some(parts)
-    } else {
-        None
-    };
+        map.add_file(&file, prefix, ldm::clip_names);
+        let folder = given_clip
+            .iter()
+            .position(|(c, _)| c.hidden_size == inferred.hidden_size)
+            .map(|i| given_clip.remove(i));
+        let parts = match folder {
+            None => ClipParts::single_file(inferred, layout, map),
+            Some((c, tokenizer)) => {
+                let config = ClipConfig {
+                    // The file's own depth: a full OpenCLIP tower has one
+                    // layer more than diffusers' converted encoder.
+                    num_hidden_layers: inferred.num_hidden_layers,
+                    projection_dim: inferred.projection_dim.or(c.projection_dim),
+                    ..c
+                };
+                let mut parts = ClipParts::single_file(config, layout, map);
+                // The file carries no tokenizer; a config folder's is the
+                // model's (diffusers' `from_single_file(config=…)`).
+                parts.merges = tokenizer.merges;
+                parts.pad_with_zero = tokenizer.pad_with_zero.unwrap_or(parts.pad_with_zero);
+                parts
+            }
+        };
+        clip.push(parts);
+    }
+    let clip = sdxl_text(family, clip);
     let schedule = match given.as_ref().and_then(|g| g.schedule.clone()) {
         Some(s) => s,
         None => {
@@ -323,6 +392,14 @@ fn open_single_file(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint
         clip,
         schedule,
     })
+}
+
+/// SDXL's text encoders condition on raw penultimate states.
+fn sdxl_text(family: Family, clip: Vec<ClipParts>) -> Vec<ClipParts> {
+    match family {
+        Family::Sdxl | Family::SdxlRefiner => clip.into_iter().map(ClipParts::for_sdxl).collect(),
+        _ => clip,
+    }
 }
 
 /// A VAE on its own: a standalone LDM-layout VAE file (`encoder.…`), a
@@ -417,7 +494,7 @@ pub fn open_unet(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, S
         }
         Ok(Checkpoint {
             vae: None,
-            clip: None,
+            clip: Vec::new(),
             ..ck
         })
     };
@@ -428,7 +505,7 @@ pub fn open_unet(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, S
             config::unet_from_json,
             weights::diffusers_names,
         )?;
-        let family = Family::from_context(spec.config.cross_attention_dim);
+        let family = spec.family();
         let schedule = path
             .parent()
             .map(|p| p.join("scheduler/scheduler_config.json"))
@@ -441,7 +518,7 @@ pub fn open_unet(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, S
             family,
             unet: Some((spec, map)),
             vae: None,
-            clip: None,
+            clip: Vec::new(),
             schedule,
         });
     }
@@ -467,7 +544,7 @@ pub fn open_unet(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, S
                 family,
                 unet: Some((spec, map)),
                 vae: None,
-                clip: None,
+                clip: Vec::new(),
                 schedule: given
                     .and_then(|g| g.schedule)
                     .unwrap_or_else(|| ScheduleSpec::stable_diffusion(prediction)),
@@ -481,7 +558,7 @@ pub fn open_unet(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, S
 /// `text_encoder/`), or a transformers CLIP file (SD 1.x's CLIP-L:
 /// `text_model.…`, or bare `embeddings.…` as transformers 5 saves it) or
 /// OpenCLIP file (`transformer.resblocks.…`, SD 2.x's).
-pub fn open_clip(path: &Path) -> Result<ClipParts, String> {
+pub fn open_clip(path: &Path) -> Result<Vec<ClipParts>, String> {
     if path.is_dir() && path.join("config.json").is_file() {
         let (config, tensors) = component_folder(
             path,
@@ -489,19 +566,26 @@ pub fn open_clip(path: &Path) -> Result<ClipParts, String> {
             config::clip_from_json,
             weights::transformers_text_names,
         )?;
-        let merges = path.parent().map(|p| p.join("tokenizer/merges.txt"));
-        return Ok(ClipParts {
-            layer: config.num_hidden_layers,
-            pad_with_zero: config.hidden_act == Activation::Gelu,
-            merges: merges.filter(|m| m.is_file()),
-            config,
-            tensors,
-        });
+        // `text_encoder_2/` pairs with `tokenizer_2/`.
+        let tokenizer = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.replacen("text_encoder", "tokenizer", 1));
+        let tokenizer = match (path.parent(), tokenizer) {
+            (Some(parent), Some(t)) => Tokenizer::read(&parent.join(t))?,
+            _ => Tokenizer::default(),
+        };
+        return Ok(vec![ClipParts::folder(config, tensors, &tokenizer)]);
     }
+    let any = |clip: Vec<ClipParts>| {
+        if clip.is_empty() {
+            Err(format!("{}: no text encoder in it", path.display()))
+        } else {
+            Ok(clip)
+        }
+    };
     if path.is_dir() || !path.exists() {
-        return open(path, None)?
-            .clip
-            .ok_or_else(|| format!("{}: no text encoder in it", path.display()));
+        return any(open(path, None)?.clip);
     }
     let file = WeightFile::open(path)?;
     let shapes = file.shapes();
@@ -527,13 +611,11 @@ pub fn open_clip(path: &Path) -> Result<ClipParts, String> {
         .map(|s| (s, "model."))
     };
     let Some((prefixed, inner)) = bare else {
-        return open_single_file(path, None)?
-            .clip
-            .ok_or_else(|| format!("{}: no text encoder in it", path.display()));
+        return any(open_single_file(path, None)?.clip);
     };
-    let (config, layout) =
-        config::clip_from_shapes(&prefixed).map_err(|e| format!("{}: {e}", path.display()))?;
+    let (config, layout) = config::clip_from_shapes(&prefixed, CLIP_PREFIX)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut tensors = TensorMap::default();
     tensors.add_file(&file, "", |k| ldm::clip_names(&format!("{inner}{k}")));
-    Ok(ClipParts::single_file(config, layout, tensors))
+    Ok(vec![ClipParts::single_file(config, layout, tensors)])
 }

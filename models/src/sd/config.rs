@@ -16,7 +16,7 @@ use candle_transformers::models::stable_diffusion::unet_2d::{
 use candle_transformers::models::stable_diffusion::vae::AutoEncoderKLConfig;
 use serde::Deserialize;
 
-use super::ldm::{CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
+use super::ldm::{UNET_PREFIX, VAE_PREFIX};
 use crate::clip::{Activation, ClipConfig};
 use weft_sampling::Prediction;
 
@@ -27,26 +27,35 @@ pub enum Family {
     Sd1,
     /// SD 2.x: OpenCLIP ViT-H/14, 1024-wide context, linear projections.
     Sd2,
+    /// SDXL base: CLIP-L and OpenCLIP bigG side by side (2048-wide context),
+    /// micro-conditioning on image size and crop.
+    Sdxl,
+    /// SDXL refiner: bigG only (1280-wide), conditioned on an aesthetic score.
+    SdxlRefiner,
     /// Shapes of neither; configs must come from a diffusers folder.
     Other,
 }
 
 impl Family {
-    /// The family whose text encoder has this width (the UNet's context).
-    pub fn from_context(width: usize) -> Family {
-        match width {
-            768 => Family::Sd1,
-            1024 => Family::Sd2,
+    /// The family of a UNet cross-attending to `width`-wide text states,
+    /// with SDXL's added embedding of `added` inputs (`None`: no added
+    /// embedding, as SD 1.x/2.x).
+    pub fn from_context(width: usize, added: Option<&TextTime>) -> Family {
+        match (width, added) {
+            (768, None) => Family::Sd1,
+            (1024, None) => Family::Sd2,
+            (_, Some(a)) if a.time_ids() == Some(5) => Family::SdxlRefiner,
+            (_, Some(a)) if a.time_ids() == Some(6) => Family::Sdxl,
             _ => Family::Other,
         }
     }
 
-    /// Attention heads at a level of `channels`: SD 1.x has 8, SD 2.x 64
-    /// channels per head; other families' counts are not in the shapes.
+    /// Attention heads at a level of `channels`: SD 1.x has 8, SD 2.x and
+    /// SDXL 64 channels per head; other families' counts are not in the shapes.
     pub fn heads(self, channels: usize) -> Option<usize> {
         match self {
             Family::Sd1 => Some(8),
-            Family::Sd2 => Some((channels / 64).max(1)),
+            Family::Sd2 | Family::Sdxl | Family::SdxlRefiner => Some((channels / 64).max(1)),
             Family::Other => None,
         }
     }
@@ -55,6 +64,8 @@ impl Family {
         match self {
             Family::Sd1 => "SD 1.x",
             Family::Sd2 => "SD 2.x",
+            Family::Sdxl => "SDXL",
+            Family::SdxlRefiner => "SDXL refiner",
             Family::Other => "custom",
         }
     }
@@ -66,9 +77,60 @@ pub struct UNetSpec {
     pub in_channels: usize,
     pub out_channels: usize,
     pub config: UNet2DConditionModelConfig,
+    /// Transformer depth of the middle block (diffusers takes the last
+    /// level's entry even when that level has no attention: SDXL's refiner).
+    pub mid_depth: usize,
+    /// SDXL's added embedding (`addition_embed_type: "text_time"`).
+    pub added: Option<TextTime>,
+}
+
+/// SDXL's micro-conditioning: each of the size/crop (base) or
+/// size/crop/aesthetic-score (refiner) numbers becomes `time_dim`
+/// sinusoidal features, appended to the pooled text embedding, and the
+/// `input_dim` vector goes through a two-layer MLP added to the time
+/// embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextTime {
+    /// Sinusoidal features per number (256 in SDXL).
+    pub time_dim: usize,
+    /// The MLP's input width: pooled text width + numbers × `time_dim`.
+    pub input_dim: usize,
+    /// Width of the pooled text embedding (bigG's projection, 1280).
+    pub pooled_dim: usize,
+}
+
+impl TextTime {
+    /// From the sizes a config or checkpoint gives. The pooled width is
+    /// not stated anywhere: the refiner's pooled embedding is as wide as
+    /// its context (bigG alone, 5 numbers); otherwise the base's 6 numbers
+    /// are assumed, as SDXL's.
+    pub fn new(time_dim: usize, input_dim: usize, context_dim: usize) -> TextTime {
+        let pooled_dim = match input_dim.checked_sub(5 * time_dim) {
+            Some(rest) if rest == context_dim => rest,
+            _ => input_dim.saturating_sub(6 * time_dim),
+        };
+        TextTime {
+            time_dim,
+            input_dim,
+            pooled_dim,
+        }
+    }
+
+    /// How many micro-conditioning numbers the model takes: 6 (SDXL base:
+    /// original size, crop, target size) or 5 (refiner: original size,
+    /// crop, aesthetic score).
+    pub fn time_ids(&self) -> Option<usize> {
+        let rest = self.input_dim.checked_sub(self.pooled_dim)?;
+        (self.time_dim > 0 && rest % self.time_dim == 0).then(|| rest / self.time_dim)
+    }
 }
 
 impl UNetSpec {
+    /// The release line this UNet's shapes belong to.
+    pub fn family(&self) -> Family {
+        Family::from_context(self.config.cross_attention_dim, self.added.as_ref())
+    }
+
     /// 9 input channels: latent + mask + masked-image latent.
     pub fn is_inpainting(&self) -> bool {
         self.in_channels == 9
@@ -232,6 +294,10 @@ struct DiffusersUNet {
     center_input_sample: bool,
     #[serde(default)]
     addition_embed_type: Option<String>,
+    #[serde(default)]
+    addition_time_embed_dim: Option<usize>,
+    #[serde(default)]
+    projection_class_embeddings_input_dim: Option<usize>,
 }
 
 /// Settings of `UNet2DConditionModel` that weft's UNet does not implement,
@@ -284,12 +350,23 @@ fn unsupported_setting(config: &serde_json::Value, fixed: &[(&str, &str)]) -> Op
 pub fn unet_from_json(text: &str) -> Result<UNetSpec, String> {
     let json: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let c: DiffusersUNet = serde_json::from_value(json.clone()).map_err(|e| e.to_string())?;
-    if c.addition_embed_type.is_some() {
-        return Err(
-            "this UNet has added embeddings (SDXL-style); only SD 1.x/2.x UNets are supported yet"
-                .into(),
-        );
-    }
+    let added = match c.addition_embed_type.as_deref() {
+        None => None,
+        Some("text_time") => {
+            let (Some(time_dim), Some(input_dim)) = (
+                c.addition_time_embed_dim,
+                c.projection_class_embeddings_input_dim,
+            ) else {
+                return Err("`addition_embed_type: \"text_time\"` needs `addition_time_embed_dim` and `projection_class_embeddings_input_dim`".into());
+            };
+            Some(TextTime::new(time_dim, input_dim, c.cross_attention_dim))
+        }
+        Some(other) => {
+            return Err(format!(
+                "unsupported addition_embed_type {other:?} (weft implements SDXL's \"text_time\")"
+            ))
+        }
+    };
     if let Some(setting) = unsupported_setting(&json, FIXED_UNET_SETTINGS) {
         return Err(format!("unsupported UNet setting {setting}"));
     }
@@ -348,12 +425,7 @@ pub fn unet_from_json(text: &str) -> Result<UNetSpec, String> {
     // The middle block's transformer depth is the last level's entry even
     // when that level has no attention; weft's spec keeps a depth only for
     // attention levels, so any other depth there is refused.
-    let last_depth = c.transformer_layers_per_block.get(n - 1).unwrap_or(1);
-    if c.down_block_types[n - 1] != CROSS_DOWN && last_depth != 1 {
-        return Err(format!(
-            "transformer_layers_per_block {last_depth} for the middle block is not supported after a level without attention"
-        ));
-    }
+    let mid_depth = c.transformer_layers_per_block.get(n - 1).unwrap_or(1);
     let blocks = c
         .block_out_channels
         .iter()
@@ -390,6 +462,8 @@ pub fn unet_from_json(text: &str) -> Result<UNetSpec, String> {
             sliced_attention_size: None,
             use_linear_projection: c.use_linear_projection,
         },
+        mid_depth,
+        added,
     })
 }
 
@@ -552,13 +626,26 @@ pub(crate) fn dim(shapes: &Shapes, key: &str, d: usize) -> Result<usize, String>
         .ok_or_else(|| format!("`{key}` has too few dimensions"))
 }
 
+/// SDXL's features per micro-conditioning number; the checkpoints do not
+/// state it (it has no weights), and every SDXL-family model uses 256.
+pub(crate) const SDXL_TIME_DIM: usize = 256;
+
+/// SDXL's added embedding (`label_emb.0.0`, the MLP's first layer), if the
+/// UNet has one.
+fn added_from_shapes(shapes: &Shapes, context_dim: usize) -> Option<TextTime> {
+    let input_dim = dim(shapes, &format!("{UNET_PREFIX}label_emb.0.0.weight"), 1).ok()?;
+    Some(TextTime::new(SDXL_TIME_DIM, input_dim, context_dim))
+}
+
 /// What the shapes of a single file say about its family.
 pub fn detect_family(shapes: &Shapes) -> Family {
     let context = shapes
         .iter()
         .find(|(k, _)| k.starts_with(UNET_PREFIX) && k.ends_with("attn2.to_k.weight"))
         .and_then(|(_, s)| s.get(1).copied());
-    context.map_or(Family::Other, Family::from_context)
+    context.map_or(Family::Other, |c| {
+        Family::from_context(c, added_from_shapes(shapes, c).as_ref())
+    })
 }
 
 /// Counts the indices `i` for which `{prefix}{i}.` starts some key.
@@ -576,12 +663,6 @@ pub(crate) fn count_indexed(shapes: &Shapes, prefix: &str) -> usize {
 /// The UNet of a single file, for a known family.
 pub fn unet_from_shapes(shapes: &Shapes, family: Family) -> Result<UNetSpec, String> {
     let p = UNET_PREFIX;
-    if shapes.contains_key(&format!("{p}label_emb.0.0.weight")) {
-        return Err(
-            "this UNet has a label embedding (SDXL); only SD 1.x/2.x UNets are supported yet"
-                .into(),
-        );
-    }
     let in_channels = dim(shapes, &format!("{p}input_blocks.0.0.weight"), 1)?;
     let out_channels = dim(shapes, &format!("{p}out.2.weight"), 0)?;
     let n_input = count_indexed(shapes, &format!("{p}input_blocks."));
@@ -626,9 +707,12 @@ pub fn unet_from_shapes(shapes: &Shapes, family: Family) -> Result<UNetSpec, Str
         });
     }
     let cross_attention_dim = context.ok_or("the UNet has no cross-attention")?;
+    let mid_depth = count_indexed(shapes, &format!("{p}middle_block.1.transformer_blocks."));
     Ok(UNetSpec {
         in_channels,
         out_channels,
+        mid_depth: mid_depth.max(1),
+        added: added_from_shapes(shapes, cross_attention_dim),
         config: UNet2DConditionModelConfig {
             center_input_sample: false,
             flip_sin_to_cos: true,
@@ -681,18 +765,20 @@ pub enum ClipLayout {
     OpenClip,
 }
 
-/// The text encoder of a single file (64 channels per head, as both CLIPs).
-pub fn clip_from_shapes(shapes: &Shapes) -> Result<(ClipConfig, ClipLayout), String> {
+/// The text encoder of a single file under `prefix` (`cond_stage_model.`,
+/// or SDXL's `conditioner.embedders.N.`); 64 channels per head, as every
+/// CLIP Stable Diffusion uses.
+pub fn clip_from_shapes(shapes: &Shapes, prefix: &str) -> Result<(ClipConfig, ClipLayout), String> {
     // transformers' names in either of its layouts (see
     // `crate::weights::transformers_text_names`).
     let hf = [
-        format!("{CLIP_PREFIX}transformer.text_model."),
-        format!("{CLIP_PREFIX}transformer."),
+        format!("{prefix}transformer.text_model."),
+        format!("{prefix}transformer."),
     ]
     .into_iter()
     .find(|p| shapes.contains_key(&format!("{p}embeddings.token_embedding.weight")))
-    .unwrap_or_else(|| format!("{CLIP_PREFIX}transformer.text_model."));
-    let open = format!("{CLIP_PREFIX}model.");
+    .unwrap_or_else(|| format!("{prefix}transformer.text_model."));
+    let open = format!("{prefix}model.");
     let (layout, tok, pos, layers, fc1, proj) =
         if shapes.contains_key(&format!("{hf}embeddings.token_embedding.weight")) {
             (

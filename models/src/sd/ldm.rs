@@ -12,8 +12,11 @@ use crate::weights::Transform;
 pub const UNET_PREFIX: &str = "model.diffusion_model.";
 /// Prefix of the VAE.
 pub const VAE_PREFIX: &str = "first_stage_model.";
-/// Prefix of the text encoder.
+/// Prefix of the text encoder (SD 1.x/2.x).
 pub const CLIP_PREFIX: &str = "cond_stage_model.";
+/// Prefixes of SDXL's text encoders, in the order their states are joined
+/// (base: CLIP-L then bigG; refiner: bigG alone).
+pub const SDXL_CLIP_PREFIXES: [&str; 2] = ["conditioner.embedders.0.", "conditioner.embedders.1."];
 
 fn same(name: String) -> Vec<(String, Transform)> {
     vec![(name, Transform::Same)]
@@ -62,6 +65,19 @@ fn unet_name(key: &str, lpb: usize) -> Option<String> {
                 _ => return None,
             };
             Some(format!("time_embedding.{linear}.{p}"))
+        }
+        "label_emb" => {
+            // SDXL's added-embedding MLP: `label_emb.0.{0,2}`.
+            let (0, rest) = index(rest)? else {
+                return None;
+            };
+            let (i, p) = index(rest)?;
+            let linear = match i {
+                0 => "linear_1",
+                2 => "linear_2",
+                _ => return None,
+            };
+            Some(format!("add_embedding.{linear}.{p}"))
         }
         "out" => {
             let (i, p) = index(rest)?;
@@ -317,6 +333,8 @@ mod tests {
                 "up_blocks.3.resnets.2.norm2.bias",
             ),
             ("out.2.weight", "conv_out.weight"),
+            ("label_emb.0.0.weight", "add_embedding.linear_1.weight"),
+            ("label_emb.0.2.bias", "add_embedding.linear_2.bias"),
         ];
         for (ldm, diffusers) in cases {
             assert_eq!(one(unet_names(ldm, 2)), diffusers, "{ldm}");

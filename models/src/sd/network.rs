@@ -11,6 +11,38 @@ use super::checkpoint::Checkpoint;
 use super::unet::SdUNet;
 use crate::controlnet::HintPlan;
 
+impl SdUNet {
+    /// SDXL's added-embedding input for a batch: the pooled text and each
+    /// item's micro-conditioning, sizes defaulting to the latent's × 8 as
+    /// ComfyUI does. `None` for UNets without an added embedding.
+    fn added_for(&self, x: &Tensor, cond: &Conditioning) -> Result<Option<Tensor>> {
+        let Some(added) = &self.spec.added else {
+            return Ok(None);
+        };
+        let pooled = cond.pooled.as_ref().ok_or_else(|| {
+            candle_core::Error::Msg(
+                "the SDXL UNet needs a pooled text embedding (from an SDXL text encoder)".into(),
+            )
+        })?;
+        let (b, _, h, w) = x.dims4()?;
+        let count = added.time_ids().ok_or_else(|| {
+            candle_core::Error::Msg("the UNet's added embedding has an unknown layout".into())
+        })?;
+        let pixels = ((h * 8) as f64, (w * 8) as f64);
+        let numbers = (0..b)
+            .map(|i| {
+                let size = match cond.sizes.len() {
+                    0 => None,
+                    1 => cond.sizes[0],
+                    _ => cond.sizes.get(i).copied().flatten(),
+                };
+                size.unwrap_or_default().numbers(pixels, count)
+            })
+            .collect::<Vec<_>>();
+        self.added_input(pooled, &numbers).map(Some)
+    }
+}
+
 impl Network for SdUNet {
     fn forward(&self, x: &Tensor, timesteps: &Tensor, cond: &Conditioning) -> Result<Tensor> {
         let context = cond.context.as_ref().ok_or_else(|| {
@@ -32,6 +64,7 @@ impl Network for SdUNet {
                 self.spec.config.cross_attention_dim
             );
         }
+        let added = self.added_for(x, cond)?;
         let ts = timesteps
             .to_dtype(candle_core::DType::F64)?
             .to_vec1::<f64>()?;
@@ -40,23 +73,25 @@ impl Network for SdUNet {
         // The samplers give every item the same timestep; run per item only if not.
         if ts.windows(2).all(|w| w[0] == w[1]) {
             let t = ts.first().copied().unwrap_or(0.0);
-            if plan.is_empty() {
-                return self.forward_at(x, t, context);
-            }
-            let control = plan.residuals(&self.spec, x, t, context, 0..ts.len())?;
-            return self.forward_controlled(x, t, context, control.as_ref());
+            let control = if plan.is_empty() {
+                None
+            } else {
+                plan.residuals(&self.spec, x, t, context, added.as_ref(), 0..ts.len())?
+            };
+            return self.forward_controlled(x, t, context, added.as_ref(), control.as_ref());
         }
         let outs = ts
             .iter()
             .enumerate()
             .map(|(i, &t)| {
                 let (x, context) = (x.narrow(0, i, 1)?, context.narrow(0, i, 1)?);
+                let added = added.as_ref().map(|a| a.narrow(0, i, 1)).transpose()?;
                 let control = if plan.is_empty() {
                     None
                 } else {
-                    plan.residuals(&self.spec, &x, t, &context, i..i + 1)?
+                    plan.residuals(&self.spec, &x, t, &context, added.as_ref(), i..i + 1)?
                 };
-                self.forward_controlled(&x, t, &context, control.as_ref())
+                self.forward_controlled(&x, t, &context, added.as_ref(), control.as_ref())
             })
             .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&outs, 0)

@@ -108,21 +108,31 @@ impl SdUNet {
         &self.spec
     }
 
-    /// One forward at a single timestep for the whole batch.
+    /// One forward at a single timestep for the whole batch (SD 1.x/2.x:
+    /// no added embedding).
     pub fn forward_at(&self, x: &Tensor, timestep: f64, context: &Tensor) -> Result<Tensor> {
-        self.forward_controlled(x, timestep, context, None)
+        self.forward_controlled(x, timestep, context, None, None)
     }
 
-    /// A forward with ControlNet residuals added to the skips and middle.
+    /// SDXL's added-embedding input for `pooled` text `[b, P]` and each
+    /// item's micro-conditioning numbers (see [`weft_sampling::SizeCond`]).
+    pub fn added_input(&self, pooled: &Tensor, numbers: &[Vec<f64>]) -> Result<Tensor> {
+        super::blocks::added_input(&self.spec, pooled, numbers)
+    }
+
+    /// A forward with SDXL's added-embedding input (from
+    /// [`Self::added_input`]) and ControlNet residuals added to the skips
+    /// and middle.
     pub fn forward_controlled(
         &self,
         x: &Tensor,
         timestep: f64,
         context: &Tensor,
+        added: Option<&Tensor>,
         control: Option<&ControlResiduals>,
     ) -> Result<Tensor> {
         let b = x.dim(0)?;
-        let temb = self.encoder.time(timestep, b)?;
+        let temb = self.encoder.time(timestep, b, added)?;
         let h = self.encoder.conv_in.forward(x)?;
         let (mut skips, mut h) = self.encoder.down_and_mid(h, &temb, context)?;
         if let Some(ctrl) = control {

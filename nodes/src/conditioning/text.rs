@@ -32,15 +32,8 @@ pub fn clip_set_last_layer() -> NodeDef {
     .output("CLIP", ValueType::Clip, "The same encoder, stopping at that layer.")
     .run(|cx| {
         let mut clip = cx.get::<TextEncoder>("clip")?.clone();
-        let back = cx.int("stop_at_clip_layer")?;
-        let n = clip.num_layers() as i64;
-        if -back > n {
-            return Err(NodeError::input(
-                "stop_at_clip_layer",
-                format!("the text encoder has {n} layers; {back} is before the first"),
-            ));
-        }
-        clip.layer = (n + 1 + back) as usize;
+        clip.set_last_layer(cx.int("stop_at_clip_layer")?)
+            .map_err(|e| NodeError::input("stop_at_clip_layer", e))?;
         Ok(Value::handle(clip))
     })
 }

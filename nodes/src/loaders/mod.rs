@@ -72,6 +72,7 @@ pub fn nodes(files: &ModelFiles) -> Vec<NodeDef> {
         sd::vae_loader(files.clone()),
         sd::unet_loader(files.clone()),
         sd::clip_loader(files.clone()),
+        sd::dual_clip_loader(files.clone()),
         controlnet::control_net_loader(files.clone()),
         mnist::checkpoint_loader(files.clone()),
         mnist::classifier_loader(files.clone()),

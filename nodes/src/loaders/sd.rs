@@ -47,7 +47,7 @@ pub fn checkpoint_loader_simple(files: ModelFiles) -> NodeDef {
     NodeSchema::new(
         "CheckpointLoaderSimple",
         "model/loaders",
-        "Loads a Stable Diffusion 1.x/2.x checkpoint: a single .safetensors file in the original LDM layout (A1111, ComfyUI, Civitai downloads) or a diffusers folder. The family (SD 1.x or 2.x, ε or v-prediction, inpainting) is read from the tensors; weights are memory-mapped and computed in f32. Files are never fetched: the file must exist.",
+        "Loads a Stable Diffusion 1.x/2.x or SDXL (base or refiner) checkpoint: a single .safetensors file in the original layout (A1111, ComfyUI, Civitai downloads) or a diffusers folder. The family (SD 1.x, 2.x, SDXL, SDXL refiner; ε or v-prediction; inpainting) is read from the tensors; weights are memory-mapped and computed in f32. Files are never fetched: the file must exist.",
     )
     .input(InputSpec::model("ckpt_name", "checkpoints").doc("The checkpoint: a name in the checkpoints folders (subfolders allowed), or a path to a .safetensors file or diffusers folder."))
     .input(config_input("checkpoint"))
@@ -64,8 +64,10 @@ pub fn checkpoint_loader_simple(files: ModelFiles) -> NodeDef {
         let (uspec, utensors) = ck.unet.as_ref().ok_or_else(|| missing("UNet"))?;
         let unet = SdUNet::build(uspec, utensors).map_err(err)?;
         cx.check_cancelled()?;
-        let clip = TextEncoder::build(ck.clip.as_ref().ok_or_else(|| missing("text encoder"))?)
-            .map_err(err)?;
+        if ck.clip.is_empty() {
+            return Err(missing("text encoder"));
+        }
+        let clip = TextEncoder::from_parts(&ck.clip).map_err(err)?;
         let (vspec, vtensors) = ck.vae.as_ref().ok_or_else(|| missing("VAE"))?;
         let vae = Vae::build(vspec, vtensors).map_err(err)?;
         let model = sampling_model(&ck, unet).map_err(err)?;
@@ -143,7 +145,48 @@ pub fn clip_loader(files: ModelFiles) -> NodeDef {
         let path = files.resolve(cx.inputs, "clip_name", ModelKind::TextEncoders)?;
         let err = |e: String| NodeError::input("clip_name", e);
         let parts = checkpoint::open_clip(&path).map_err(err)?;
-        Ok(Value::handle(TextEncoder::build(&parts).map_err(err)?))
+        Ok(Value::handle(TextEncoder::from_parts(&parts).map_err(err)?))
     })
     .fingerprint(move |inputs| Ok(keys.fingerprint(inputs, "clip_name", ModelKind::TextEncoders)))
+}
+
+pub fn dual_clip_loader(files: ModelFiles) -> NodeDef {
+    let keys = files.clone();
+    NodeSchema::new(
+        "DualCLIPLoader",
+        "advanced/loaders",
+        "Loads two text encoders as one CLIP, as a model family pairs them. `sdxl`: CLIP-L and OpenCLIP bigG (e.g. `clip_l.safetensors` and `clip_g.safetensors`, in either order), conditioning on their penultimate layers side by side with bigG's pooled output, as SDXL does.",
+    )
+    .input(InputSpec::model("clip_name1", "text_encoders").doc("The first text encoder."))
+    .input(InputSpec::model("clip_name2", "text_encoders").doc("The second text encoder."))
+    .input(InputSpec::choice("type", &["sdxl"]).doc("The model family the pair is for."))
+    .output("CLIP", ValueType::Clip, "The joined text encoders.")
+    .heavy()
+    .run(move |cx| {
+        let mut towers = Vec::new();
+        for input in ["clip_name1", "clip_name2"] {
+            let path = files.resolve(cx.inputs, input, ModelKind::TextEncoders)?;
+            let parts = checkpoint::open_clip(&path).map_err(|e| NodeError::input(input, e))?;
+            towers.extend(parts.into_iter().map(|p| (input, p.for_sdxl())));
+        }
+        if towers.len() != 2 {
+            return Err(NodeError::input(
+                "clip_name2",
+                format!("SDXL pairs two text encoders; these files hold {}", towers.len()),
+            ));
+        }
+        // SDXL joins CLIP-L's states before bigG's, whichever file came first.
+        towers.sort_by_key(|(_, p)| p.config.hidden_size);
+        let parts: Vec<_> = towers.into_iter().map(|(_, p)| p).collect();
+        let clip = TextEncoder::from_parts(&parts).map_err(|e| NodeError::input("clip_name1", e))?;
+        Ok(Value::handle(clip))
+    })
+    .fingerprint(move |inputs| {
+        Ok(format!(
+            "{}|{}|{}",
+            keys.fingerprint(inputs, "clip_name1", ModelKind::TextEncoders),
+            keys.fingerprint(inputs, "clip_name2", ModelKind::TextEncoders),
+            inputs.str("type")?
+        ))
+    })
 }
