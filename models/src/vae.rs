@@ -1,5 +1,8 @@
-//! The Stable Diffusion VAE as a weft value: images in [0, 1] to scaled
-//! latents and back.
+//! The Stable Diffusion VAE as a weft value: images in [0, 1] to latents
+//! and back. Latents are the VAE's own, unscaled, as in ComfyUI (whose
+//! latent files weft reads and writes): the MODEL scales them for its
+//! network ([`weft_sampling::LatentFormat`]), so one VAE file serves SD 1.x
+//! and SDXL models although they scale differently.
 //!
 //! Ours rather than candle-transformers' `AutoEncoderKL`: that one keeps the
 //! posterior private, so it can only return a random sample, and its
@@ -18,7 +21,7 @@ use weft_kernels::layers::{self, Conv2d, GroupNorm, Linear};
 use crate::sd::config::VaeSpec;
 use crate::weights::TensorMap;
 
-/// The latent space of SD 1.x and 2.x (one VAE serves both).
+/// The latent space of SD 1.x, 2.x and SDXL (one 4-channel VAE serves all).
 pub fn sd_latent_space() -> LatentSpace {
     LatentSpace::new("sd15")
 }
@@ -286,7 +289,7 @@ impl Vae {
         Ok((moments.narrow(1, 0, l)?, moments.narrow(1, l, l)?))
     }
 
-    /// Images `[B, C, H, W]` in [0, 1] → latents, scaled for the UNet.
+    /// Images `[B, C, H, W]` in [0, 1] → latents (the posterior's mean).
     pub fn encode(&self, images: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = images.dims4()?;
         let f = self.spec.downscale();
@@ -294,19 +297,19 @@ impl Vae {
             candle_core::bail!("VAE encoding needs a size divisible by {f}, got {w}×{h}");
         }
         let (mean, _) = self.posterior(&(images * 2.0)?.affine(1.0, -1.0)?)?;
-        mean * self.spec.scaling_factor
+        Ok(mean)
     }
 
-    /// Scaled latents → the decoder's raw output (about [-1, 1]).
+    /// Latents → the decoder's raw output (about [-1, 1]).
     pub fn decode_raw(&self, latents: &Tensor) -> Result<Tensor> {
-        let mut z = (latents / self.spec.scaling_factor)?;
+        let mut z = latents.clone();
         if let Some(p) = &self.post_quant_conv {
             z = p.forward(&z)?;
         }
         self.decoder.forward(&z)
     }
 
-    /// Scaled latents → images in [0, 1].
+    /// Latents → images in [0, 1].
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         ((self.decode_raw(latents)? + 1.0)? / 2.0)?.clamp(0f32, 1f32)
     }

@@ -110,6 +110,22 @@ pub fn transformers_text_names(key: &str) -> Vec<(String, Transform)> {
     vec![(name, Transform::Same)]
 }
 
+/// A built network's weights by name, f32: what LoRA patches target.
+/// Cloning shares every tensor.
+pub type Weights = HashMap<String, Tensor>;
+
+/// Builds a network from `weights` (names as [`TensorMap`] gives them).
+pub fn build_from<T>(
+    weights: &Weights,
+    build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+) -> candle_core::Result<T> {
+    build(VarBuilder::from_tensors(
+        weights.clone(),
+        DType::F32,
+        &Device::Cpu,
+    ))
+}
+
 /// Where one network tensor comes from.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -186,9 +202,20 @@ impl TensorMap {
         what: &str,
         build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
     ) -> Result<T, String> {
+        self.build_keeping(what, build).map(|(built, _)| built)
+    }
+
+    /// [`Self::build`], also returning the tensors the network was built
+    /// from, so patched copies ([`build_from`]) can share them.
+    pub fn build_keeping<T>(
+        &self,
+        what: &str,
+        build: impl FnOnce(VarBuilder) -> candle_core::Result<T>,
+    ) -> Result<(T, Weights), String> {
         let backend = Checked {
             map: self.clone(),
             problems: Mutex::new(Vec::new()),
+            served: Mutex::new(Weights::new()),
         };
         let backend = Arc::new(backend);
         let vb = VarBuilder::from_backend(
@@ -201,7 +228,10 @@ impl TensorMap {
         if !problems.is_empty() {
             return Err(self.report(what, &problems));
         }
-        built.map_err(|e| format!("{what} from {}: {e}", self.files()))
+        let served = std::mem::take(&mut *backend.served.lock().expect("not poisoned"));
+        built
+            .map(|b| (b, served))
+            .map_err(|e| format!("{what} from {}: {e}", self.files()))
     }
 
     fn files(&self) -> String {
@@ -239,6 +269,8 @@ impl TensorMap {
 struct Checked {
     map: TensorMap,
     problems: Mutex<Vec<String>>,
+    /// Every tensor handed out, by name.
+    served: Mutex<Weights>,
 }
 
 struct SharedChecked(Arc<Checked>);
@@ -308,7 +340,12 @@ impl SimpleBackend for SharedChecked {
             }
         });
         match result {
-            Ok(t) => t.to_dtype(dtype)?.to_device(dev),
+            Ok(t) => {
+                let t = t.to_dtype(dtype)?.to_device(dev)?;
+                let mut served = checked.served.lock().expect("not poisoned");
+                served.insert(name.to_string(), t.clone());
+                Ok(t)
+            }
             Err(problem) => {
                 checked.problems.lock().expect("not poisoned").push(problem);
                 Tensor::zeros(shape, dtype, dev)

@@ -249,7 +249,10 @@ fn replay(what: &str, point: &str, ck: &Checkpoint, runs: &[&str]) -> Vec<(Strin
         let largest: f32 = want.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
         let latent_error = max_diff(&latents, want) / largest.max(1.0);
 
-        let image = vae.decode(&latents).unwrap();
+        // The pipeline's latents are in the UNet's scale.
+        let image = vae
+            .decode(&(&latents / vae.spec().scaling_factor).unwrap())
+            .unwrap();
         let (image_max, image_mean) = diff255(&image, &r[&format!("{key}.image")]);
         let u8 = (image * 255.0)
             .unwrap()

@@ -252,6 +252,7 @@ mod tests {
             }),
             sampling,
             latent_space: LatentSpace::pixels(),
+            latent_format: Default::default(),
             latent_channels: None,
         })
     }
@@ -350,6 +351,7 @@ mod tests {
                 }),
                 sampling,
                 latent_space: LatentSpace::pixels(),
+                latent_format: Default::default(),
                 latent_channels: None,
             });
             let guided = ClassifierGuided {

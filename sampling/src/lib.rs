@@ -10,7 +10,8 @@ pub mod samplers;
 pub mod schedule;
 
 pub use model::{
-    Conditioning, Hint, Model, ModelSampling, Network, NoiseLevels, Path, Prediction, SizeCond,
+    Conditioning, Hint, LatentFormat, Model, ModelSampling, Network, NoiseLevels, Path, Prediction,
+    SizeCond,
 };
 pub use noise::{seeded_noise, Gaussian, NoiseSource, SeededSteps};
 pub use samplers::{

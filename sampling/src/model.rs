@@ -456,12 +456,45 @@ pub trait Network: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// How a model's network sees latents: `(latent − shift) · scale`.
+/// Latents between nodes are the VAE's own (ComfyUI's convention); models
+/// trained on rescaled latents (SD 1.x 0.18215, SDXL 0.13025) rescale them
+/// only for sampling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatentFormat {
+    pub scale: f64,
+    pub shift: f64,
+}
+
+impl Default for LatentFormat {
+    /// Latents as they are (pixel-space models).
+    fn default() -> Self {
+        LatentFormat {
+            scale: 1.0,
+            shift: 0.0,
+        }
+    }
+}
+
+impl LatentFormat {
+    /// A latent in the network's scale.
+    pub fn process_in(&self, latent: &Tensor) -> Result<Tensor> {
+        latent.affine(self.scale, -self.shift * self.scale)
+    }
+
+    /// A network-scale latent back in the VAE's scale.
+    pub fn process_out(&self, latent: &Tensor) -> Result<Tensor> {
+        latent.affine(1.0 / self.scale, self.shift)
+    }
+}
+
 /// A MODEL value: a network plus its noise parameterisation.
 #[derive(Clone, Debug)]
 pub struct Model {
     pub network: Arc<dyn Network>,
     pub sampling: ModelSampling,
     pub latent_space: LatentSpace,
+    pub latent_format: LatentFormat,
     /// Channels the network expects, when fixed; samplers check latents against it.
     pub latent_channels: Option<usize>,
 }

@@ -26,6 +26,7 @@ fn model(sampling: ModelSampling) -> Arc<Model> {
         }),
         sampling,
         latent_space: LatentSpace::pixels(),
+        latent_format: Default::default(),
         latent_channels: None,
     })
 }

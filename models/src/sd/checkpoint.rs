@@ -319,7 +319,10 @@ fn open_single_file(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint
     let vae = if has(VAE_PREFIX) {
         let spec = match given.as_ref().and_then(|g| g.vae.clone()) {
             Some(s) => s,
-            None => config::vae_from_shapes(&shapes).map_err(ctx)?,
+            None => VaeSpec {
+                scaling_factor: family.latent_scale(),
+                ..config::vae_from_shapes(&shapes).map_err(ctx)?
+            },
         };
         let levels = spec.config.block_out_channels.len();
         let mut map = TensorMap::default();

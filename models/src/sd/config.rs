@@ -60,6 +60,14 @@ impl Family {
         }
     }
 
+    /// The factor the family's UNet was trained to see VAE latents scaled by.
+    pub fn latent_scale(self) -> f64 {
+        match self {
+            Family::Sdxl | Family::SdxlRefiner => 0.13025,
+            Family::Sd1 | Family::Sd2 | Family::Other => 0.18215,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Family::Sd1 => "SD 1.x",

@@ -113,10 +113,15 @@ pub fn sampling_model(ck: &Checkpoint, unet: SdUNet) -> std::result::Result<Mode
         s.beta_end,
     )?;
     let out_channels = unet.spec().out_channels;
+    let scale = ck
+        .vae
+        .as_ref()
+        .map_or(ck.family.latent_scale(), |(v, _)| v.scaling_factor);
     Ok(Model {
         network: Arc::new(unet),
         sampling: ModelSampling::discrete(&schedule::alphas_cumprod(&betas), s.prediction),
         latent_space: crate::vae::sd_latent_space(),
+        latent_format: weft_sampling::LatentFormat { scale, shift: 0.0 },
         latent_channels: Some(out_channels),
     })
 }

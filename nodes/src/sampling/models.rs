@@ -68,6 +68,7 @@ pub fn exact_gaussian_model() -> NodeDef {
                 }),
                 sampling,
                 latent_space: LatentSpace::pixels(),
+                latent_format: Default::default(),
                 latent_channels: match cx.int("channels")? {
                     0 => None,
                     c => Some(c as usize),

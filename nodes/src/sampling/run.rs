@@ -91,7 +91,12 @@ pub fn sample(
         }
     }
     let path = guider.denoiser.path();
-    let samples = latent.samples.to_dtype(candle_core::DType::F32)?;
+    let format = guider
+        .model
+        .as_ref()
+        .map(|m| m.latent_format)
+        .unwrap_or_default();
+    let samples = format.process_in(&latent.samples.to_dtype(candle_core::DType::F32)?)?;
     let x = match noise.seed {
         Some(seed) => path.noise(sigmas[0], &seeded_noise(seed, samples.dims())?, &samples)?,
         None => samples,
@@ -125,12 +130,14 @@ pub fn sample(
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .unwrap_or_else(|| out.clone());
-    let wrap = |samples| Latent {
-        samples,
-        space: latent.space.clone(),
-        noise_mask: latent.noise_mask.clone(),
+    let wrap = |samples: Tensor| -> Result<Latent, NodeError> {
+        Ok(Latent {
+            samples: format.process_out(&samples)?,
+            space: latent.space.clone(),
+            noise_mask: latent.noise_mask.clone(),
+        })
     };
-    Ok((wrap(out), wrap(denoised)))
+    Ok((wrap(out)?, wrap(denoised)?))
 }
 
 /// `SamplerCustomAdvanced`: NOISE + GUIDER + SAMPLER + SIGMAS → a sampled
