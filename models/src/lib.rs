@@ -8,6 +8,7 @@
 //! - [`vae`]: the KL autoencoder.
 //! - [`clip`]: CLIP text encoders and prompt weighting.
 //! - [`controlnet`]: ControlNet, in three file layouts.
+//! - [`lora`]: LoRA / LyCORIS files matched to a model's weights and applied.
 //! - [`mnist`]: weft's own small DiT, U-Net and classifiers, and the
 //!   checkpoint format that records how they were trained.
 //!
@@ -18,6 +19,7 @@
 pub mod clip;
 pub mod controlnet;
 pub mod detect;
+pub mod lora;
 pub mod mnist;
 pub mod sd;
 pub mod vae;
