@@ -445,7 +445,8 @@ impl weft_core::Handle for Conditioning {
 }
 
 /// A denoising network: the part of a model that differs between checkpoints.
-pub trait Network: Send + Sync + std::fmt::Debug {
+/// (`Any`, so nodes that patch a family's weights can reach its network.)
+pub trait Network: std::any::Any + Send + Sync + std::fmt::Debug {
     /// One batched forward: `x` already multiplied by the input scale,
     /// `timesteps` one per batch item.
     fn forward(&self, x: &Tensor, timesteps: &Tensor, cond: &Conditioning) -> Result<Tensor>;

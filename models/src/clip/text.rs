@@ -7,9 +7,10 @@ use candle_core::{Device, Result, Tensor};
 use instant_clip_tokenizer::Tokenizer;
 use weft_core::Object;
 
-use super::model::ClipText;
+use super::model::{ClipConfig, ClipText};
 use super::prompt::{self, Chunk, Framing};
 use crate::sd::checkpoint::ClipParts;
+use crate::weights::{build_from, Weights};
 use weft_sampling::Conditioning;
 
 /// One text encoder of a CLIP value with its tokenizer.
@@ -21,6 +22,9 @@ struct Tower {
     /// The layer (from 1) whose states condition the UNet.
     layer: usize,
     final_norm: bool,
+    config: ClipConfig,
+    /// The tensors it was built from, shared with patched copies.
+    weights: Arc<Weights>,
 }
 
 /// A CLIP value: one text encoder (SD 1.x/2.x, the SDXL refiner's bigG) or
@@ -55,7 +59,7 @@ const VOCABULARY: u16 = 49408;
 impl Tower {
     fn build(parts: &ClipParts) -> std::result::Result<Tower, String> {
         let with_projection = parts.tensors.contains("text_projection.weight");
-        let model = parts.tensors.build("text encoder", |vb| {
+        let (model, weights) = parts.tensors.build_keeping("text encoder", |vb| {
             ClipText::new(&parts.config, with_projection, vb)
         })?;
         let tokenizer = match &parts.merges {
@@ -75,6 +79,36 @@ impl Tower {
             framing,
             layer: parts.layer,
             final_norm: parts.final_norm,
+            config: parts.config.clone(),
+            weights: Arc::new(weights),
+        })
+    }
+
+    /// A copy with the `changed` tensors replaced, the rest shared.
+    fn with_weights(&self, changed: &Weights) -> std::result::Result<Tower, String> {
+        let mut weights = (*self.weights).clone();
+        for (name, t) in changed {
+            match weights.get(name) {
+                Some(old) if old.shape() == t.shape() => {
+                    weights.insert(name.clone(), t.clone());
+                }
+                _ => {
+                    return Err(format!(
+                        "the text encoder has no weight `{name}` of shape {:?}",
+                        t.dims()
+                    ))
+                }
+            }
+        }
+        let with_projection = weights.contains_key("text_projection.weight");
+        let model = build_from(&weights, |vb| {
+            ClipText::new(&self.config, with_projection, vb)
+        })
+        .map_err(|e| format!("patched text encoder: {e}"))?;
+        Ok(Tower {
+            model: Arc::new(model),
+            weights: Arc::new(weights),
+            ..self.clone()
         })
     }
 
@@ -152,6 +186,27 @@ impl TextEncoder {
     /// How many text encoders this value joins.
     pub fn towers(&self) -> usize {
         self.towers.len()
+    }
+
+    /// Encoder `i`'s tensors by transformers name (what LoRA patches target).
+    pub fn weights(&self, i: usize) -> Option<&Weights> {
+        self.towers.get(i).map(|t| &*t.weights)
+    }
+
+    /// A copy whose encoder `i` has the `changed` tensors replaced; all
+    /// other tensors are shared.
+    pub fn with_weights(
+        &self,
+        i: usize,
+        changed: &Weights,
+    ) -> std::result::Result<TextEncoder, String> {
+        let mut out = self.clone();
+        let tower = out
+            .towers
+            .get_mut(i)
+            .ok_or_else(|| format!("no text encoder {i}"))?;
+        *tower = tower.with_weights(changed)?;
+        Ok(out)
     }
 
     /// Stops every encoder `back` layers from its end (−1: the last), as

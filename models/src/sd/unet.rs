@@ -10,7 +10,8 @@ use weft_kernels::layers::{self, Conv2d, GroupNorm};
 pub use super::blocks::ControlResiduals;
 use super::blocks::{conv, heads, Encoder, ResBlock, SpatialTransformer, Stage};
 use super::config::UNetSpec;
-use crate::weights::TensorMap;
+use crate::weights::{build_from, TensorMap, Weights};
+use std::sync::Arc;
 
 /// The UNet; see the module docs.
 pub struct SdUNet {
@@ -21,6 +22,8 @@ pub struct SdUNet {
     conv_out: Conv2d,
     pub(crate) spec: UNetSpec,
     pub(crate) bytes: usize,
+    /// The tensors it was built from, shared with patched copies.
+    weights: Arc<Weights>,
 }
 
 impl std::fmt::Debug for SdUNet {
@@ -32,8 +35,40 @@ impl std::fmt::Debug for SdUNet {
 impl SdUNet {
     /// Builds the UNet from a checkpoint's tensors.
     pub fn build(spec: &UNetSpec, tensors: &TensorMap) -> std::result::Result<SdUNet, String> {
-        let mut unet = tensors.build("UNet", |vb| SdUNet::new(spec, vb))?;
+        let (mut unet, weights) = tensors.build_keeping("UNet", |vb| SdUNet::new(spec, vb))?;
         unet.bytes = tensors.f32_bytes();
+        unet.weights = Arc::new(weights);
+        Ok(unet)
+    }
+
+    /// The tensors by diffusers name (what LoRA patches target).
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// A copy with the `changed` tensors replaced; every other tensor is
+    /// shared with this UNet, so only the patched layers take memory.
+    pub fn with_weights(&self, changed: &Weights) -> std::result::Result<SdUNet, String> {
+        let mut weights = (*self.weights).clone();
+        for (name, t) in changed {
+            match weights.get(name) {
+                Some(old) if old.shape() == t.shape() => {
+                    weights.insert(name.clone(), t.clone());
+                }
+                Some(old) => {
+                    return Err(format!(
+                        "`{name}`: a patch of shape {:?} for a weight of shape {:?}",
+                        t.dims(),
+                        old.dims()
+                    ))
+                }
+                None => return Err(format!("the UNet has no weight `{name}`")),
+            }
+        }
+        let mut unet = build_from(&weights, |vb| SdUNet::new(&self.spec, vb))
+            .map_err(|e| format!("patched UNet: {e}"))?;
+        unet.bytes = self.bytes;
+        unet.weights = Arc::new(weights);
         Ok(unet)
     }
 
@@ -101,6 +136,7 @@ impl SdUNet {
             conv_out,
             spec: spec.clone(),
             bytes: 0,
+            weights: Arc::default(),
         })
     }
 
