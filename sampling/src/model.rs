@@ -661,7 +661,10 @@ mod tests {
         assert_eq!(ms.distilled_stride, Some(20));
         for i in 0..50 {
             let t = 20.0 * i as f64 + 19.0;
-            assert!((sigmas[i] / full.sigma_at(t) - 1.0).abs() < 1e-12, "level {i}");
+            assert!(
+                (sigmas[i] / full.sigma_at(t) - 1.0).abs() < 1e-12,
+                "level {i}"
+            );
             assert_eq!(ms.timestep(sigmas[i]), t);
             assert!((ms.sigma_at(t) / sigmas[i] - 1.0).abs() < 1e-12);
         }
@@ -684,7 +687,9 @@ mod tests {
         // 50 of 100 levels (stride 2, timesteps 1, 3, …) keeps c_skip large
         // enough to see in f32; 50 of 1000 is the real case.
         for n in [100usize, 1000] {
-            let ac: Vec<f64> = (0..n).map(|i| 1.0 - (i as f64 + 1.0) / (n as f64 + 1.0)).collect();
+            let ac: Vec<f64> = (0..n)
+                .map(|i| 1.0 - (i as f64 + 1.0) / (n as f64 + 1.0))
+                .collect();
             let ms = ModelSampling::discrete(&ac, Prediction::Lcm)
                 .distilled(50)
                 .unwrap();

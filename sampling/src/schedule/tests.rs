@@ -359,10 +359,7 @@ fn step_range_cuts_as_comfyui_ksampler_advanced() {
         [10.0, 8.0, 6.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.0]
     );
     // An end at or past the last step cuts nothing and zeroes nothing.
-    assert_eq!(
-        cut(6, 10_000, true).unwrap(),
-        [0.5, 0.25, 0.1, 0.05, 0.0]
-    );
+    assert_eq!(cut(6, 10_000, true).unwrap(), [0.5, 0.25, 0.1, 0.05, 0.0]);
     assert_eq!(cut(6, 10, true).unwrap(), [0.5, 0.25, 0.1, 0.05, 0.0]);
     assert_eq!(cut(9, 10_000, false).unwrap(), [0.05, 0.0]);
     assert_eq!(cut(0, 10_000, true).unwrap(), s);
