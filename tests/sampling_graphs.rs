@@ -599,12 +599,15 @@ fn values(t: &candle_core::Tensor) -> Vec<f64> {
         .unwrap()
 }
 
+/// D(x, out, σ) of one parameterisation, by hand.
+type Formula = fn(f64, f64, f64) -> f64;
+
 #[test]
 fn model_sampling_discrete_reads_the_same_network_output_as_its_prediction() {
     use candle_core::{Device, Tensor};
     let x = Tensor::new(&[[[[0.7f32, -1.3], [2.4, 0.1]]]], &Device::Cpu).unwrap();
     let cond = weft_sampling::Conditioning::labels(vec![Some(1)]);
-    let cases: [(&str, fn(f64, f64, f64) -> f64); 3] = [
+    let cases: [(&str, Formula); 3] = [
         // ComfyUI's V_PREDICTION: x·1/(σ²+1) − out·σ/√(σ²+1).
         ("v_prediction", |x, out, s| {
             x / (s * s + 1.0) - out * s / (s * s + 1.0).sqrt()

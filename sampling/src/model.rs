@@ -659,14 +659,11 @@ mod tests {
         };
         assert_eq!(sigmas.len(), 50);
         assert_eq!(ms.distilled_stride, Some(20));
-        for i in 0..50 {
+        for (i, level) in sigmas.iter().enumerate() {
             let t = 20.0 * i as f64 + 19.0;
-            assert!(
-                (sigmas[i] / full.sigma_at(t) - 1.0).abs() < 1e-12,
-                "level {i}"
-            );
-            assert_eq!(ms.timestep(sigmas[i]), t);
-            assert!((ms.sigma_at(t) / sigmas[i] - 1.0).abs() < 1e-12);
+            assert!((level / full.sigma_at(t) - 1.0).abs() < 1e-12, "level {i}");
+            assert_eq!(ms.timestep(*level), t);
+            assert!((ms.sigma_at(t) / level - 1.0).abs() < 1e-12);
         }
         // Between two levels: the nearer in log σ wins.
         let (a, b) = (sigmas[3], sigmas[4]);

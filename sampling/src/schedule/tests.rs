@@ -428,7 +428,7 @@ fn zero_terminal_snr_sigmas_match_the_closed_form_with_comfyuis_last_alpha() {
     // The first level keeps its value, the last is ComfyUI's finite stand-in
     // for σ = ∞ (not diffusers' 2⁻²⁴ floor, σ ≈ 4096).
     assert!((got[0] - table[0]).abs() < 1e-12);
-    assert!((got[999] - 4518.763_698_66).abs() < 1e-6, "{}", got[999]);
+    assert!((got[999] - 4_518.763_698_66).abs() < 1e-6, "{}", got[999]);
     assert!(got.windows(2).all(|w| w[0] < w[1]));
     assert!(rescale_zero_terminal_snr_sigmas(&[]).is_err());
     assert!(rescale_zero_terminal_snr_sigmas(&[1.0, f64::NAN]).is_err());
