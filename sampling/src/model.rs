@@ -52,6 +52,10 @@ pub enum Prediction {
     Sample,
     /// Flow velocity ε − x0 (SD3, Flux, weft's MNIST flow model).
     Velocity,
+    /// ε, with latent-consistency distillation's boundary condition:
+    /// D = c_out·(x − σ·ε) + c_skip·x, so D → x as the timestep → 0
+    /// (ComfyUI's `lcm` model sampling, σ_data = 0.5, timestep scale 10).
+    Lcm,
 }
 
 impl Prediction {
@@ -61,6 +65,7 @@ impl Prediction {
             "v_prediction" | "v" => Prediction::V,
             "sample" | "x0" => Prediction::Sample,
             "flow" | "velocity" => Prediction::Velocity,
+            "lcm" => Prediction::Lcm,
             _ => return None,
         })
     }
@@ -80,6 +85,15 @@ pub enum NoiseLevels {
 pub struct ModelSampling {
     pub prediction: Prediction,
     pub levels: NoiseLevels,
+    /// Set when the discrete table is a distilled subset (LCM's 50 of 1000
+    /// levels): level i is training timestep i·stride + stride − 1, and σ
+    /// maps to the nearest level, not between levels, as the distilled
+    /// model was only trained there.
+    pub distilled_stride: Option<usize>,
+    /// The model's own σ table, kept when a patch (`ModelSamplingDiscrete`)
+    /// replaced `levels`, so a later patch starts from it as ComfyUI's
+    /// starts from the model's config.
+    pub training_sigmas: Option<Arc<[f64]>>,
 }
 
 impl ModelSampling {
@@ -92,6 +106,8 @@ impl ModelSampling {
         ModelSampling {
             prediction,
             levels: NoiseLevels::Discrete { sigmas },
+            distilled_stride: None,
+            training_sigmas: None,
         }
     }
 
@@ -99,7 +115,29 @@ impl ModelSampling {
         ModelSampling {
             prediction: Prediction::Velocity,
             levels: NoiseLevels::Flow { multiplier },
+            distilled_stride: None,
+            training_sigmas: None,
         }
+    }
+
+    /// `count` levels of a discrete table, every (len/count)-th counted down
+    /// from the top: ComfyUI's `ModelSamplingDiscreteDistilled`, which keeps
+    /// 50 of SD's 1000 (timesteps 19, 39, …, 999) for LCM. `None` for flow
+    /// models and for tables with fewer than `count` levels.
+    pub fn distilled(&self, count: usize) -> Option<Self> {
+        let NoiseLevels::Discrete { sigmas } = &self.levels else {
+            return None;
+        };
+        let stride = sigmas.len().checked_div(count).filter(|s| *s > 0)?;
+        let mut levels: Vec<f64> = (0..count)
+            .map(|x| sigmas[sigmas.len() - 1 - x * stride])
+            .collect();
+        levels.reverse();
+        Some(ModelSampling {
+            levels: NoiseLevels::Discrete { sigmas: levels },
+            distilled_stride: Some(stride),
+            ..self.clone()
+        })
     }
 
     pub fn path(&self) -> Path {
@@ -124,11 +162,24 @@ impl ModelSampling {
     }
 
     /// The network's timestep for σ (k-diffusion's log-σ interpolation for
-    /// discrete models).
+    /// discrete models; the nearest level's timestep for distilled ones).
     pub fn timestep(&self, sigma: f64) -> f64 {
-        match &self.levels {
-            NoiseLevels::Flow { multiplier } => sigma * multiplier,
-            NoiseLevels::Discrete { sigmas } => {
+        match (&self.levels, self.distilled_stride) {
+            (NoiseLevels::Flow { multiplier }, _) => sigma * multiplier,
+            (NoiseLevels::Discrete { sigmas }, Some(stride)) => {
+                let stride = stride as f64;
+                let log_sigma = sigma.max(1e-10).ln();
+                // The first level at the least distance, as torch's argmin.
+                let mut best = (0, f64::INFINITY);
+                for (i, s) in sigmas.iter().enumerate() {
+                    let d = (log_sigma - s.ln()).abs();
+                    if d < best.1 {
+                        best = (i, d);
+                    }
+                }
+                best.0 as f64 * stride + stride - 1.0
+            }
+            (NoiseLevels::Discrete { sigmas }, None) => {
                 let log_sigma = sigma.max(1e-10).ln();
                 let n = sigmas.len();
                 if n < 2 || log_sigma <= sigmas[0].ln() {
@@ -149,6 +200,10 @@ impl ModelSampling {
         match &self.levels {
             NoiseLevels::Flow { multiplier } => t / multiplier,
             NoiseLevels::Discrete { sigmas } => {
+                let t = match self.distilled_stride {
+                    Some(stride) => (t - (stride as f64 - 1.0)) / stride as f64,
+                    None => t,
+                };
                 let t = t.clamp(0.0, (sigmas.len() - 1) as f64);
                 let lo = t.floor() as usize;
                 let hi = (lo + 1).min(sigmas.len() - 1);
@@ -166,6 +221,15 @@ impl ModelSampling {
         }
     }
 
+    /// LCM's boundary-condition weights (c_skip, c_out) at σ, from the
+    /// timestep the network sees, scaled by 10 (σ_data = 0.5).
+    pub fn lcm_scalings(&self, sigma: f64) -> (f64, f64) {
+        const SIGMA_DATA: f64 = 0.5;
+        let t = self.timestep(sigma) * 10.0;
+        let d2 = t * t + SIGMA_DATA * SIGMA_DATA;
+        (SIGMA_DATA * SIGMA_DATA / d2, t / d2.sqrt())
+    }
+
     /// D(x, σ): the clean estimate implied by the network's output.
     pub fn denoised(&self, sigma: f64, x: &Tensor, out: &Tensor) -> Result<Tensor> {
         match self.prediction {
@@ -174,6 +238,11 @@ impl ModelSampling {
             Prediction::V => {
                 let s2 = sigma * sigma + 1.0;
                 x.affine(1.0 / s2, 0.0)? - out.affine(sigma / s2.sqrt(), 0.0)?
+            }
+            Prediction::Lcm => {
+                let (skip, c_out) = self.lcm_scalings(sigma);
+                let x0 = (x - out.affine(sigma, 0.0)?)?;
+                x0.affine(c_out, 0.0)? + x.affine(skip, 0.0)?
             }
         }
     }
@@ -187,6 +256,10 @@ impl ModelSampling {
             Prediction::V => {
                 let s2 = sigma * sigma + 1.0;
                 (x.affine(1.0 / s2, 0.0)? - d)?.affine(s2.sqrt() / sigma, 0.0)
+            }
+            Prediction::Lcm => {
+                let (skip, c_out) = self.lcm_scalings(sigma);
+                (x.affine(c_out + skip, 0.0)? - d)?.affine(1.0 / (c_out * sigma), 0.0)
             }
         }
     }
@@ -606,6 +679,84 @@ mod tests {
         }
         assert_eq!(ms.timestep(1e-6), 0.0);
         assert_eq!(ms.timestep(1e6), 999.0);
+    }
+
+    /// ComfyUI's `lcm`: 50 of 1000 levels at timesteps 19, 39, …, 999; σ
+    /// maps to the nearest level's timestep, never between levels.
+    #[test]
+    fn distilled_levels_sit_at_every_twentieth_timestep() {
+        let ac: Vec<f64> = (0..1000).map(|i| 1.0 - (i as f64 + 1.0) / 1001.0).collect();
+        let full = ModelSampling::discrete(&ac, Prediction::Lcm);
+        let ms = full.distilled(50).unwrap();
+        let NoiseLevels::Discrete { sigmas } = &ms.levels else {
+            panic!("not discrete")
+        };
+        assert_eq!(sigmas.len(), 50);
+        assert_eq!(ms.distilled_stride, Some(20));
+        for (i, level) in sigmas.iter().enumerate() {
+            let t = 20.0 * i as f64 + 19.0;
+            assert!((level / full.sigma_at(t) - 1.0).abs() < 1e-12, "level {i}");
+            assert_eq!(ms.timestep(*level), t);
+            assert!((ms.sigma_at(t) / level - 1.0).abs() < 1e-12);
+        }
+        // Between two levels: the nearer in log σ wins.
+        let (a, b) = (sigmas[3], sigmas[4]);
+        assert_eq!(ms.timestep(a * (b / a).powf(0.4)), 79.0);
+        assert_eq!(ms.timestep(a * (b / a).powf(0.6)), 99.0);
+        assert_eq!(ms.timestep(1e-6), 19.0);
+        assert_eq!(ms.timestep(1e6), 999.0);
+        // Half-way timesteps interpolate log σ between levels.
+        assert!((ms.sigma_at(89.0) - (a * b).sqrt()).abs() < 1e-12);
+        assert!((ms.sigma_at(0.0) / sigmas[0] - 1.0).abs() < 1e-12);
+        assert!(full.distilled(1001).is_none());
+        assert!(full.distilled(0).is_none());
+        assert!(ModelSampling::flow(1000.0).distilled(50).is_none());
+    }
+
+    #[test]
+    fn lcm_applies_the_consistency_boundary_condition() {
+        // 50 of 100 levels (stride 2, timesteps 1, 3, …) keeps c_skip large
+        // enough to see in f32; 50 of 1000 is the real case.
+        for n in [100usize, 1000] {
+            let ac: Vec<f64> = (0..n)
+                .map(|i| 1.0 - (i as f64 + 1.0) / (n as f64 + 1.0))
+                .collect();
+            let ms = ModelSampling::discrete(&ac, Prediction::Lcm)
+                .distilled(50)
+                .unwrap();
+            let stride = (n / 50) as f64;
+            let (x, out) = ([0.3f32, -1.2, 2.0], [0.5f32, 0.1, -0.7]);
+            for level in [0.0, 1.0, 26.0] {
+                let t = level * stride + stride - 1.0;
+                let sigma = ms.sigma_at(t);
+                // c_skip = σ_d²/((10t)² + σ_d²), c_out = 10t/√((10t)² + σ_d²), σ_d = 0.5.
+                let st = 10.0 * t;
+                let skip = 0.25 / (st * st + 0.25);
+                let c_out = st / (st * st + 0.25f64).sqrt();
+                let d = ms.denoised(sigma, &t_(&x), &t_(&out)).unwrap();
+                for ((got, x), e) in vals(&d).iter().zip(x).zip(out) {
+                    let want = c_out * (x as f64 - sigma * e as f64) + skip * x as f64;
+                    assert!((*got as f64 - want).abs() < 1e-6, "t={t}: {got} vs {want}");
+                }
+                let back = ms.prediction_from_denoised(sigma, &t_(&x), &d).unwrap();
+                for (got, want) in vals(&back).iter().zip(out) {
+                    assert!((got - want).abs() < 1e-3, "inverse t={t}: {got} vs {want}");
+                }
+                if n == 100 && level == 0.0 {
+                    // At t = 1 the skip term is 0.25 %: not plain ε.
+                    let eps = ModelSampling::discrete(&ac, Prediction::Epsilon);
+                    let plain = vals(&eps.denoised(sigma, &t_(&x), &t_(&out)).unwrap());
+                    for (a, b) in vals(&d).iter().zip(&plain) {
+                        assert!((a - b).abs() > 1e-4, "{a} vs {b}");
+                    }
+                }
+            }
+        }
+        assert_eq!(Prediction::parse("lcm"), Some(Prediction::Lcm));
+    }
+
+    fn t_(v: &[f32]) -> Tensor {
+        t(v)
     }
 
     #[test]

@@ -28,10 +28,12 @@ pub fn nodes() -> Vec<NodeDef> {
         guiders::classifier_guidance(),
         run::sampler_custom_advanced(),
         ksampler::ksampler(),
+        ksampler::ksampler_advanced(),
         schedules::basic_scheduler(),
         schedules::karras_scheduler(),
         schedules::flow_match_scheduler(),
         schedules::flux_scheduler(),
+        schedules::sd_turbo_scheduler(),
         schedules::split_sigmas(),
         schedules::flip_sigmas(),
     ]

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use weft_core::{Define, InputSpec, LatentSpace, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
 use weft_sampling::exact::{ExactNetwork, GaussianMixture};
-use weft_sampling::{schedule, Model, ModelSampling, Prediction};
+use weft_sampling::{schedule, Model, ModelSampling, NoiseLevels, Prediction};
 
 /// `ExactGaussianModel`'s training β schedules (diffusers' names), with
 /// the β range each reads (`squaredcos_cap_v2` reads none).
@@ -89,33 +89,66 @@ fn numbers(text: &str, input: &str) -> Result<Vec<f64>, NodeError> {
         .collect()
 }
 
+/// The levels ComfyUI's `lcm` sampling keeps (`original_timesteps`).
+const LCM_LEVELS: usize = 50;
+
 /// `ModelSamplingDiscrete`: overrides a discrete model's parameterisation,
 /// and optionally rescales its training schedule to zero terminal SNR (for
-/// models fine-tuned that way).
+/// models fine-tuned that way). As in ComfyUI, each patch starts from the
+/// model's own schedule, so patches replace rather than stack.
 pub fn model_sampling_discrete() -> NodeDef {
-    NodeSchema::new("ModelSamplingDiscrete", "model/sampling", "Sets what a discrete-time diffusion model predicts, and optionally rescales its schedule to zero terminal SNR (Lin et al. 2023; the last ᾱ is floored at 2⁻²⁴ as diffusers does, so σ_max ≈ 4096).")
+    NodeSchema::new("ModelSamplingDiscrete", "model/sampling", "Sets what a discrete-time diffusion model predicts: eps (ε), v_prediction, lcm (ε with latent consistency's boundary condition, on 50 of the 1000 levels: timesteps 19, 39, …, 999) or x0; and optionally rescales its schedule to zero terminal SNR (Lin et al. 2023; the last ᾱ becomes ComfyUI's 4.897e-8, so σ_max ≈ 4519). Always starts from the model's own schedule.")
         .input(InputSpec::of("model", ValueType::Model).doc("A discrete-time diffusion model."))
-        .input(InputSpec::choice("sampling", &["epsilon", "v_prediction", "sample"]).doc("What the network predicts."))
+        .input(InputSpec::choice("sampling", &["eps", "v_prediction", "lcm", "x0"]).doc("What the network predicts."))
         .input(InputSpec::bool("zsnr").default(false).doc("Rescale to zero terminal SNR."))
         .output("MODEL", ValueType::Model, "The patched model.")
         .run(|cx| {
             let mut model = cx.get::<Model>("model")?.clone();
-            let weft_sampling::NoiseLevels::Discrete { sigmas } = &model.sampling.levels else {
+            let NoiseLevels::Discrete { sigmas } = &model.sampling.levels else {
                 return Err(NodeError::input(
                     "model",
                     "a flow-matching model has no discrete schedule to patch",
                 ));
             };
-            let mut alphas: Vec<f64> = sigmas.iter().map(|s| 1.0 / (1.0 + s * s)).collect();
-            if cx.bool("zsnr")? {
-                alphas = schedule::rescale_zero_terminal_snr(&alphas)
-                    .and_then(|a| schedule::clamp_terminal_alpha(&a))
-                    .map_err(NodeError::new)?;
-            }
+            let training: Arc<[f64]> = match &model.sampling.training_sigmas {
+                Some(t) => t.clone(),
+                None => Arc::from(sigmas.as_slice()),
+            };
             let name = cx.str("sampling")?;
-            let prediction = Prediction::parse(name)
-                .ok_or_else(|| NodeError::input("sampling", format!("unknown {name:?}")))?;
-            model.sampling = ModelSampling::discrete(&alphas, prediction);
+            let prediction = match name {
+                "eps" => Prediction::Epsilon,
+                "v_prediction" => Prediction::V,
+                "lcm" => Prediction::Lcm,
+                "x0" => Prediction::Sample,
+                other => {
+                    return Err(NodeError::input(
+                        "sampling",
+                        format!("expected eps, v_prediction, lcm or x0, got {other:?}"),
+                    ))
+                }
+            };
+            let table = if cx.bool("zsnr")? {
+                schedule::rescale_zero_terminal_snr_sigmas(&training)
+                    .map_err(|e| NodeError::input("zsnr", e))?
+            } else {
+                training.to_vec()
+            };
+            let levels = table.len();
+            let mut sampling = ModelSampling {
+                prediction,
+                levels: NoiseLevels::Discrete { sigmas: table },
+                distilled_stride: None,
+                training_sigmas: Some(training),
+            };
+            if prediction == Prediction::Lcm {
+                sampling = sampling.distilled(LCM_LEVELS).ok_or_else(|| {
+                    NodeError::input(
+                        "model",
+                        format!("lcm keeps {LCM_LEVELS} noise levels, the model has only {levels}"),
+                    )
+                })?;
+            }
+            model.sampling = sampling;
             Ok(Value::handle(model))
         })
 }

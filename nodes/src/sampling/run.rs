@@ -56,10 +56,38 @@ impl Denoiser for Recording<'_> {
 }
 
 /// Noises `latent` to `sigmas[0]`, runs the sampler, and returns the sample
-/// and the last denoised estimate.
+/// and the last denoised estimate. Without a noise seed, the stochastic
+/// samplers' step noise uses seed 0 (ComfyUI's `DisableNoise`).
 pub fn sample(
     ctx: &NodeContext<'_>,
     noise: &NoiseHandle,
+    guider: &GuiderHandle,
+    sampler: &SamplerHandle,
+    sigmas: &[f64],
+    latent: &Latent,
+) -> Result<(Latent, Latent), NodeError> {
+    let seeds = Seeds {
+        initial: noise.seed,
+        steps: noise.seed.unwrap_or(0),
+    };
+    sample_seeded(ctx, seeds, guider, sampler, sigmas, latent)
+}
+
+/// The seeds of one sampling run.
+#[derive(Clone, Copy, Debug)]
+pub struct Seeds {
+    /// The noise added at σ[0]; `None` starts from the latent as it is.
+    pub initial: Option<u64>,
+    /// The fresh noise of stochastic steps, seeded apart from the initial
+    /// noise: ComfyUI's KSamplers seed it with their seed even when they
+    /// add no initial noise.
+    pub steps: u64,
+}
+
+/// [`sample`] with the initial and step noise seeded separately.
+pub fn sample_seeded(
+    ctx: &NodeContext<'_>,
+    seeds: Seeds,
     guider: &GuiderHandle,
     sampler: &SamplerHandle,
     sigmas: &[f64],
@@ -97,11 +125,11 @@ pub fn sample(
         .map(|m| m.latent_format)
         .unwrap_or_default();
     let samples = format.process_in(&latent.samples.to_dtype(candle_core::DType::F32)?)?;
-    let x = match noise.seed {
+    let x = match seeds.initial {
         Some(seed) => path.noise(sigmas[0], &seeded_noise(seed, samples.dims())?, &samples)?,
         None => samples,
     };
-    let mut steps = SeededSteps::new(noise.seed.unwrap_or(0));
+    let mut steps = SeededSteps::new(seeds.steps);
     let mut progress = |done: usize, total: usize| {
         ctx.progress(done as u64, total as u64);
         ctx.check_cancelled()

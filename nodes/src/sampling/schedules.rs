@@ -117,6 +117,29 @@ pub fn flux_scheduler() -> NodeDef {
         })
 }
 
+/// `SDTurboScheduler`: SD-Turbo's ten distilled timesteps (ComfyUI's
+/// custom-sampler node), for 1–4 step sampling of Turbo models.
+pub fn sd_turbo_scheduler() -> NodeDef {
+    NodeSchema::new("SDTurboScheduler", "sampling/sigmas", "σ at SD-Turbo's distilled timesteps 999, 899, …, 99: `steps` of them, starting 10 − ⌊10·denoise⌋ in, then 0.")
+        .input(InputSpec::of("model", ValueType::Model).doc("Whose noise levels to use."))
+        .input(InputSpec::int("steps").default(1).range(1.0, 10.0).doc("Sampling steps."))
+        .input(InputSpec::float("denoise").default(1.0).range(0.0, 1.0).step(0.01).doc("How much of the schedule to run; 0 gives just [0]."))
+        .output("SIGMAS", ValueType::Sigmas, "The σ list, ending at 0.")
+        .run(|cx| {
+            let steps = cx.int("steps")?;
+            let steps = usize::try_from(steps)
+                .ok()
+                .filter(|s| (1..=10).contains(s))
+                .ok_or_else(|| NodeError::input("steps", format!("expected 1 to 10, got {steps}")))?;
+            let denoise = cx.float("denoise")?;
+            if !(0.0..=1.0).contains(&denoise) {
+                return Err(NodeError::input("denoise", format!("expected 0 to 1, got {denoise}")));
+            }
+            let sigmas = schedule::sd_turbo(&cx.get::<Model>("model")?.sampling, steps, denoise);
+            sigmas_value(sigmas.map_err(|e| NodeError::input("model", e))?)
+        })
+}
+
 /// `SplitSigmas`: splits a schedule in two at a step, for chaining samplers.
 pub fn split_sigmas() -> NodeDef {
     NodeSchema::new(

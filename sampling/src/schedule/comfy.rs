@@ -279,6 +279,31 @@ pub fn kl_optimal(n: usize, sigma_min: f64, sigma_max: f64) -> Result<Vec<f64>, 
     ))
 }
 
+/// ComfyUI's `SDTurboScheduler`: SD-Turbo was distilled at ten timesteps,
+/// 999, 899, …, 99. Take `steps` of them after skipping the first
+/// 10 − ⌊10·denoise⌋, map each to σ through the model, then append 0 (only
+/// `[0]` when denoise skips all ten).
+pub fn sd_turbo(ms: &ModelSampling, steps: usize, denoise: f64) -> Result<Vec<f64>, String> {
+    let what = "sd_turbo";
+    if !(1..=10).contains(&steps) {
+        return Err(format!("{what}: steps must lie in 1..=10, got {steps}"));
+    }
+    if !(0.0..=1.0).contains(&denoise) {
+        return Err(format!("{what}: denoise must lie in [0, 1], got {denoise}"));
+    }
+    levels(what, ms)?;
+    let start = 10 - (10.0 * denoise) as usize;
+    Ok(append_zero(
+        (1..=10)
+            .rev()
+            .map(|k| (k * 100 - 1) as f64)
+            .skip(start)
+            .take(steps)
+            .map(|t| ms.sigma_at(t))
+            .collect(),
+    ))
+}
+
 const SCHEDULER_NAMES: [&str; 9] = [
     "simple",
     "sgm_uniform",

@@ -48,3 +48,26 @@ where
     let full = schedule(total as usize)?;
     Ok(full[full.len().saturating_sub(steps + 1)..].to_vec())
 }
+
+/// ComfyUI's KSampler step range (`KSamplerAdvanced`'s start_at_step and
+/// end_at_step): when `last_step` ends before the schedule does, keep
+/// σ[..=last_step] and, with `force_full_denoise`, set its last σ to 0 so
+/// the run ends clean; then drop the first `start_step` steps. `None` when
+/// no step is left, where ComfyUI hands back the latent unchanged.
+pub fn step_range(
+    sigmas: &[f64],
+    start_step: usize,
+    last_step: usize,
+    force_full_denoise: bool,
+) -> Option<Vec<f64>> {
+    let mut sigmas = sigmas.to_vec();
+    if last_step < sigmas.len().saturating_sub(1) {
+        sigmas.truncate(last_step + 1);
+        if force_full_denoise {
+            if let Some(last) = sigmas.last_mut() {
+                *last = 0.0;
+            }
+        }
+    }
+    (start_step < sigmas.len().saturating_sub(1)).then(|| sigmas.split_off(start_step))
+}

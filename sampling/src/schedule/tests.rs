@@ -311,3 +311,128 @@ fn bad_inputs_are_errors_not_panics() {
     })
     .is_err());
 }
+
+/// SD's σ table from scratch: β from √β evenly spaced, ᾱ as a running
+/// product, σ = √((1 − ᾱ)/ᾱ). Independent of `betas`/`alphas_cumprod`.
+fn sd_alphas_by_hand() -> Vec<f64> {
+    let (a, b) = (0.00085f64.sqrt(), 0.012f64.sqrt());
+    let mut acc = 1.0;
+    (0..1000)
+        .map(|i| {
+            let r = a + (b - a) * i as f64 / 999.0;
+            acc *= 1.0 - r * r;
+            acc
+        })
+        .collect()
+}
+
+fn sigma_of(alpha: f64) -> f64 {
+    ((1.0 - alpha) / alpha).sqrt()
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64], rel: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= rel * w.abs(),
+            "{what}[{i}]: {g} vs {w} (all: {got:?})"
+        );
+    }
+}
+
+#[test]
+fn step_range_cuts_as_comfyui_ksampler_advanced() {
+    let s = [10.0, 8.0, 6.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.05, 0.0];
+    let cut = |start, end, force| step_range(&s, start, end, force);
+    // Stopping early keeps the noise of σ[end] only with leftover noise.
+    assert_eq!(
+        cut(0, 6, false).unwrap(),
+        [10.0, 8.0, 6.0, 4.0, 2.0, 1.0, 0.5]
+    );
+    assert_eq!(
+        cut(0, 6, true).unwrap(),
+        [10.0, 8.0, 6.0, 4.0, 2.0, 1.0, 0.0]
+    );
+    assert_eq!(cut(3, 6, true).unwrap(), [4.0, 2.0, 1.0, 0.0]);
+    assert_eq!(
+        cut(0, 9, true).unwrap(),
+        [10.0, 8.0, 6.0, 4.0, 2.0, 1.0, 0.5, 0.25, 0.1, 0.0]
+    );
+    // An end at or past the last step cuts nothing and zeroes nothing.
+    assert_eq!(cut(6, 10_000, true).unwrap(), [0.5, 0.25, 0.1, 0.05, 0.0]);
+    assert_eq!(cut(6, 10, true).unwrap(), [0.5, 0.25, 0.1, 0.05, 0.0]);
+    assert_eq!(cut(9, 10_000, false).unwrap(), [0.05, 0.0]);
+    assert_eq!(cut(0, 10_000, true).unwrap(), s);
+    // No step left: the caller returns the latent unchanged.
+    for (start, end) in [(6, 6), (7, 6), (10, 10_000), (0, 0), (10_000, 10_000)] {
+        assert_eq!(cut(start, end, true), None, "{start}..{end}");
+        assert_eq!(cut(start, end, false), None, "{start}..{end}");
+    }
+    assert_eq!(step_range(&[], 0, 10, true), None);
+    assert_eq!(step_range(&[1.0], 0, 10, true), None);
+}
+
+#[test]
+fn sd_turbo_takes_the_distilled_timesteps_from_the_sd_table() {
+    let ac = sd_alphas_by_hand();
+    let at = |ts: &[usize]| -> Vec<f64> {
+        let mut v: Vec<f64> = ts.iter().map(|t| sigma_of(ac[*t])).collect();
+        v.push(0.0);
+        v
+    };
+    let ms = sd();
+    let got = |steps, denoise| sd_turbo(&ms, steps, denoise).unwrap();
+    assert_close("1 step", &got(1, 1.0), &at(&[999]), 1e-9);
+    assert_close("4 steps", &got(4, 1.0), &at(&[999, 899, 799, 699]), 1e-9);
+    assert_close(
+        "10 steps",
+        &got(10, 1.0),
+        &at(&[999, 899, 799, 699, 599, 499, 399, 299, 199, 99]),
+        1e-9,
+    );
+    // denoise skips 10 − ⌊10·denoise⌋ timesteps, in f64 as Python's int():
+    // 10·0.7 = 7.000000000000001 → 7, 10·0.3 = 3.0000000000000004 → 3.
+    assert_close("0.7", &got(2, 0.7), &at(&[699, 599]), 1e-9);
+    assert_close("0.3", &got(1, 0.3), &at(&[299]), 1e-9);
+    assert_close("0.55", &got(1, 0.55), &at(&[499]), 1e-9);
+    // Fewer than `steps` remain past the offset.
+    assert_close("0.5", &got(10, 0.5), &at(&[499, 399, 299, 199, 99]), 1e-9);
+    assert_eq!(got(3, 0.0), [0.0]);
+    assert_eq!(got(1, 0.09), [0.0]);
+    for (steps, denoise) in [(0, 1.0), (11, 1.0), (1, -0.1), (1, 1.5), (1, f64::NAN)] {
+        assert!(sd_turbo(&ms, steps, denoise).is_err(), "{steps} {denoise}");
+    }
+    let empty = ModelSampling::discrete(&[], Prediction::Epsilon);
+    assert!(sd_turbo(&empty, 1, 1.0).is_err());
+}
+
+#[test]
+fn zero_terminal_snr_sigmas_match_the_closed_form_with_comfyuis_last_alpha() {
+    let ac = sd_alphas_by_hand();
+    let (first, last) = (ac[0].sqrt(), ac[999].sqrt());
+    let want: Vec<f64> = ac
+        .iter()
+        .enumerate()
+        .map(|(t, a)| {
+            if t == 999 {
+                sigma_of(4.8973451890853435e-08)
+            } else {
+                let r = (a.sqrt() - last) * first / (first - last);
+                sigma_of(r * r)
+            }
+        })
+        .collect();
+    let table: Vec<f64> = ac.iter().map(|a| sigma_of(*a)).collect();
+    let got = rescale_zero_terminal_snr_sigmas(&table).unwrap();
+    assert_close("zsnr", &got, &want, 1e-9);
+    // The first level keeps its value, the last is ComfyUI's finite stand-in
+    // for σ = ∞ (not diffusers' 2⁻²⁴ floor, σ ≈ 4096).
+    assert!((got[0] - table[0]).abs() < 1e-12);
+    assert!((got[999] - 4_518.763_698_66).abs() < 1e-6, "{}", got[999]);
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+    assert!(rescale_zero_terminal_snr_sigmas(&[]).is_err());
+    assert!(rescale_zero_terminal_snr_sigmas(&[1.0, f64::NAN]).is_err());
+    assert!(rescale_zero_terminal_snr_sigmas(&[2.0, 1.0]).is_err());
+    // A level that repeats the last one would reach σ = ∞ early.
+    assert!(rescale_zero_terminal_snr_sigmas(&[0.1, 3.0, 1.0, 3.0]).is_err());
+}

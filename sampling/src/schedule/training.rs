@@ -116,6 +116,33 @@ pub fn clamp_terminal_alpha(alphas_cumprod: &[f64]) -> Result<Vec<f64>, String> 
     Ok(out)
 }
 
+/// ᾱ that ComfyUI puts at the end of a zero-terminal-SNR schedule in place
+/// of 0, so σ_max ≈ 4519 stays finite (its `rescale_zero_terminal_snr_sigmas`).
+pub const COMFY_TERMINAL_ALPHA: f64 = 4.897_345_189_085_343_5e-8;
+
+/// ComfyUI's `rescale_zero_terminal_snr_sigmas`: a σ table rescaled to zero
+/// terminal SNR ([`rescale_zero_terminal_snr`] on ᾱ = 1/(σ² + 1)), with the
+/// last ᾱ set to [`COMFY_TERMINAL_ALPHA`] and converted back to σ.
+pub fn rescale_zero_terminal_snr_sigmas(sigmas: &[f64]) -> Result<Vec<f64>, String> {
+    if let Some(s) = sigmas.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+        return Err(format!(
+            "rescale_zero_terminal_snr_sigmas: σ must be finite and non-negative, got {s}"
+        ));
+    }
+    let alphas: Vec<f64> = sigmas.iter().map(|s| 1.0 / (s * s + 1.0)).collect();
+    let mut alphas = rescale_zero_terminal_snr(&alphas)?;
+    if let Some(last) = alphas.last_mut() {
+        *last = COMFY_TERMINAL_ALPHA;
+    }
+    let out: Vec<f64> = alphas.iter().map(|a| ((1.0 - a) / a).sqrt()).collect();
+    if out.iter().any(|s| !s.is_finite()) {
+        return Err(
+            "rescale_zero_terminal_snr_sigmas: a level before the last reaches zero SNR (σ must increase)".into(),
+        );
+    }
+    Ok(out)
+}
+
 /// DDIM's "previous ᾱ": `alphas_cumprod[prev_t]`, or, past the start of the
 /// table (`prev_t < 0`, the last step), 1 when `set_alpha_to_one` (the step
 /// lands on the clean sample, σ = 0) and ᾱ_0 otherwise (it stops at σ_min).
