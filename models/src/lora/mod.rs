@@ -7,11 +7,13 @@
 //!   given (`names` holds the key spellings).
 //! - [`patch_weight`] / [`apply`] compute patched weights (`adapters` holds
 //!   the arithmetic, `patch` the scaling and DoRA).
+//! - [`patch()`] merges a file into MODEL and CLIP values (`values`).
 
 mod adapters;
 mod names;
 mod parts;
 mod patch;
+mod values;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +26,7 @@ use rayon::prelude::*;
 
 use crate::weights::WeightFile;
 pub use names::UnetLayout;
+pub use values::{patch, Patched};
 use patch::Adapter;
 
 /// Which network of a model a patch is for.
@@ -38,7 +41,7 @@ pub enum Target {
 
 /// One network's weights by the internal names weft builds with: diffusers
 /// names for the UNet, transformers names for text encoders.
-pub type Weights = HashMap<String, Tensor>;
+pub use crate::weights::Weights;
 
 /// One module of a file: the adapter for its weight and/or its bias.
 #[derive(Debug)]

@@ -41,6 +41,16 @@ impl SdUNet {
         Ok(unet)
     }
 
+    /// Builds the UNet from named tensors (random ones for benchmarks),
+    /// keeping them as [`Self::build`] does.
+    pub fn from_weights(spec: &UNetSpec, weights: Weights) -> std::result::Result<SdUNet, String> {
+        let mut unet =
+            build_from(&weights, |vb| SdUNet::new(spec, vb)).map_err(|e| format!("UNet: {e}"))?;
+        unet.bytes = weights.values().map(|t| t.elem_count() * 4).sum();
+        unet.weights = Arc::new(weights);
+        Ok(unet)
+    }
+
     /// The tensors by diffusers name (what LoRA patches target).
     pub fn weights(&self) -> &Weights {
         &self.weights

@@ -1,6 +1,6 @@
 //! Loader nodes: model files found by name in ComfyUI's model folders (or
 //! given as paths), read into MODEL, CLIP, VAE, CONTROL_NET and CLASSIFIER
-//! values.
+//! values, and LoRAs merged into MODEL and CLIP.
 //!
 //! Every loader resolves its file the same way ([`ModelFiles::resolve`]):
 //! an absolute path; a path relative to the graph file's folder; a name in
@@ -9,6 +9,7 @@
 //! modification time, so an unchanged file is never reloaded.
 
 mod controlnet;
+mod lora;
 mod mnist;
 mod sd;
 
@@ -74,6 +75,8 @@ pub fn nodes(files: &ModelFiles) -> Vec<NodeDef> {
         sd::clip_loader(files.clone()),
         sd::dual_clip_loader(files.clone()),
         controlnet::control_net_loader(files.clone()),
+        lora::lora_loader(files.clone()),
+        lora::lora_loader_model_only(files.clone()),
         mnist::checkpoint_loader(files.clone()),
         mnist::classifier_loader(files.clone()),
     ]
