@@ -176,7 +176,11 @@ fn replay(what: &str, point: &str, ck: &Checkpoint, runs: &[&str]) -> Vec<(Strin
     let ids = r["ids"].to_dtype(DType::U32).unwrap();
     for (row, text) in [prompt, negative].iter().enumerate() {
         let want: Vec<u32> = ids.get(row).unwrap().to_vec1().unwrap();
-        assert_eq!(clip.chunks(text)[0].ids, want, "{what}: tokens of {text:?}");
+        assert_eq!(
+            clip.chunks(text).unwrap()[0].ids,
+            want,
+            "{what}: tokens of {text:?}"
+        );
     }
     let (positive, negative) = (clip.encode(prompt).unwrap(), clip.encode(negative).unwrap());
     let both = Tensor::cat(

@@ -19,7 +19,7 @@ pub use loaders::ModelFiles;
 pub fn register_builtins(registry: &mut Registry, files: &ModelFiles) {
     let families = [
         loaders::nodes(files),
-        conditioning::nodes(),
+        conditioning::nodes(files),
         latent::nodes(),
         sampling::nodes(),
         image::nodes(),

@@ -224,6 +224,19 @@ impl ClipText {
         eos: u32,
         final_norm: bool,
     ) -> Result<Encoded> {
+        self.encode_with_vectors(ids, &[], layer, eos, final_norm)
+    }
+
+    /// [`Self::encode`] with the input embeddings at some positions of a
+    /// single sequence replaced by `vectors` (textual inversion).
+    pub fn encode_with_vectors(
+        &self,
+        ids: &Tensor,
+        vectors: &[(usize, Tensor)],
+        layer: usize,
+        eos: u32,
+        final_norm: bool,
+    ) -> Result<Encoded> {
         let (b, n) = ids.dims2()?;
         if n > self.cfg.max_position_embeddings {
             candle_core::bail!(
@@ -235,10 +248,25 @@ impl ClipText {
             candle_core::bail!("CLIP layer {layer} is not in 1..={}", self.layers.len());
         }
         let positions = Tensor::arange(0u32, n as u32, ids.device())?;
-        let mut x = self
-            .token
-            .forward(ids)?
-            .broadcast_add(&self.position.forward(&positions)?)?;
+        let mut tokens = self.token.forward(ids)?;
+        if !vectors.is_empty() {
+            if b != 1 {
+                candle_core::bail!("embedding vectors are placed in one sequence at a time");
+            }
+            let rows = (0..n)
+                .map(|i| match vectors.iter().find(|(p, _)| *p == i) {
+                    Some((_, v)) if v.dims() == [self.cfg.hidden_size] => Ok(v.clone()),
+                    Some((_, v)) => candle_core::bail!(
+                        "an embedding vector of shape {:?} for a {}-wide text encoder",
+                        v.dims(),
+                        self.cfg.hidden_size
+                    ),
+                    None => tokens.get(0)?.get(i),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            tokens = Tensor::stack(&rows, 0)?.unsqueeze(0)?;
+        }
+        let mut x = tokens.broadcast_add(&self.position.forward(&positions)?)?;
         let mask = causal_mask(n, ids.device())?;
         let mut chosen = None;
         for (i, l) in self.layers.iter().enumerate() {

@@ -6,6 +6,7 @@
 //! (start token, 75 tokens, end token, padding), each encoded on its own and
 //! concatenated, as ComfyUI and A1111 do.
 
+use candle_core::Tensor;
 use instant_clip_tokenizer::{Token, Tokenizer};
 
 /// CLIP's context: start + 75 tokens + end.
@@ -96,12 +97,29 @@ fn split_weight(inner: &str) -> (&str, f64) {
     (inner, 1.1)
 }
 
-/// One encoder input: 77 ids and their weights (1 for special tokens).
-#[derive(Clone, Debug, PartialEq)]
+/// One encoder input: 77 ids and their weights (1 for special tokens),
+/// and the embedding vectors `[d]` that replace the inputs at some
+/// positions (textual inversion; their ids are placeholders).
+#[derive(Clone, Debug)]
 pub struct Chunk {
     pub ids: Vec<u32>,
     pub weights: Vec<f64>,
+    pub vectors: Vec<(usize, Tensor)>,
 }
+
+/// A token of a prompt: a vocabulary id or an embedding's vector `[d]`.
+#[derive(Clone, Debug)]
+enum Piece {
+    Id(u32),
+    Vector(Tensor),
+}
+
+/// Finds the vectors `[n, d]` of `embedding:name` for one text encoder, or
+/// says why not (naming the folders searched).
+pub type Lookup<'a> = dyn FnMut(&str) -> Result<Tensor, String> + 'a;
+
+/// ComfyUI's marker of an embedding in a prompt.
+pub const EMBEDDING: &str = "embedding:";
 
 /// How a text encoder's tokenizer frames its input.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -122,37 +140,106 @@ impl Framing {
         }
     }
 
-    fn chunk(&self, body: &[(u32, f64)]) -> Chunk {
+    fn chunk(&self, body: &[(Piece, f64)]) -> Chunk {
         let mut ids = Vec::with_capacity(CHUNK);
         let mut weights = Vec::with_capacity(CHUNK);
+        let mut vectors = Vec::new();
         ids.push(self.start);
         weights.push(1.0);
-        for &(id, w) in body {
-            ids.push(id);
-            weights.push(w);
+        for (piece, w) in body {
+            match piece {
+                Piece::Id(id) => ids.push(*id),
+                Piece::Vector(v) => {
+                    vectors.push((ids.len(), v.clone()));
+                    ids.push(0);
+                }
+            }
+            weights.push(*w);
         }
         ids.push(self.end);
         weights.push(1.0);
         ids.resize(CHUNK, self.pad);
         weights.resize(CHUNK, 1.0);
-        Chunk { ids, weights }
+        Chunk {
+            ids,
+            weights,
+            vectors,
+        }
+    }
+
+    /// The chunk of an empty prompt.
+    pub fn empty(&self) -> Chunk {
+        self.chunk(&[])
+    }
+}
+
+/// `embedding:name` with `lookup`; trailing punctuation that is not part
+/// of a name found (`embedding:style,`) is returned as text, as ComfyUI.
+fn embedding<'w>(word: &'w str, lookup: &mut Lookup) -> Result<(Tensor, &'w str), String> {
+    let name = &word[EMBEDDING.len()..];
+    match lookup(name) {
+        Ok(v) => Ok((v, "")),
+        Err(e) => {
+            let bare =
+                name.trim_end_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '-');
+            if bare.is_empty() || bare.len() == name.len() {
+                return Err(e);
+            }
+            lookup(bare)
+                .map(|v| (v, &name[bare.len()..]))
+                .map_err(|_| e)
+        }
     }
 }
 
 /// The chunks for `prompt`: at least one (an empty prompt is start, end
-/// and padding), then one per 75 tokens.
-pub fn chunks(tokenizer: &Tokenizer, framing: Framing, prompt: &str) -> Vec<Chunk> {
-    let mut tokens: Vec<(u32, f64)> = Vec::new();
+/// and padding), then one per 75 tokens. Words `embedding:name` become
+/// the embedding's vectors (found with `lookup`), one token each.
+pub fn chunks(
+    tokenizer: &Tokenizer,
+    framing: Framing,
+    prompt: &str,
+    lookup: &mut Lookup,
+) -> Result<Vec<Chunk>, String> {
+    let mut tokens: Vec<(Piece, f64)> = Vec::new();
     let mut buf: Vec<Token> = Vec::new();
-    for seg in parse_weights(prompt) {
+    let mut text = |text: &str, weight: f64, tokens: &mut Vec<(Piece, f64)>| {
         buf.clear();
-        tokenizer.encode(&seg.text, &mut buf);
-        tokens.extend(buf.iter().map(|t| (t.to_u16() as u32, seg.weight)));
+        tokenizer.encode(text, &mut buf);
+        tokens.extend(buf.iter().map(|t| (Piece::Id(t.to_u16() as u32), weight)));
+    };
+    for seg in parse_weights(prompt) {
+        let mut plain = String::new();
+        for word in seg.text.split(' ') {
+            if !word.starts_with(EMBEDDING) {
+                plain.push_str(word);
+                plain.push(' ');
+                continue;
+            }
+            text(&plain, seg.weight, &mut tokens);
+            plain.clear();
+            let (vectors, rest) = embedding(word, lookup)?;
+            let n = vectors.dim(0).map_err(|e| e.to_string())?;
+            for i in 0..n {
+                let v = vectors.get(i).map_err(|e| e.to_string())?;
+                tokens.push((Piece::Vector(v), seg.weight));
+            }
+            plain.push_str(rest);
+            plain.push(' ');
+        }
+        text(&plain, seg.weight, &mut tokens);
     }
     if tokens.is_empty() {
-        return vec![framing.chunk(&[])];
+        return Ok(vec![framing.empty()]);
     }
-    tokens.chunks(BODY).map(|c| framing.chunk(c)).collect()
+    Ok(tokens.chunks(BODY).map(|c| framing.chunk(c)).collect())
+}
+
+/// A lookup for prompts with no embeddings folder to search.
+pub fn no_embeddings(name: &str) -> Result<Tensor, String> {
+    Err(format!(
+        "`{EMBEDDING}{name}`: no embeddings folder is configured to look it up in"
+    ))
 }
 
 #[cfg(test)]
@@ -190,6 +277,9 @@ mod tests {
     fn chunks_frame_and_pad_like_clip() {
         let tok = Tokenizer::new();
         let sd1 = Framing::clip(&tok, false);
+        let chunks = |tok: &Tokenizer, f: Framing, text: &str| {
+            chunks(tok, f, text, &mut no_embeddings).unwrap()
+        };
         let c = chunks(&tok, sd1, "a photograph of an astronaut riding a horse");
         assert_eq!(c.len(), 1);
         // Known ids of CLIP's vocabulary for this prompt.
@@ -212,5 +302,41 @@ mod tests {
 
         let weighted = chunks(&tok, sd1, "a (horse:1.4)");
         assert_eq!(weighted[0].weights[..4], [1.0, 1.0, 1.4, 1.0]);
+    }
+
+    #[test]
+    fn embeddings_replace_their_words_with_vectors() {
+        let tok = Tokenizer::new();
+        let f = Framing::clip(&tok, false);
+        let dev = candle_core::Device::Cpu;
+        let asked = std::cell::RefCell::new(Vec::new());
+        let mut lookup = |name: &str| {
+            asked.borrow_mut().push(name.to_string());
+            match name {
+                "style" => {
+                    Tensor::ones((2, 4), candle_core::DType::F32, &dev).map_err(|e| e.to_string())
+                }
+                _ => Err(format!(
+                    "unknown embedding `{name}` (searched /models/embeddings)"
+                )),
+            }
+        };
+        let c = chunks(&tok, f, "a (embedding:style,:1.5) cat", &mut lookup).unwrap();
+        // start, "a", the two vectors, ",", "cat", end.
+        assert_eq!(
+            c[0].vectors.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
+        assert_eq!(c[0].weights[1..5], [1.0, 1.5, 1.5, 1.5]);
+        assert_eq!(c[0].ids[4], 267, "the trailing comma stays text");
+        assert_eq!(c[0].ids[6], 49407);
+        assert_eq!(*asked.borrow(), ["style,", "style"]);
+        let e = chunks(&tok, f, "embedding:nope", &mut lookup).unwrap_err();
+        assert!(
+            e.contains("nope") && e.contains("/models/embeddings"),
+            "{e}"
+        );
+        // Without a folder, the word is an error, not silently text.
+        assert!(chunks(&tok, f, "embedding:style", &mut no_embeddings).is_err());
     }
 }

@@ -7,6 +7,7 @@ use candle_core::{Device, Result, Tensor};
 use instant_clip_tokenizer::Tokenizer;
 use weft_core::Object;
 
+use super::embedding::Embedding;
 use super::model::{ClipConfig, ClipText};
 use super::prompt::{self, Chunk, Framing};
 use crate::sd::checkpoint::ClipParts;
@@ -51,6 +52,15 @@ impl Object for TextEncoder {
 
 impl weft_core::Handle for TextEncoder {
     const TYPE: weft_core::ValueType = weft_core::ValueType::Clip;
+}
+
+/// Finds the embedding file `embedding:name` refers to (the node layer
+/// searches the embeddings folders), or says where it looked.
+pub type Embeddings<'a> = dyn Fn(&str) -> std::result::Result<Arc<Embedding>, String> + 'a;
+
+/// For prompts encoded with no embeddings folder.
+fn no_embeddings(name: &str) -> std::result::Result<Arc<Embedding>, String> {
+    prompt::no_embeddings(name).map(|_| unreachable!("never found"))
 }
 
 /// The CLIP vocabulary size the tokenizer is built for.
@@ -112,8 +122,8 @@ impl Tower {
         })
     }
 
-    fn chunks(&self, text: &str) -> Vec<Chunk> {
-        prompt::chunks(&self.tokenizer, self.framing, text)
+    fn chunks(&self, text: &str, lookup: &mut prompt::Lookup) -> Result<Vec<Chunk>> {
+        prompt::chunks(&self.tokenizer, self.framing, text, lookup).map_err(candle_core::Error::Msg)
     }
 
     fn ids(chunk: &Chunk) -> Result<Tensor> {
@@ -135,7 +145,7 @@ impl Tower {
     /// states at the same position: z = z∅ + w·(z − z∅), ComfyUI's rule.
     fn encode(&self, chunks: &[Chunk]) -> Result<(Tensor, Tensor)> {
         let empty = if chunks.iter().any(|c| c.weights.iter().any(|&w| w != 1.0)) {
-            Some(self.run(&self.chunks("")[0])?.hidden)
+            Some(self.run(&self.framing.empty())?.hidden)
         } else {
             None
         };
@@ -230,21 +240,22 @@ impl TextEncoder {
     }
 
     /// The 77-token chunks of `text` for the first encoder.
-    pub fn chunks(&self, text: &str) -> Vec<Chunk> {
-        self.towers[0].chunks(text)
+    pub fn chunks(&self, text: &str) -> Result<Vec<Chunk>> {
+        self.towers[0].chunks(text, &mut prompt::no_embeddings)
     }
 
     /// Encodes `text` (weights and long prompts included) with every
     /// encoder: see [`Self::encode_each`].
     pub fn encode(&self, text: &str) -> Result<Conditioning> {
-        self.encode_each(&vec![text; self.towers.len()])
+        self.encode_each(&vec![text; self.towers.len()], &no_embeddings)
     }
 
     /// Encodes one text per encoder (SDXL's `text_l`, `text_g`): each
     /// encoder's chunk states side by side, the encoders' joined along the
     /// features; the shorter prompt is padded with empty chunks, as
     /// ComfyUI does. The pooled output is the last encoder's.
-    pub fn encode_each(&self, texts: &[&str]) -> Result<Conditioning> {
+    /// `embeddings` finds the files `embedding:name` refers to.
+    pub fn encode_each(&self, texts: &[&str], embeddings: &Embeddings<'_>) -> Result<Conditioning> {
         if texts.len() != self.towers.len() {
             candle_core::bail!(
                 "{} prompts for {} text encoders",
@@ -252,16 +263,22 @@ impl TextEncoder {
                 self.towers.len()
             );
         }
+        let towers = self.towers.len();
         let mut chunks: Vec<Vec<Chunk>> = self
             .towers
             .iter()
             .zip(texts)
-            .map(|(t, text)| t.chunks(text))
-            .collect();
+            .enumerate()
+            .map(|(i, (t, text))| {
+                let width = t.config.hidden_size;
+                t.chunks(text, &mut |name| {
+                    embeddings(name)?.vectors(width, i, towers)
+                })
+            })
+            .collect::<Result<_>>()?;
         let most = chunks.iter().map(Vec::len).max().unwrap_or(1);
         for (tower, c) in self.towers.iter().zip(&mut chunks) {
-            let blank = tower.chunks("")[0].clone();
-            c.resize(most, blank);
+            c.resize(most, tower.framing.empty());
         }
         let mut states = Vec::with_capacity(self.towers.len());
         let mut pooled = None;

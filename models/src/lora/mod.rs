@@ -13,9 +13,9 @@ mod adapters;
 mod names;
 mod parts;
 mod patch;
-mod values;
 #[cfg(test)]
 mod tests;
+mod values;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,8 +26,8 @@ use rayon::prelude::*;
 
 use crate::weights::WeightFile;
 pub use names::UnetLayout;
-pub use values::{patch, Patched};
 use patch::Adapter;
+pub use values::{patch, Patched};
 
 /// Which network of a model a patch is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

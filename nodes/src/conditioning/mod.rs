@@ -11,17 +11,32 @@ pub use controlnet::{control_net_apply, control_net_apply_advanced};
 pub use sdxl::{clip_text_encode_sdxl, clip_text_encode_sdxl_refiner};
 pub use text::{clip_set_last_layer, clip_text_encode};
 
-use weft_core::NodeDef;
+use std::sync::Arc;
 
-/// The conditioning node types.
-pub fn nodes() -> Vec<NodeDef> {
+use weft_core::{Inputs, NodeDef};
+use weft_models::clip::Embedding;
+
+use crate::ModelFiles;
+
+/// The conditioning node types; text encoders find `embedding:name` in
+/// `files`' embeddings folders.
+pub fn nodes(files: &ModelFiles) -> Vec<NodeDef> {
     vec![
-        clip_text_encode(),
+        clip_text_encode(files.clone()),
         clip_set_last_layer(),
-        clip_text_encode_sdxl(),
-        clip_text_encode_sdxl_refiner(),
+        clip_text_encode_sdxl(files.clone()),
+        clip_text_encode_sdxl_refiner(files.clone()),
         class_label(),
         control_net_apply(),
         control_net_apply_advanced(),
     ]
+}
+
+/// How a text node finds `embedding:name`: the embeddings folders, then the
+/// graph's folder.
+fn embeddings<'a>(
+    files: &'a ModelFiles,
+    inputs: &'a Inputs,
+) -> impl Fn(&str) -> Result<Arc<Embedding>, String> + 'a {
+    move |name| files.embedding(name, inputs.base_dir())
 }

@@ -6,6 +6,8 @@ use weft_core::{Define, InputSpec, Inputs, NodeDef, NodeError, NodeSchema, Value
 use weft_models::clip::TextEncoder;
 use weft_sampling::{Conditioning, SizeCond};
 
+use crate::ModelFiles;
+
 /// ComfyUI's largest image side.
 const MAX_RESOLUTION: f64 = 16384.0;
 
@@ -20,9 +22,15 @@ fn pixels(inputs: &Inputs, height: &str, width: &str) -> Result<(f64, f64), Node
     Ok((inputs.int(height)? as f64, inputs.int(width)? as f64))
 }
 
-fn encode(clip: &TextEncoder, texts: &[&str], size: SizeCond) -> Result<Value, NodeError> {
+fn encode(
+    files: &ModelFiles,
+    inputs: &Inputs,
+    clip: &TextEncoder,
+    texts: &[&str],
+    size: SizeCond,
+) -> Result<Value, NodeError> {
     let cond: Conditioning = clip
-        .encode_each(texts)
+        .encode_each(texts, &super::embeddings(files, inputs))
         .map_err(|e| NodeError::new(format!("text encoding failed: {e}")))?;
     Ok(Value::handle(Conditioning {
         sizes: vec![Some(size)],
@@ -32,7 +40,7 @@ fn encode(clip: &TextEncoder, texts: &[&str], size: SizeCond) -> Result<Value, N
 
 /// `CLIPTextEncodeSDXL`: separate prompts for CLIP-L and bigG, and the
 /// sizes SDXL was trained to condition on.
-pub fn clip_text_encode_sdxl() -> NodeDef {
+pub fn clip_text_encode_sdxl(files: ModelFiles) -> NodeDef {
     NodeSchema::new(
         "CLIPTextEncodeSDXL",
         "advanced/conditioning",
@@ -48,7 +56,7 @@ pub fn clip_text_encode_sdxl() -> NodeDef {
     .input(InputSpec::string("text_g").default("").doc("The prompt for bigG."))
     .input(InputSpec::string("text_l").default("").doc("The prompt for CLIP-L."))
     .output("CONDITIONING", ValueType::Conditioning, "Text states, pooled output and sizes.")
-    .run(|cx| {
+    .run(move |cx| {
         let clip = cx.get::<TextEncoder>("clip")?;
         if clip.towers() != 2 {
             return Err(NodeError::input(
@@ -65,12 +73,13 @@ pub fn clip_text_encode_sdxl() -> NodeDef {
             target: Some(pixels(cx.inputs, "target_height", "target_width")?),
             ..SizeCond::default()
         };
-        encode(clip, &[cx.str("text_l")?, cx.str("text_g")?], size)
+        let texts = [cx.str("text_l")?, cx.str("text_g")?];
+        encode(&files, cx.inputs, clip, &texts, size)
     })
 }
 
 /// `CLIPTextEncodeSDXLRefiner`: a prompt with the refiner's aesthetic score.
-pub fn clip_text_encode_sdxl_refiner() -> NodeDef {
+pub fn clip_text_encode_sdxl_refiner(files: ModelFiles) -> NodeDef {
     NodeSchema::new(
         "CLIPTextEncodeSDXLRefiner",
         "advanced/conditioning",
@@ -82,7 +91,7 @@ pub fn clip_text_encode_sdxl_refiner() -> NodeDef {
     .input(InputSpec::string("text").default("").doc("The prompt."))
     .input(InputSpec::of("clip", ValueType::Clip).doc("The refiner's text encoder."))
     .output("CONDITIONING", ValueType::Conditioning, "Text states, pooled output and score.")
-    .run(|cx| {
+    .run(move |cx| {
         let clip = cx.get::<TextEncoder>("clip")?;
         let size = SizeCond {
             original: Some(pixels(cx.inputs, "height", "width")?),
@@ -90,6 +99,6 @@ pub fn clip_text_encode_sdxl_refiner() -> NodeDef {
             ..SizeCond::default()
         };
         let text = cx.str("text")?;
-        encode(clip, &vec![text; clip.towers()], size)
+        encode(&files, cx.inputs, clip, &vec![text; clip.towers()], size)
     })
 }

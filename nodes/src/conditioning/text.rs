@@ -1,21 +1,25 @@
 use weft_core::{Define, InputSpec, NodeDef, NodeError, NodeSchema, Value, ValueType};
 use weft_models::clip::TextEncoder;
 
-/// `CLIPTextEncode`: prompt text to conditioning.
-pub fn clip_text_encode() -> NodeDef {
+use crate::ModelFiles;
+
+/// `CLIPTextEncode`: prompt text to conditioning; `embedding:name` is
+/// looked up in `files`' embeddings folders.
+pub fn clip_text_encode(files: ModelFiles) -> NodeDef {
     NodeSchema::new(
         "CLIPTextEncode",
         "conditioning",
-        "Encodes a prompt with CLIP. `(word:1.3)` weights words (bare parentheses ×1.1, nesting multiplies, `\\(` is a literal parenthesis); prompts over 75 tokens are encoded in 77-token chunks placed side by side, as in ComfyUI.",
+        "Encodes a prompt with CLIP. `(word:1.3)` weights words (bare parentheses ×1.1, nesting multiplies, `\\(` is a literal parenthesis); prompts over 75 tokens are encoded in 77-token chunks placed side by side, as in ComfyUI. `embedding:name` inserts a textual-inversion embedding from the embeddings folders (SD 1.x/2.x files, SDXL `clip_l`/`clip_g` pairs).",
     )
     .input(InputSpec::string("text").default("").doc("The prompt."))
     .input(InputSpec::of("clip", ValueType::Clip).doc("The text encoder."))
     .output("CONDITIONING", ValueType::Conditioning, "The text states the UNet attends to, and the pooled output.")
-    .run(|cx| {
-        let cond = cx
-            .get::<TextEncoder>("clip")?
-            .encode(cx.str("text")?)
-            .map_err(|e| NodeError::new(format!("text encoding failed: {e}")))?;
+    .run(move |cx| {
+        let clip = cx.get::<TextEncoder>("clip")?;
+        let text = cx.str("text")?;
+        let cond = clip
+            .encode_each(&vec![text; clip.towers()], &super::embeddings(&files, cx.inputs))
+            .map_err(|e| NodeError::input("text", format!("text encoding failed: {e}")))?;
         Ok(Value::handle(cond))
     })
 }

@@ -56,6 +56,36 @@ impl ModelFiles {
             })
     }
 
+    /// The textual-inversion embedding `embedding:name` refers to: `name`
+    /// in the embeddings folders (or the graph's folder), with or without
+    /// its extension; the error lists the folders searched.
+    pub fn embedding(
+        &self,
+        name: &str,
+        base_dir: Option<&Path>,
+    ) -> Result<Arc<weft_models::clip::Embedding>, String> {
+        let mut first_miss = None;
+        for ext in ["", ".safetensors", ".pt", ".bin"] {
+            match self
+                .0
+                .resolve(ModelKind::Embeddings, &format!("{name}{ext}"), base_dir)
+            {
+                Ok(path) => {
+                    return weft_models::clip::Embedding::open(&path)
+                        .map(Arc::new)
+                        .map_err(|e| format!("`embedding:{name}`: {e}"))
+                }
+                Err(e) => {
+                    first_miss.get_or_insert(e);
+                }
+            }
+        }
+        Err(format!(
+            "unknown embedding `embedding:{name}`: {}",
+            first_miss.map_or_else(String::new, |e| e.to_string())
+        ))
+    }
+
     /// The cache key part for input `input`: what it resolves to and that
     /// file's (or diffusers folder's) stamp.
     pub fn fingerprint(&self, inputs: &Inputs, input: &str, kind: ModelKind) -> String {
