@@ -111,6 +111,20 @@ impl ModelSampling {
         }
     }
 
+    /// This discrete schedule rescaled to zero terminal SNR, as the
+    /// checkpoints marked `ztsnr` (NoobAI-style v-prediction fine-tunes)
+    /// were trained (ComfyUI's `zsnr`).
+    pub fn zero_terminal_snr(mut self) -> std::result::Result<Self, String> {
+        let NoiseLevels::Discrete { sigmas } = &self.levels else {
+            return Err("a flow-matching model has no discrete schedule to rescale".into());
+        };
+        let table = crate::schedule::rescale_zero_terminal_snr_sigmas(sigmas)?;
+        self.training_sigmas
+            .get_or_insert_with(|| Arc::from(sigmas.as_slice()));
+        self.levels = NoiseLevels::Discrete { sigmas: table };
+        Ok(self)
+    }
+
     pub fn flow(multiplier: f64) -> Self {
         ModelSampling {
             prediction: Prediction::Velocity,

@@ -384,7 +384,10 @@ fn open_single_file(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint
                     .ok()?;
                 Some(var.sqrt() as f64)
             });
-            ScheduleSpec::stable_diffusion(prediction)
+            ScheduleSpec {
+                zero_terminal_snr: config::zero_terminal_snr_from_shapes(&shapes),
+                ..ScheduleSpec::stable_diffusion(prediction)
+            }
         }
     };
     Ok(Checkpoint {
@@ -550,7 +553,10 @@ pub fn open_unet(path: &Path, config_dir: Option<&Path>) -> Result<Checkpoint, S
                 clip: Vec::new(),
                 schedule: given
                     .and_then(|g| g.schedule)
-                    .unwrap_or_else(|| ScheduleSpec::stable_diffusion(prediction)),
+                    .unwrap_or_else(|| ScheduleSpec {
+                        zero_terminal_snr: config::zero_terminal_snr_from_shapes(&shapes),
+                        ..ScheduleSpec::stable_diffusion(prediction)
+                    }),
             })
         }
         None => only_unet(open_single_file(path, config_dir)?),

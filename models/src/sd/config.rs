@@ -170,6 +170,9 @@ pub struct ScheduleSpec {
     pub beta_end: f64,
     pub num_train_timesteps: usize,
     pub prediction: Prediction,
+    /// Rescaled to zero terminal SNR (a `ztsnr` marker key, or diffusers'
+    /// `rescale_betas_zero_snr`).
+    pub zero_terminal_snr: bool,
 }
 
 impl ScheduleSpec {
@@ -181,6 +184,7 @@ impl ScheduleSpec {
             beta_end: 0.012,
             num_train_timesteps: 1000,
             prediction,
+            zero_terminal_snr: false,
         }
     }
 }
@@ -582,6 +586,8 @@ struct DiffusersScheduler {
     num_train_timesteps: usize,
     #[serde(default = "epsilon")]
     prediction_type: String,
+    #[serde(default)]
+    rescale_betas_zero_snr: bool,
 }
 
 fn scaled_linear() -> String {
@@ -611,6 +617,7 @@ pub fn schedule_from_json(text: &str) -> Result<ScheduleSpec, String> {
         beta_end: c.beta_end,
         num_train_timesteps: c.num_train_timesteps,
         prediction,
+        zero_terminal_snr: c.rescale_betas_zero_snr,
     })
 }
 
@@ -833,6 +840,12 @@ pub fn clip_from_shapes(shapes: &Shapes, prefix: &str) -> Result<(ClipConfig, Cl
         },
     };
     Ok((cfg, layout))
+}
+
+/// Whether a single file marks its schedule as zero terminal SNR (`ztsnr`,
+/// as NoobAI's v-prediction checkpoints do).
+pub fn zero_terminal_snr_from_shapes(shapes: &Shapes) -> bool {
+    shapes.contains_key("ztsnr")
 }
 
 /// What a single file's UNet predicts: a `v_pred` marker key says v; SD 2.x

@@ -112,6 +112,10 @@ pub fn sampling_model(ck: &Checkpoint, unet: SdUNet) -> std::result::Result<Mode
         s.beta_start,
         s.beta_end,
     )?;
+    let mut sampling = ModelSampling::discrete(&schedule::alphas_cumprod(&betas), s.prediction);
+    if s.zero_terminal_snr {
+        sampling = sampling.zero_terminal_snr()?;
+    }
     let out_channels = unet.spec().out_channels;
     let scale = ck
         .vae
@@ -119,7 +123,7 @@ pub fn sampling_model(ck: &Checkpoint, unet: SdUNet) -> std::result::Result<Mode
         .map_or(ck.family.latent_scale(), |(v, _)| v.scaling_factor);
     Ok(Model {
         network: Arc::new(unet),
-        sampling: ModelSampling::discrete(&schedule::alphas_cumprod(&betas), s.prediction),
+        sampling,
         latent_space: crate::vae::sd_latent_space(),
         latent_format: weft_sampling::LatentFormat { scale, shift: 0.0 },
         latent_channels: Some(out_channels),
