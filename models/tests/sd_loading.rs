@@ -333,3 +333,30 @@ fn component_files_load_like_the_checkpoint() {
     assert_eq!(spec.config.block_out_channels, [8, 8, 16, 16]);
     assert!(Vae::build(&spec, &map).is_err());
 }
+
+/// A diffusers-named VAE weights file without its config.json (as
+/// sdxl-vae-fp16-fix's `diffusion_pytorch_model.safetensors` is often
+/// downloaded) loads as the folder does.
+#[test]
+fn diffusers_named_vae_file_loads_without_its_config() {
+    // The sweep's VAE has diffusers' default settings (32 groups).
+    let folder = fixture("../sd_sweep/vae_default");
+    let (fspec, fmap) = checkpoint::open_vae(&folder).unwrap();
+    let (spec, map) =
+        checkpoint::open_vae(&folder.join("diffusion_pytorch_model.safetensors")).unwrap();
+    assert_eq!(
+        spec.config.block_out_channels,
+        fspec.config.block_out_channels
+    );
+    assert_eq!(spec.config.layers_per_block, fspec.config.layers_per_block);
+    assert_eq!(spec.config.norm_num_groups, fspec.config.norm_num_groups);
+    let z = Tensor::ones(
+        (1, spec.config.latent_channels, 4, 4),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let a = Vae::build(&spec, &map).unwrap().decode(&z).unwrap();
+    let b = Vae::build(&fspec, &fmap).unwrap().decode(&z).unwrap();
+    assert_eq!(max_abs(&a, &b), 0.0);
+}

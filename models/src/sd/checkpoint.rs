@@ -453,8 +453,15 @@ pub fn open_vae(path: &Path) -> Result<(VaeSpec, TensorMap), String> {
         map.add_file(&file, "", |k| ldm::vae_names(k, levels));
         return Ok((spec, map));
     }
+    if shapes.keys().any(|k| k.starts_with("encoder.down_blocks.")) {
+        let spec = config::vae_from_diffusers_shapes(&shapes)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut map = TensorMap::default();
+        map.add_file(&file, "", weights::diffusers_names);
+        return Ok((spec, map));
+    }
     Err(format!(
-        "{}: not a VAE (no `encoder.down.…`, `{VAE_PREFIX}…` tensors)",
+        "{}: not a VAE (no `encoder.down.…`, `encoder.down_blocks.…` or `{VAE_PREFIX}…` tensors)",
         path.display()
     ))
 }

@@ -771,6 +771,39 @@ pub fn vae_from_shapes(shapes: &Shapes) -> Result<VaeSpec, String> {
     })
 }
 
+/// The VAE of a diffusers-named weights file without its config.json
+/// (`encoder.down_blocks.…`, as `diffusion_pytorch_model.safetensors` of
+/// sdxl-vae-fp16-fix); SD's 32 groups. The scaling factor is the model's
+/// business (weft's VAE works on unscaled latents).
+pub fn vae_from_diffusers_shapes(shapes: &Shapes) -> Result<VaeSpec, String> {
+    let levels = count_indexed(shapes, "encoder.down_blocks.");
+    if levels == 0 {
+        return Err("no VAE encoder levels (`encoder.down_blocks.0.…`)".into());
+    }
+    let block_out_channels = (0..levels)
+        .map(|l| {
+            dim(
+                shapes,
+                &format!("encoder.down_blocks.{l}.resnets.0.conv1.weight"),
+                0,
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(VaeSpec {
+        in_channels: dim(shapes, "encoder.conv_in.weight", 1)?,
+        out_channels: dim(shapes, "decoder.conv_out.weight", 0)?,
+        config: AutoEncoderKLConfig {
+            block_out_channels,
+            layers_per_block: count_indexed(shapes, "encoder.down_blocks.0.resnets."),
+            latent_channels: dim(shapes, "decoder.conv_in.weight", 1)?,
+            norm_num_groups: 32,
+            use_quant_conv: shapes.contains_key("quant_conv.weight"),
+            use_post_quant_conv: shapes.contains_key("post_quant_conv.weight"),
+        },
+        scaling_factor: 0.18215,
+    })
+}
+
 /// Which layout a single file's text encoder is stored in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClipLayout {
