@@ -65,6 +65,10 @@ fn small(extra: &[&str]) -> Vec<String> {
 #[test]
 fn every_sd_graph_names_the_missing_checkpoint() {
     for g in [
+        "sd15_lcm_lora.ron",
+        "sdxl_txt2img.ron",
+        "sdxl_turbo.ron",
+        "sdxl_controlnet_canny.ron",
         "sd15_txt2img.ron",
         "sd15_img2img.ron",
         "sd2_v_txt2img.ron",
@@ -161,4 +165,103 @@ fn controlnet_graph_runs_and_the_hint_changes_the_image() {
     }
     let decode = |b: &[u8]| image::load_from_memory(b).unwrap().to_rgb8().into_raw();
     assert_ne!(decode(&images[0]), decode(&images[1]));
+}
+
+/// A kohya-format LoRA for the tiny SD 1.5 UNet (diffusers-style module
+/// names): rank-2 changes of every attention projection whose input is
+/// `width` wide (the self-attention `to_q` and, with `cross`, the
+/// cross-attention `to_k`), with alpha 1.
+fn write_lora(path: &Path, cross_width: Option<usize>) {
+    use candle_core::{DType, Device, Tensor};
+    let unet = repo_root()
+        .join("models/tests/fixtures/sd/tiny_sd15/unet/diffusion_pytorch_model.safetensors");
+    let weights = candle_core::safetensors::load(unet, &Device::Cpu).unwrap();
+    let mut lora = std::collections::HashMap::new();
+    let mut names: Vec<&String> = weights.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(module) = name.strip_suffix(".weight") else {
+            continue;
+        };
+        let (out, input) = weights[name].dims2().unwrap_or((0, 0));
+        let input = match (
+            module.ends_with("attn1.to_q"),
+            module.ends_with("attn2.to_k"),
+        ) {
+            (true, _) => input,
+            (_, true) => cross_width.unwrap_or(input),
+            _ => continue,
+        };
+        let key = format!("lora_unet_{}", module.replace('.', "_"));
+        let down = Tensor::randn(0f32, 0.5, (2, input), &Device::Cpu).unwrap();
+        let up = Tensor::randn(0f32, 0.5, (out, 2), &Device::Cpu).unwrap();
+        lora.insert(
+            format!("{key}.lora_down.weight"),
+            down.to_dtype(DType::F16).unwrap(),
+        );
+        lora.insert(
+            format!("{key}.lora_up.weight"),
+            up.to_dtype(DType::F16).unwrap(),
+        );
+        lora.insert(
+            format!("{key}.alpha"),
+            Tensor::new(1f32, &Device::Cpu).unwrap(),
+        );
+    }
+    assert!(!lora.is_empty());
+    candle_core::safetensors::save(&lora, path).unwrap();
+}
+
+#[test]
+fn lcm_lora_graph_runs_and_the_lora_changes_the_image() {
+    let loras = tempfile::tempdir().unwrap();
+    let lora = loras.path().join("tiny_lora.safetensors");
+    write_lora(&lora, None);
+    let mut images = Vec::new();
+    for strength in ["1.0", "1.0", "0.0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(
+            dir.path(),
+            "sd15_lcm_lora.ron",
+            &[
+                "width=64".into(),
+                "height=64".into(),
+                format!("model={}", fixture("tiny_sd15")),
+                format!("lora={}", lora.display()),
+                format!("strength={strength}"),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let log = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(log.contains("UNet patches"), "{log}");
+        images.push(only_png(dir.path()));
+    }
+    assert_eq!(images[0], images[1], "deterministic");
+    let decode = |b: &[u8]| image::load_from_memory(b).unwrap().to_rgb8().into_raw();
+    assert_ne!(
+        decode(&images[0]),
+        decode(&images[2]),
+        "the LoRA changes the image"
+    );
+
+    // An SDXL LoRA (2048-wide cross-attention) on SD 1.5: one error naming both.
+    let xl = loras.path().join("xl_lora.safetensors");
+    write_lora(&xl, Some(2048));
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        "sd15_lcm_lora.ron",
+        &[
+            "width=64".into(),
+            "height=64".into(),
+            format!("model={}", fixture("tiny_sd15")),
+            format!("lora={}", xl.display()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("SDXL") && err.contains("lora_name") && err.contains("xl_lora.safetensors"),
+        "{err}"
+    );
 }
