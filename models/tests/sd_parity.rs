@@ -4,12 +4,15 @@
 //! The weights are stored as f16 and the references were computed in f32
 //! from exactly those weights, so the tolerances measure our arithmetic.
 
+mod common;
+
+use common::{floats, ids, sample_cfg};
 use weft_kernels::testing::max_diff as max_abs;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use weft_models::clip::TextEncoder;
 use weft_models::sd::checkpoint::{self, Checkpoint};
 use weft_models::sd::unet::SdUNet;
@@ -20,21 +23,12 @@ fn dir() -> PathBuf {
 }
 
 fn reference() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(dir().join("reference.safetensors"), &Device::Cpu).unwrap()
+    common::tensors(&dir())
 }
 
 fn open(name: &str, config: Option<&str>) -> Checkpoint {
     let config = config.map(|c| dir().join(c));
     checkpoint::open(&dir().join(name), config.as_deref()).unwrap()
-}
-
-fn ids(t: &Tensor, row: usize) -> Vec<u32> {
-    t.get(row)
-        .unwrap()
-        .to_dtype(DType::U32)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }
 
 #[test]
@@ -203,27 +197,8 @@ fn vaes_match_diffusers() {
     }
 }
 
-struct NoNoise;
-
-impl weft_sampling::NoiseSource for NoNoise {
-    fn sample(&mut self, _: &Tensor) -> candle_core::Result<Tensor> {
-        panic!("a deterministic sampler drew noise")
-    }
-}
-
 fn pipeline_json(name: &str) -> serde_json::Value {
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir().join("reference.json")).unwrap())
-            .unwrap();
-    json["pipelines"][name].clone()
-}
-
-fn floats(v: &serde_json::Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
+    common::json(&dir())["pipelines"][name].clone()
 }
 
 /// diffusers' StableDiffusionPipeline (CFG 7.5, 10 steps, fixed latents)
@@ -232,8 +207,6 @@ fn floats(v: &serde_json::Value) -> Vec<f64> {
 #[test]
 fn pipelines_match_diffusers() {
     use std::sync::Arc;
-    use weft_sampling::guidance::Cfg;
-    use weft_sampling::{sampler_by_name, SampleContext, SamplerOptions};
 
     let r = reference();
     let prompt = "a photograph of an astronaut riding a horse";
@@ -285,15 +258,6 @@ fn pipelines_match_diffusers() {
                 s
             }
         };
-        let guider = Cfg {
-            model: model.clone(),
-            positive,
-            negative,
-            scale: 7.5,
-            rescale: 0.0,
-            norm_rescale: false,
-            interval: None,
-        };
         // diffusers starts from latents·init_noise_sigma in its own space;
         // weft's samplers work on x = latent·√(1+σ²) for VP schedulers.
         let init = p["init_noise_sigma"].as_f64().unwrap();
@@ -304,14 +268,7 @@ fn pipelines_match_diffusers() {
         } else {
             (&r["pipeline.latents"] * init).unwrap()
         };
-        let mut noise = NoNoise;
-        let mut progress = |_: usize, _: usize| -> candle_core::Result<()> { Ok(()) };
-        let mut ctx = SampleContext {
-            noise: &mut noise,
-            progress: &mut progress,
-        };
-        let s = sampler_by_name(sampler, SamplerOptions::default()).unwrap();
-        let out = s.sample(&guider, x, &sigmas, &mut ctx).unwrap();
+        let out = sample_cfg(model.clone(), positive, negative, 7.5, &sigmas, x, sampler);
         let last = *sigmas.last().unwrap();
         let out = (out / (1.0 + last * last).sqrt()).unwrap();
         let e = max_abs(&out, &r[key]);

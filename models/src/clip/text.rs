@@ -131,8 +131,9 @@ impl Tower {
     }
 
     fn run(&self, chunk: &Chunk) -> Result<super::model::Encoded> {
-        self.model.encode(
+        self.model.encode_with_vectors(
             &Self::ids(chunk)?,
+            &chunk.vectors,
             self.layer,
             self.framing.end,
             self.final_norm,

@@ -355,12 +355,6 @@ fn open_file(
     if named.is_empty() {
         return Err(ctx("no ControlNet tensors".into()));
     }
-    if named.contains_key("add_embedding.linear_1.weight") {
-        return Err(ctx(
-            "this ControlNet has added embeddings (SDXL-style); only SD 1.x/2.x ControlNets are supported yet"
-                .into(),
-        ));
-    }
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
