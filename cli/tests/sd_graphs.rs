@@ -265,3 +265,147 @@ fn lcm_lora_graph_runs_and_the_lora_changes_the_image() {
         "{err}"
     );
 }
+
+fn sdxl(name: &str) -> String {
+    repo_root()
+        .join("models/tests/fixtures/sdxl")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn decode(b: &[u8]) -> Vec<u8> {
+    image::load_from_memory(b).unwrap().to_rgb8().into_raw()
+}
+
+/// The tiny SDXL's single file with its folder as the config (its
+/// vocabulary is not SDXL's), as `--set` arguments.
+fn sdxl_single_file() -> [String; 2] {
+    [
+        format!("model={}", sdxl("tiny_sdxl.safetensors")),
+        format!("checkpoint.config={}", sdxl("tiny_sdxl")),
+    ]
+}
+
+#[test]
+fn sdxl_txt2img_runs_on_both_layouts_and_is_deterministic() {
+    let sizes = [
+        "size_width=64",
+        "size_height=64",
+        "target_width=64",
+        "target_height=64",
+    ];
+    let model = format!("model={}", sdxl("tiny_sdxl"));
+    let folder = small(&[&[model.as_str()], &sizes[..]].concat());
+    let [m, c] = sdxl_single_file();
+    let single = small(&[&[m.as_str(), c.as_str()], &sizes[..]].concat());
+    let mut images = Vec::new();
+    for sets in [&folder, &folder, &single] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(dir.path(), "sdxl_txt2img.ron", sets);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        images.push(only_png(dir.path()));
+    }
+    assert_eq!(images[0], images[1]);
+    assert_eq!(decode(&images[0]), decode(&images[2]));
+    // The stated size is conditioning: another original size, another image.
+    let dir = tempfile::tempdir().unwrap();
+    let mut other = folder.clone();
+    other.push("size_width=1024".into());
+    let out = run(dir.path(), "sdxl_txt2img.ron", &other);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_ne!(decode(&only_png(dir.path())), decode(&images[0]));
+}
+
+#[test]
+fn sdxl_base_refiner_turbo_and_controlnet_graphs_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        "sdxl_base_refiner.ron",
+        &[
+            format!("model={}", sdxl("tiny_sdxl")),
+            format!("refiner={}", sdxl("tiny_sdxl_refiner")),
+            "width=64".into(),
+            "height=64".into(),
+            "steps=5".into(),
+            "refiner_steps=5".into(),
+            "switch_at=4".into(),
+            "refine_from=4".into(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!only_png(dir.path()).is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        "sdxl_turbo.ron",
+        &[
+            format!("model={}", sdxl("tiny_sdxl")),
+            "width=64".into(),
+            "height=64".into(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!only_png(dir.path()).is_empty());
+
+    let input = repo_root().join("docs/mnist_flow_cfg.png");
+    let mut images = Vec::new();
+    for strength in ["0.8", "0.0"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(
+            dir.path(),
+            "sdxl_controlnet_canny.ron",
+            &small(&[
+                &format!("model={}", sdxl("tiny_sdxl")),
+                &format!("controlnet={}", sdxl("controlnet_sdxl")),
+                &format!("image={}", input.display()),
+                &format!("strength={strength}"),
+            ]),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        images.push(decode(&only_png(dir.path())));
+    }
+    assert_ne!(
+        images[0], images[1],
+        "the SDXL ControlNet changes the image"
+    );
+}
+
+/// `embedding:name` is found in the embeddings folder of `--models`; an
+/// unknown name stops the run naming the folders searched.
+#[test]
+fn sdxl_prompt_embeddings_come_from_the_models_folder() {
+    let run_prompt = |prompt: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["--models", &sdxl(""), "run", &graph("sdxl_txt2img.ron")])
+            .args(["--set", &format!("model={}", sdxl("tiny_sdxl"))])
+            .args(["--set", &format!("prompt={prompt}")])
+            .args([
+                "--set",
+                "width=64",
+                "--set",
+                "height=64",
+                "--set",
+                "steps=2",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let png = out.status.success().then(|| decode(&only_png(dir.path())));
+        (out, png)
+    };
+    let (out, with) = run_prompt("a photo of embedding:tiny_sdxl_emb");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (_, without) = run_prompt("a photo of");
+    assert_ne!(with, without, "the embedding is part of the prompt");
+    let (out, _) = run_prompt("a photo of embedding:no_such_emb");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no_such_emb") && err.contains("embeddings"),
+        "{err}"
+    );
+}
