@@ -409,3 +409,45 @@ fn sdxl_prompt_embeddings_come_from_the_models_folder() {
         "{err}"
     );
 }
+
+/// `DualCLIPLoader(type: sdxl)` joins separate CLIP-L and bigG files (given
+/// in either order) into the checkpoint's own CLIP: the same image.
+#[test]
+fn dual_clip_loader_joins_sdxl_text_encoders() {
+    let graph_with = |clip: &str| {
+        format!(
+            r#"(
+    nodes: {{
+        "ck": CheckpointLoaderSimple(ckpt_name: "{model}"),
+        "dual": DualCLIPLoader(clip_name1: "{g}", clip_name2: "{l}", type: "sdxl"),
+        "pos": CLIPTextEncode(text: "a photograph of a horse", clip: {clip}),
+        "neg": CLIPTextEncode(text: "", clip: {clip}),
+        "latent": EmptyLatentImage(width: 64, height: 64, batch_size: 1),
+        "sample": KSampler(model: Link("ck", "MODEL"), seed: 3, steps: 2, cfg: 5.0,
+            sampler_name: "euler", scheduler: "normal", positive: Link("pos", "CONDITIONING"),
+            negative: Link("neg", "CONDITIONING"), latent_image: Link("latent", "LATENT")),
+        "decode": VAEDecode(samples: Link("sample", "LATENT"), vae: Link("ck", "VAE")),
+        "save": SaveImage(images: Link("decode", "IMAGE"), filename_prefix: "dual"),
+    }},
+)"#,
+            model = sdxl("tiny_sdxl"),
+            g = sdxl("tiny_sdxl/text_encoder_2"),
+            l = sdxl("tiny_sdxl/text_encoder"),
+        )
+    };
+    let mut images = Vec::new();
+    for clip in [r#"Link("dual", "CLIP")"#, r#"Link("ck", "CLIP")"#] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dual.ron");
+        std::fs::write(&path, graph_with(clip)).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+            .arg("run")
+            .arg(&path)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        images.push(decode(&only_png(dir.path())));
+    }
+    assert_eq!(images[0], images[1]);
+}
