@@ -97,8 +97,40 @@ fn kohya_and_peft_loras_match_diffusers() {
             }
         }
     }
-    // The base model is untouched: patching made copies.
+    // The base model is untouched: patching made copies, and only of the
+    // patched layers; every other tensor is the base's own.
     assert_eq!(max_abs(&unet_out(&model), &plain), 0.0);
+    let patched = lora::patch(&open_lora("kohya"), Some(&model), None, 1.0, 0.0).unwrap();
+    let weights_of = |m: &Model| {
+        let any: &dyn std::any::Any = &*m.network;
+        any.downcast_ref::<SdUNet>().unwrap().weights().clone()
+    };
+    let (a, b) = (
+        weights_of(&model),
+        weights_of(patched.model.as_ref().unwrap()),
+    );
+    let (mut shared, mut copied) = (0, 0);
+    for (name, t) in &a {
+        if b[name].id() == t.id() {
+            shared += 1;
+        } else {
+            copied += 1;
+        }
+    }
+    let n_patches = json_lora_params("kohya", "unet.");
+    assert_eq!(copied, n_patches, "only the patched layers are copied");
+    assert!(shared > copied, "{shared} shared, {copied} copied");
+}
+
+/// How many weights of `prefix` (`unet.`, `text_encoder.`) the fixture's
+/// LoRA patches, as diffusers reported them.
+fn json_lora_params(name: &str, prefix: &str) -> usize {
+    common::json(&dir())["loras"][name]["patched_params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p.as_str().unwrap().starts_with(prefix))
+        .count()
 }
 
 /// LoHa, LoKr, full diffs and DoRA against their closed forms, computed by
