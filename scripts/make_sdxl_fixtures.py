@@ -232,10 +232,12 @@ def _unet_json(**over) -> dict:
 
 UNET_BASE_JSON = _unet_json()
 # SDXL refiner: four levels, the last one plain, bigG's states only, 5 time ids (the
-# aesthetic score replaces the target size).
+# aesthetic score replaces the target size). All levels 32 wide (one 32-wide head) to keep
+# the fixtures small; the structure (block types, depth 2, mid block after a plain level,
+# aesthetic-score micro-conditioning) is the real refiner's.
 UNET_REFINER_JSON = _unet_json(
-    attention_head_dim=[1, 1, 2, 2],
-    block_out_channels=[32, 32, 64, 64],
+    attention_head_dim=[1, 1, 1, 1],
+    block_out_channels=[32, 32, 32, 32],
     cross_attention_dim=CLIP_G_CONFIG["hidden_size"],
     down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
     projection_class_embeddings_input_dim=5 * ADD_TIME_DIM + CLIP_G_CONFIG["projection_dim"],
