@@ -195,6 +195,18 @@ mod tests {
             vec![768],
         ));
         assert_eq!(describe_shapes(xl), "SDXL checkpoint");
+        // The refiner has a conditioner too (bigG alone); its added
+        // embedding takes 5 size numbers, not 6.
+        let mut refiner = unet(1280, 4);
+        refiner.push((
+            "model.diffusion_model.label_emb.0.0.weight".into(),
+            vec![1536, 2560],
+        ));
+        refiner.push((
+            "conditioner.embedders.0.model.ln_final.weight".into(),
+            vec![1280],
+        ));
+        assert_eq!(describe_shapes(refiner), "SDXL refiner checkpoint");
         let flux = shapes(&[("double_blocks.0.img_attn.qkv.weight", &[9216, 3072])]);
         assert_eq!(family(&flux, &HashMap::new()), "Flux transformer");
         let lora = shapes(&[(
