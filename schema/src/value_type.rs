@@ -30,10 +30,16 @@ pub enum ValueType {
     Classifier,
     /// Accepts anything; used by generic nodes such as `Switch`.
     Any,
+    /// An image-to-image upscale model (ESRGAN, Real-ESRGAN, Compact).
+    /// Appended after `Any`: variants keep their positions, so nothing that
+    /// stored an older type's discriminant sees a different type.
+    UpscaleModel,
 }
 
 impl ValueType {
-    pub const ALL: [ValueType; 18] = [
+    /// Every type, `Any` last (the plugin host lists the others as the
+    /// types a plugin may name).
+    pub const ALL: [ValueType; 19] = [
         ValueType::Int,
         ValueType::Float,
         ValueType::Bool,
@@ -51,6 +57,7 @@ impl ValueType {
         ValueType::Guider,
         ValueType::Sampler,
         ValueType::Classifier,
+        ValueType::UpscaleModel,
         ValueType::Any,
     ];
 
@@ -74,6 +81,7 @@ impl ValueType {
             ValueType::Sampler => "SAMPLER",
             ValueType::Classifier => "CLASSIFIER",
             ValueType::Any => "*",
+            ValueType::UpscaleModel => "UPSCALE_MODEL",
         }
     }
 
