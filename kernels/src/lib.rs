@@ -6,6 +6,7 @@
 //! - [`attention`]: softmax(QKᵀ/√d)·V fused, never materialising the scores;
 //! - [`winograd`]: 3×3 stride-1 convolution by minimal filtering;
 //! - [`pointwise`]: vectorised `exp`, `erf`, SiLU, GELU and softmax;
+//! - [`resize`]: torch's bilinear resizing, for masks and latents;
 //! - [`alloc`]: the allocator setting that keeps freed tensor memory.
 //!
 //! Every kernel is tested against a direct definition, and every result is
@@ -19,6 +20,7 @@ pub mod alloc;
 pub mod attention;
 pub mod layers;
 pub mod pointwise;
+pub mod resize;
 pub mod testing;
 pub mod winograd;
 

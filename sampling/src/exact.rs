@@ -10,8 +10,9 @@
 use candle_core::{Result, Tensor};
 
 use super::guidance::NoisyClassifier;
-use super::model::{Conditioning, ModelSampling, Network, Path};
+use super::model::{ModelSampling, Network, Path};
 use super::samplers::Denoiser;
+use crate::Conditioning;
 
 /// One-dimensional Gaussian-mixture data, applied to every tensor element.
 #[derive(Clone, Debug, PartialEq)]

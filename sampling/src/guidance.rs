@@ -16,8 +16,9 @@ use std::sync::Arc;
 
 use candle_core::{Result, Tensor, D};
 
-use super::model::{Conditioning, Model, Path};
+use super::model::{Model, Path};
 use super::samplers::Denoiser;
+use crate::Conditioning;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CfgConvention {
@@ -108,14 +109,23 @@ impl Denoiser for Cfg {
             let out = self.model.predict(x, sigma, &self.positive)?;
             return sampling.denoised(sigma, x, &out);
         }
-        // One batched forward for the conditional and unconditional passes.
-        let both = Tensor::cat(&[x, x], 0)?;
-        let cond = self
-            .positive
-            .for_batch(batch)?
-            .concat(&self.negative.for_batch(batch)?.as_negative()?)?;
-        let out = self.model.predict(&both, sigma, &cond)?;
-        let (pos, neg) = (out.narrow(0, 0, batch)?, out.narrow(0, batch, batch)?);
+        let negative = self.negative.clone().as_negative()?;
+        let (pos, neg) = if self.positive.is_plain() && negative.is_plain() {
+            // One batched forward for the conditional and unconditional passes.
+            let both = Tensor::cat(&[x, x], 0)?;
+            let cond = self
+                .positive
+                .for_batch(batch)?
+                .concat(&negative.for_batch(batch)?)?;
+            let out = self.model.predict(&both, sigma, &cond)?;
+            (out.narrow(0, 0, batch)?, out.narrow(0, batch, batch)?)
+        } else {
+            // Entries with areas, masks or timestep ranges: each side composed.
+            (
+                self.model.predict(x, sigma, &self.positive)?,
+                self.model.predict(x, sigma, &negative)?,
+            )
+        };
         let mut guided = (&neg + (&pos - &neg)?.affine(self.scale, 0.0)?)?;
         if self.rescale > 0.0 {
             let ratio = std_per_item(&pos)?

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use candle_core::{Result, Tensor};
 use weft_core::{LatentSpace, Object};
 
+use crate::Conditioning;
+
 /// The Gaussian path a model was trained on: `x_σ = α(σ)·x0 + σ·ε`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Path {
@@ -227,6 +229,22 @@ impl ModelSampling {
         }
     }
 
+    /// The σ a fraction `p` of the way through sampling starts at
+    /// (ComfyUI's `percent_to_sigma`): ∞ at 0, 0 at 1; the timestep
+    /// (1 − p)·999 for diffusion models, 1 − p for flow models.
+    pub fn percent_to_sigma(&self, p: f64) -> f64 {
+        if p <= 0.0 {
+            return f64::INFINITY;
+        }
+        if p >= 1.0 {
+            return 0.0;
+        }
+        match &self.levels {
+            NoiseLevels::Flow { .. } => 1.0 - p,
+            NoiseLevels::Discrete { .. } => self.sigma_at((1.0 - p) * 999.0),
+        }
+    }
+
     /// The factor applied to x before the network (1/sqrt(σ²+1) for diffusion).
     pub fn input_scale(&self, sigma: f64) -> f64 {
         match self.path() {
@@ -277,258 +295,6 @@ impl ModelSampling {
             }
         }
     }
-}
-
-/// What a network is conditioned on, batched like the latent.
-#[derive(Clone, Debug, Default)]
-pub struct Conditioning {
-    /// Class labels; `None` is the null class ∅ used for unconditional passes.
-    pub labels: Option<Vec<Option<u32>>>,
-    /// Token embeddings `[batch, tokens, dim]` (text encoders).
-    pub context: Option<Tensor>,
-    /// Pooled embeddings `[batch, dim]`.
-    pub pooled: Option<Tensor>,
-    /// Per-item extras only the network reads (ControlNet hints); empty
-    /// when no item has one, else one entry per item (or one for all).
-    pub hints: Vec<Option<Hint>>,
-    /// SDXL's micro-conditioning, per item like `hints`.
-    pub sizes: Vec<Option<SizeCond>>,
-}
-
-/// SDXL's micro-conditioning of one item: the inputs of ComfyUI's
-/// `CLIPTextEncodeSDXL` and `…Refiner`. Sizes left out are the latent's
-/// size in pixels, as ComfyUI does.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct SizeCond {
-    /// (height, width) the training image had.
-    pub original: Option<(f64, f64)>,
-    /// (top, left) of the crop.
-    pub crop: (f64, f64),
-    /// (height, width) asked for.
-    pub target: Option<(f64, f64)>,
-    /// The refiner's aesthetic score; absent: 6, or 2.5 on the negative side.
-    pub aesthetic: Option<f64>,
-    /// Set on the negative side of guidance (the refiner's default score).
-    pub negative: bool,
-}
-
-impl SizeCond {
-    /// The numbers the model embeds for a latent of `pixels` (height,
-    /// width): 6 for SDXL (original, crop, target) or 5 for the refiner
-    /// (original, crop, aesthetic score).
-    pub fn numbers(&self, pixels: (f64, f64), count: usize) -> Vec<f64> {
-        let (oh, ow) = self.original.unwrap_or(pixels);
-        let (top, left) = self.crop;
-        if count == 5 {
-            let score = self
-                .aesthetic
-                .unwrap_or(if self.negative { 2.5 } else { 6.0 });
-            return vec![oh, ow, top, left, score];
-        }
-        let (th, tw) = self.target.unwrap_or(pixels);
-        vec![oh, ow, top, left, th, tw]
-    }
-}
-
-/// A per-item list (`hints`, `sizes`) for a batch of `n`: empty stays
-/// empty, one entry is shared by all.
-fn items_for_batch<T: Clone>(v: &[Option<T>], n: usize, what: &str) -> Result<Vec<Option<T>>> {
-    match v.len() {
-        0 => Ok(Vec::new()),
-        1 if n != 1 => Ok(vec![v[0].clone(); n]),
-        len if len == n => Ok(v.to_vec()),
-        len => Err(candle_core::Error::Msg(format!(
-            "the conditioning has {len} {what} for a batch of {n}"
-        ))),
-    }
-}
-
-/// Two per-item lists of batches `na` and `nb` stacked.
-fn items_concat<T: Clone>(
-    a: &[Option<T>],
-    na: usize,
-    b: &[Option<T>],
-    nb: usize,
-) -> Vec<Option<T>> {
-    if a.is_empty() && b.is_empty() {
-        return Vec::new();
-    }
-    let items = |v: &[Option<T>], n: usize| match v.len() {
-        0 => vec![None; n],
-        1 => vec![v[0].clone(); n],
-        _ => v.to_vec(),
-    };
-    let mut out = items(a, na);
-    out.extend(items(b, nb));
-    out
-}
-
-/// An extra input a network understands and samplers pass through as is.
-#[derive(Clone)]
-pub struct Hint(pub Arc<dyn std::any::Any + Send + Sync>);
-
-impl std::fmt::Debug for Hint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hint")
-    }
-}
-
-impl Conditioning {
-    /// Items in the batch, when the conditioning says.
-    pub fn batch(&self) -> Result<Option<usize>> {
-        if let Some(l) = &self.labels {
-            return Ok(Some(l.len()));
-        }
-        match (&self.context, &self.pooled) {
-            (Some(t), _) | (None, Some(t)) => Ok(Some(t.dim(0)?)),
-            (None, None) => Ok((!self.hints.is_empty()).then_some(self.hints.len())),
-        }
-    }
-
-    pub fn labels(labels: Vec<Option<u32>>) -> Self {
-        Conditioning {
-            labels: Some(labels),
-            ..Default::default()
-        }
-    }
-
-    /// This conditioning for a batch of `n` (a batch of 1 is broadcast);
-    /// any other size mismatch is an error, never a silent misalignment.
-    pub fn for_batch(&self, n: usize) -> Result<Conditioning> {
-        let mismatch = |what: &str, got: usize| {
-            candle_core::Error::Msg(format!(
-                "the conditioning has {got} {what} for a batch of {n}"
-            ))
-        };
-        if let Some(l) = &self.labels {
-            if l.len() != 1 && l.len() != n {
-                return Err(mismatch("labels", l.len()));
-            }
-        }
-        let repeat_tensor = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
-            match t {
-                Some(t) if t.dim(0)? != 1 && t.dim(0)? != n => Err(mismatch("items", t.dim(0)?)),
-                Some(t) if t.dim(0)? == 1 && n != 1 => {
-                    let mut dims = vec![n];
-                    dims.extend(&t.dims()[1..]);
-                    Ok(Some(t.broadcast_as(dims)?.contiguous()?))
-                }
-                other => Ok(other.clone()),
-            }
-        };
-        let labels = self.labels.as_ref().map(|l| {
-            if l.len() == 1 && n != 1 {
-                vec![l[0]; n]
-            } else {
-                l.clone()
-            }
-        });
-        Ok(Conditioning {
-            labels,
-            context: repeat_tensor(&self.context)?,
-            pooled: repeat_tensor(&self.pooled)?,
-            hints: items_for_batch(&self.hints, n, "hints")?,
-            sizes: items_for_batch(&self.sizes, n, "size conditionings")?,
-        })
-    }
-
-    /// Stacks two conditionings of the same kind along the batch, so a
-    /// conditional and an unconditional pass run as one forward.
-    pub fn concat(&self, other: &Conditioning) -> Result<Conditioning> {
-        let cat = |a: &Option<Tensor>, b: &Option<Tensor>| -> Result<Option<Tensor>> {
-            match (a, b) {
-                (Some(a), Some(b)) => Ok(Some(Tensor::cat(&[a, b], 0)?)),
-                (None, None) => Ok(None),
-                _ => Err(candle_core::Error::Msg(
-                    "cannot batch conditionings of different kinds".into(),
-                )),
-            }
-        };
-        let labels = match (&self.labels, &other.labels) {
-            (Some(a), Some(b)) => Some(a.iter().chain(b).copied().collect()),
-            (None, None) => None,
-            _ => {
-                return Err(candle_core::Error::Msg(
-                    "cannot batch labelled with unlabelled conditioning".into(),
-                ))
-            }
-        };
-        let (a, b) = match (&self.context, &other.context) {
-            (Some(a), Some(b)) => {
-                let (a, b) = common_length(a, b)?;
-                (Some(a), Some(b))
-            }
-            _ => (self.context.clone(), other.context.clone()),
-        };
-        let (na, nb) = (self.batch()?.unwrap_or(1), other.batch()?.unwrap_or(1));
-        Ok(Conditioning {
-            labels,
-            context: cat(&a, &b)?,
-            pooled: cat(&self.pooled, &other.pooled)?,
-            hints: items_concat(&self.hints, na, &other.hints, nb),
-            sizes: items_concat(&self.sizes, na, &other.sizes, nb),
-        })
-    }
-
-    /// This conditioning as the negative side of guidance: SDXL refiner
-    /// items without an aesthetic score get the negative default (2.5).
-    pub fn as_negative(mut self) -> Result<Conditioning> {
-        let n = self.batch()?.unwrap_or(1);
-        let mut sizes = items_for_batch(&self.sizes, n, "size conditionings")?;
-        if sizes.is_empty() {
-            sizes = vec![None; n];
-        }
-        self.sizes = sizes
-            .into_iter()
-            .map(|s| {
-                Some(SizeCond {
-                    negative: true,
-                    ..s.unwrap_or_default()
-                })
-            })
-            .collect();
-        Ok(self)
-    }
-}
-
-/// Text contexts of different lengths (long prompts are encoded in
-/// 77-token chunks), each repeated along the tokens to a common length:
-/// attention over repeated keys is unchanged, as in ComfyUI.
-fn common_length(a: &Tensor, b: &Tensor) -> Result<(Tensor, Tensor)> {
-    if a.rank() != 3 || b.rank() != 3 {
-        return Ok((a.clone(), b.clone()));
-    }
-    let (na, nb) = (a.dim(1)?, b.dim(1)?);
-    if na == nb {
-        return Ok((a.clone(), b.clone()));
-    }
-    if na == 0 || nb == 0 {
-        candle_core::bail!("cannot batch text contexts of {na} and {nb} tokens");
-    }
-    let lcm = na / gcd(na, nb) * nb;
-    Ok((a.repeat((1, lcm / na, 1))?, b.repeat((1, lcm / nb, 1))?))
-}
-
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
-    }
-}
-
-impl Object for Conditioning {
-    fn size_bytes(&self) -> usize {
-        let t = |t: &Option<Tensor>| {
-            t.as_ref()
-                .map_or(0, |t| t.elem_count() * t.dtype().size_in_bytes())
-        };
-        t(&self.context) + t(&self.pooled) + self.labels.as_ref().map_or(0, |l| l.len() * 8)
-    }
-}
-
-impl weft_core::Handle for Conditioning {
-    const TYPE: weft_core::ValueType = weft_core::ValueType::Conditioning;
 }
 
 /// A denoising network: the part of a model that differs between checkpoints.
@@ -598,8 +364,19 @@ impl weft_core::Handle for Model {
 }
 
 impl Model {
-    /// The raw network output at noise level σ for conditioning `cond`.
+    /// The raw network output at noise level σ for conditioning `cond`:
+    /// one forward for a plain conditioning, else each active entry on its
+    /// area, blended as ComfyUI does ([`crate::compose`]).
     pub fn predict(&self, x: &Tensor, sigma: f64, cond: &Conditioning) -> Result<Tensor> {
+        if cond.is_plain() {
+            self.forward(x, sigma, cond)
+        } else {
+            crate::compose::predict(self, x, sigma, cond)
+        }
+    }
+
+    /// One forward of the network for one entry (its options ignored).
+    pub(crate) fn forward(&self, x: &Tensor, sigma: f64, cond: &Conditioning) -> Result<Tensor> {
         let batch = x.dim(0)?;
         let t = self.sampling.timestep(sigma);
         let timesteps = Tensor::full(t as f32, batch, x.device())?;

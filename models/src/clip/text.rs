@@ -292,8 +292,7 @@ impl TextEncoder {
             labels: None,
             context: Some(Tensor::cat(&states, 2)?),
             pooled,
-            hints: Vec::new(),
-            sizes: Vec::new(),
+            ..Default::default()
         })
     }
 }

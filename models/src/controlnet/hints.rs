@@ -296,21 +296,25 @@ pub fn apply_control(
             })
             .clone())
     };
+    // Every entry of each conditioning gets the hint (ComfyUI's
+    // ControlNetApply sets it on each entry of the list).
     conditionings
         .iter()
         .map(|c| {
-            let hints = if c.hints.is_empty() {
-                vec![Some(hint_after(None)?)]
-            } else {
-                c.hints
-                    .iter()
-                    .map(|h| hint_after(h.as_ref()).map(Some))
-                    .collect::<std::result::Result<Vec<_>, String>>()?
-            };
-            Ok(Conditioning {
-                hints,
-                ..(*c).clone()
+            c.map_entries(&mut |entry| {
+                let hints = if entry.hints.is_empty() {
+                    vec![Some(hint_after(None).map_err(candle_core::Error::Msg)?)]
+                } else {
+                    entry
+                        .hints
+                        .iter()
+                        .map(|h| hint_after(h.as_ref()).map(Some))
+                        .collect::<std::result::Result<Vec<_>, String>>()
+                        .map_err(candle_core::Error::Msg)?
+                };
+                Ok(Conditioning { hints, ..entry })
             })
+            .map_err(|e| e.to_string())
         })
         .collect()
 }

@@ -2,11 +2,17 @@
 //! class-conditional models, and ControlNets attached to a conditioning.
 
 mod class_label;
+mod compose;
 mod controlnet;
 mod sdxl;
 mod text;
 
 pub use class_label::class_label;
+pub use compose::{
+    conditioning_average, conditioning_combine, conditioning_concat, conditioning_set_area,
+    conditioning_set_area_percentage, conditioning_set_area_strength, conditioning_set_mask,
+    conditioning_set_timestep_range, conditioning_zero_out,
+};
 pub use controlnet::{control_net_apply, control_net_apply_advanced};
 pub use sdxl::{clip_text_encode_sdxl, clip_text_encode_sdxl_refiner};
 pub use text::{clip_set_last_layer, clip_text_encode};
@@ -27,6 +33,15 @@ pub fn nodes(files: &ModelFiles) -> Vec<NodeDef> {
         clip_text_encode_sdxl(files.clone()),
         clip_text_encode_sdxl_refiner(files.clone()),
         class_label(),
+        conditioning_combine(),
+        conditioning_concat(),
+        conditioning_average(),
+        conditioning_set_area(),
+        conditioning_set_area_percentage(),
+        conditioning_set_area_strength(),
+        conditioning_set_mask(),
+        conditioning_zero_out(),
+        conditioning_set_timestep_range(),
         control_net_apply(),
         control_net_apply_advanced(),
     ]
