@@ -3,12 +3,14 @@
 //!
 //! - [`weights`]: weight files (memory-mapped safetensors), read into a
 //!   [`weights::TensorMap`] under the names the architectures use.
-//! - [`sd`]: Stable Diffusion 1.x/2.x — family detection from tensor
-//!   shapes, single-file and diffusers loaders, the UNet.
-//! - [`vae`]: the KL autoencoder.
+//! - [`sd`]: Stable Diffusion 1.x, 2.x and SDXL — family detection from
+//!   tensor shapes, single-file and diffusers loaders, the UNet.
+//! - [`vae`]: the KL autoencoder; [`inpaint`]: images and masks prepared
+//!   for inpainting.
 //! - [`clip`]: CLIP text encoders and prompt weighting.
 //! - [`controlnet`]: ControlNet, in three file layouts.
 //! - [`lora`]: LoRA / LyCORIS files matched to a model's weights and applied.
+//! - [`upscale`]: image upscale models (ESRGAN, Real-ESRGAN, Compact), tiled.
 //! - [`mnist`]: weft's own small DiT, U-Net and classifiers, and the
 //!   checkpoint format that records how they were trained.
 //!
@@ -19,8 +21,10 @@
 pub mod clip;
 pub mod controlnet;
 pub mod detect;
+pub mod inpaint;
 pub mod lora;
 pub mod mnist;
 pub mod sd;
+pub mod upscale;
 pub mod vae;
 pub mod weights;

@@ -32,6 +32,11 @@ pub struct Conditioning {
     /// The part of sampling it is active in, as fractions (start, end) of
     /// the schedule (`ConditioningSetTimestepRange`).
     pub timestep_range: Option<(f64, f64)>,
+    /// An inpainting model's extra input (`InpaintModelConditioning`): the
+    /// VAE latent of the image with the masked part grey, and the mask
+    /// `[B, H, W]` (any size; resized and rounded to the latent).
+    pub concat_latent: Option<Tensor>,
+    pub concat_mask: Option<Tensor>,
     /// Entries combined with this one (`ConditioningCombine`): each is
     /// predicted on its own and the predictions blended, as ComfyUI does.
     pub also: Vec<Conditioning>,
@@ -193,6 +198,8 @@ impl Conditioning {
             labels,
             context: repeat_tensor(&self.context)?,
             pooled: repeat_tensor(&self.pooled)?,
+            concat_latent: repeat_tensor(&self.concat_latent)?,
+            concat_mask: repeat_tensor(&self.concat_mask)?,
             hints: items_for_batch(&self.hints, n, "hints")?,
             sizes: items_for_batch(&self.sizes, n, "size conditionings")?,
             ..self.clone()
@@ -232,6 +239,8 @@ impl Conditioning {
             labels,
             context: cat(&a, &b)?,
             pooled: cat(&self.pooled, &other.pooled)?,
+            concat_latent: cat(&self.concat_latent, &other.concat_latent)?,
+            concat_mask: cat(&self.concat_mask, &other.concat_mask)?,
             hints: items_concat(&self.hints, na, &other.hints, nb),
             sizes: items_concat(&self.sizes, na, &other.sizes, nb),
             ..Default::default()

@@ -263,6 +263,7 @@ mod tests {
             sampling,
             latent_space: LatentSpace::pixels(),
             latent_format: Default::default(),
+            differential_diffusion: false,
             latent_channels: None,
         })
     }
@@ -362,6 +363,7 @@ mod tests {
                 sampling,
                 latent_space: LatentSpace::pixels(),
                 latent_format: Default::default(),
+                differential_diffusion: false,
                 latent_channels: None,
             });
             let guided = ClassifierGuided {

@@ -6,6 +6,7 @@ pub mod conditioning;
 pub mod exact;
 pub mod guidance;
 pub mod handles;
+pub mod inpaint;
 pub mod model;
 pub mod noise;
 pub mod samplers;

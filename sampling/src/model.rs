@@ -349,6 +349,9 @@ pub struct Model {
     pub sampling: ModelSampling,
     pub latent_space: LatentSpace,
     pub latent_format: LatentFormat,
+    /// Differential diffusion (ComfyUI's `DifferentialDiffusion`): a soft
+    /// noise mask is thresholded per step, so greyer cells change later.
+    pub differential_diffusion: bool,
     /// Channels the network expects, when fixed; samplers check latents against it.
     pub latent_channels: Option<usize>,
 }
@@ -375,8 +378,20 @@ impl Model {
         }
     }
 
-    /// One forward of the network for one entry (its options ignored).
+    /// One forward of the network for one entry (its options ignored);
+    /// an inpainting entry's masked-image latent is scaled for the network.
     pub(crate) fn forward(&self, x: &Tensor, sigma: f64, cond: &Conditioning) -> Result<Tensor> {
+        let scaled;
+        let cond = match &cond.concat_latent {
+            Some(latent) => {
+                scaled = Conditioning {
+                    concat_latent: Some(self.latent_format.process_in(latent)?),
+                    ..cond.clone()
+                };
+                &scaled
+            }
+            None => cond,
+        };
         let batch = x.dim(0)?;
         let t = self.sampling.timestep(sigma);
         let timesteps = Tensor::full(t as f32, batch, x.device())?;

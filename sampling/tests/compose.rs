@@ -30,6 +30,7 @@ fn model() -> Model {
         sampling: ModelSampling::flow(1.0),
         latent_space: LatentSpace::pixels(),
         latent_format: Default::default(),
+        differential_diffusion: false,
         latent_channels: None,
     }
 }

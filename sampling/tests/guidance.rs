@@ -27,6 +27,7 @@ fn model(sampling: ModelSampling) -> Arc<Model> {
         sampling,
         latent_space: LatentSpace::pixels(),
         latent_format: Default::default(),
+        differential_diffusion: false,
         latent_channels: None,
     })
 }

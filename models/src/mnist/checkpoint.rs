@@ -166,6 +166,7 @@ pub fn load_model_bytes(file: &str, bytes: &[u8]) -> Result<Model, String> {
         sampling,
         latent_space: LatentSpace::pixels(),
         latent_format: Default::default(),
+        differential_diffusion: false,
         latent_channels: Some(config.channels),
     })
 }

@@ -43,6 +43,39 @@ impl SdUNet {
     }
 }
 
+/// An inpainting UNet's input: the latent, the mask (resized to the latent
+/// and rounded) and the masked image's latent, as ComfyUI and diffusers
+/// concatenate them. Without `InpaintModelConditioning` the whole image is
+/// to be painted: a mask of ones and a zero latent.
+fn inpaint_input(x: &Tensor, cond: &Conditioning) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let fit = |t: Tensor| -> Result<Tensor> {
+        let t = if t.dims()[2..] == [h, w] {
+            t
+        } else {
+            weft_kernels::resize::bilinear(&t, h, w)?
+        };
+        match t.dim(0)? {
+            n if n == b => Ok(t),
+            1 => t.repeat((b, 1, 1, 1)),
+            n => candle_core::bail!("an inpainting conditioning of {n} items for {b} latents"),
+        }
+    };
+    let mask = match &cond.concat_mask {
+        Some(m) => {
+            let m = m.to_dtype(x.dtype())?;
+            let m = if m.rank() == 2 { m.unsqueeze(0)? } else { m };
+            fit(m.unsqueeze(1)?)?.round()?
+        }
+        None => Tensor::ones((b, 1, h, w), x.dtype(), x.device())?,
+    };
+    let image = match &cond.concat_latent {
+        Some(l) => fit(l.to_dtype(x.dtype())?)?,
+        None => Tensor::zeros((b, c, h, w), x.dtype(), x.device())?,
+    };
+    Tensor::cat(&[x, &mask, &image], 1)
+}
+
 impl Network for SdUNet {
     fn forward(&self, x: &Tensor, timesteps: &Tensor, cond: &Conditioning) -> Result<Tensor> {
         let context = cond.context.as_ref().ok_or_else(|| {
@@ -51,12 +84,18 @@ impl Network for SdUNet {
             )
         })?;
         let (_, c, _, _) = x.dims4()?;
-        if c != self.spec.in_channels {
+        let inpainted;
+        let x = if c == self.spec.in_channels {
+            x
+        } else if c + 5 == self.spec.in_channels {
+            inpainted = inpaint_input(x, cond)?;
+            &inpainted
+        } else {
             candle_core::bail!(
                 "the UNet takes {}-channel latents, got {c} channels",
                 self.spec.in_channels
             );
-        }
+        };
         let width = context.dim(2)?;
         if width != self.spec.config.cross_attention_dim {
             candle_core::bail!(
@@ -126,6 +165,7 @@ pub fn sampling_model(ck: &Checkpoint, unet: SdUNet) -> std::result::Result<Mode
         sampling,
         latent_space: crate::vae::sd_latent_space(),
         latent_format: weft_sampling::LatentFormat { scale, shift: 0.0 },
+        differential_diffusion: false,
         latent_channels: Some(out_channels),
     })
 }

@@ -1,10 +1,15 @@
-//! Latents: empty latents to sample into, and the VAE between images and
-//! latents (whole or tile by tile).
+//! Latents: empty latents to sample into, the VAE between images and
+//! latents (whole or tile by tile), and inpainting.
 
 mod empty;
+mod inpaint;
 mod vae;
 
 pub use empty::{empty_latent, empty_latent_image};
+pub use inpaint::{
+    differential_diffusion, inpaint_model_conditioning, set_latent_noise_mask,
+    vae_encode_for_inpaint,
+};
 pub use vae::{vae_decode, vae_encode};
 
 use weft_core::NodeDef;
@@ -18,5 +23,9 @@ pub fn nodes() -> Vec<NodeDef> {
         vae_decode(true),
         vae_encode(false),
         vae_encode(true),
+        set_latent_noise_mask(),
+        vae_encode_for_inpaint(),
+        inpaint_model_conditioning(),
+        differential_diffusion(),
     ]
 }

@@ -99,7 +99,7 @@ pub fn vae_encode(tiled: bool) -> NodeDef {
     schema
         .input(InputSpec::of("pixels", ValueType::Image).doc("Images in [0, 1], sides a multiple of 8."))
         .input(InputSpec::of("vae", ValueType::Vae).doc("The VAE."))
-        .output("LATENT", ValueType::Latent, "The latents, scaled for the UNet.")
+        .output("LATENT", ValueType::Latent, "The VAE's latents (the model scales them for its network when sampling).")
         .run(move |cx| {
             let vae = cx.get::<Vae>("vae")?;
             let Value::Image(image) = cx.value("pixels")? else {

@@ -69,6 +69,7 @@ pub fn exact_gaussian_model() -> NodeDef {
                 sampling,
                 latent_space: LatentSpace::pixels(),
                 latent_format: Default::default(),
+                differential_diffusion: false,
                 latent_channels: match cx.int("channels")? {
                     0 => None,
                     c => Some(c as usize),

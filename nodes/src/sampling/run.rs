@@ -6,6 +6,7 @@ use weft_core::{
 };
 
 use weft_sampling::handles::{GuiderHandle, NoiseHandle, SamplerHandle};
+use weft_sampling::inpaint::Masked;
 use weft_sampling::{seeded_noise, Denoiser, Path, SampleContext, SeededSteps};
 
 /// Checks a σ schedule before any model time is spent on it.
@@ -125,9 +126,30 @@ pub fn sample_seeded(
         .map(|m| m.latent_format)
         .unwrap_or_default();
     let samples = format.process_in(&latent.samples.to_dtype(candle_core::DType::F32)?)?;
+    let noise = match seeds.initial {
+        Some(seed) => seeded_noise(seed, samples.dims())?,
+        None => samples.zeros_like()?,
+    };
     let x = match seeds.initial {
-        Some(seed) => path.noise(sigmas[0], &seeded_noise(seed, samples.dims())?, &samples)?,
-        None => samples,
+        Some(_) => path.noise(sigmas[0], &noise, &samples)?,
+        None => samples.clone(),
+    };
+    // Under a noise mask, cells outside it keep the latent (ComfyUI's
+    // KSamplerX0Inpaint), with differential diffusion if the model asks.
+    let masked = match &latent.noise_mask {
+        Some(mask) => {
+            let differential = guider
+                .model
+                .as_ref()
+                .filter(|m| m.differential_diffusion)
+                .map(|m| (&m.sampling, sigmas));
+            let inner = guider.denoiser.as_ref();
+            Some(
+                Masked::new(inner, mask, samples, noise, differential)
+                    .map_err(|e| NodeError::input("latent_image", e.to_string()))?,
+            )
+        }
+        None => None,
     };
     let mut steps = SeededSteps::new(seeds.steps);
     let mut progress = |done: usize, total: usize| {
@@ -136,7 +158,10 @@ pub fn sample_seeded(
             .map_err(|e| candle_core::Error::Msg(e.message))
     };
     let recording = Recording {
-        inner: guider.denoiser.as_ref(),
+        inner: match &masked {
+            Some(m) => m,
+            None => guider.denoiser.as_ref(),
+        },
         last: Mutex::new(None),
     };
     let mut sample_ctx = SampleContext {
