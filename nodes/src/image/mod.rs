@@ -11,6 +11,7 @@ mod load;
 mod png_io;
 mod save;
 mod transform;
+mod upscale;
 
 pub use canny::{canny, canny_node};
 pub use convert::{image_to_latent, latent_to_image};
@@ -31,6 +32,7 @@ pub fn nodes() -> Vec<NodeDef> {
         latent_to_image(),
         image_to_latent(),
         canny_node(),
+        upscale::image_upscale_with_model(),
     ]
 }
 

@@ -12,6 +12,7 @@ mod controlnet;
 mod lora;
 mod mnist;
 mod sd;
+mod upscale;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,6 +110,7 @@ pub fn nodes(files: &ModelFiles) -> Vec<NodeDef> {
         lora::lora_loader_model_only(files.clone()),
         mnist::checkpoint_loader(files.clone()),
         mnist::classifier_loader(files.clone()),
+        upscale::upscale_model_loader(files.clone()),
     ]
 }
 
