@@ -8,17 +8,34 @@
 mod canny;
 mod convert;
 mod load;
+mod mask;
+mod ops;
 mod png_io;
+mod preview;
+pub mod resample;
 mod save;
+mod scaling;
 mod transform;
 mod upscale;
 
 pub use canny::{canny, canny_node};
 pub use convert::{image_to_latent, latent_to_image};
 pub use load::{load_image, load_image_node};
+pub use mask::{
+    feather_mask, feather_mask_node, grow_mask, grow_mask_node, image_to_mask, image_to_mask_node,
+    invert_mask, load_image_mask, mask_to_image, mask_to_image_node, solid_mask,
+};
+pub(crate) use mask::{file_stamp, input_path};
+pub use ops::{
+    gaussian_kernel, image_batch, image_batch_node, image_blur, image_blur_node,
+    image_composite_masked, image_composite_masked_node, image_crop, image_crop_node, image_invert,
+    image_pad_for_outpaint, image_pad_for_outpaint_node, image_sharpen, image_sharpen_node,
+};
 pub use png_io::{embedded_graph, encode_png, read_png, PngFile, GRAPH_KEY, NODE_KEY};
+pub use preview::{preview_dir, preview_image};
 pub use save::save_image;
-pub use transform::{grid, image_grid, image_scale, scale};
+pub use scaling::{image_scale, image_scale_by, image_scale_to_total_pixels};
+pub use transform::{grid, image_grid, scale};
 
 use weft_core::{NodeContext, NodeDef, NodeError, Registry, Value};
 
@@ -33,6 +50,23 @@ pub fn nodes() -> Vec<NodeDef> {
         image_to_latent(),
         canny_node(),
         upscale::image_upscale_with_model(),
+        preview_image(),
+        image_scale_by(),
+        image_scale_to_total_pixels(),
+        image_invert(),
+        image_batch_node(),
+        image_crop_node(),
+        image_blur_node(),
+        image_sharpen_node(),
+        image_pad_for_outpaint_node(),
+        image_composite_masked_node(),
+        load_image_mask(),
+        image_to_mask_node(),
+        mask_to_image_node(),
+        invert_mask(),
+        solid_mask(),
+        grow_mask_node(),
+        feather_mask_node(),
     ]
 }
 

@@ -73,38 +73,6 @@ pub fn grid(
     Ok(Tensor::from_vec(out, (1, c, gh, gw), &Device::Cpu)?)
 }
 
-/// `ImageScale`: resizes every image of a batch.
-pub fn image_scale() -> NodeDef {
-    NodeSchema::new("ImageScale", "image", "Resizes every image of a batch.")
-        .input(InputSpec::of("image", ValueType::Image).doc("The images."))
-        .input(
-            InputSpec::int("width")
-                .default(512)
-                .range(1.0, 16384.0)
-                .doc("New width in pixels."),
-        )
-        .input(
-            InputSpec::int("height")
-                .default(512)
-                .range(1.0, 16384.0)
-                .doc("New height in pixels."),
-        )
-        .input(
-            InputSpec::choice("method", &["nearest", "bilinear"])
-                .doc("Nearest keeps hard edges; bilinear blends (pixel centres aligned, as PyTorch with align_corners=False)."),
-        )
-        .output("IMAGE", ValueType::Image, "The resized images.")
-        .run(|cx| {
-            let out = scale(
-                image_input(cx, "image")?,
-                cx.int("width")? as usize,
-                cx.int("height")? as usize,
-                cx.str("method")? == "bilinear",
-            )?;
-            Ok(Value::Image(out))
-        })
-}
-
 /// Resizes `[B, C, H, W]` to `[B, C, height, width]`: nearest picks source
 /// pixel ⌊x·in/out⌋; bilinear samples at ((x + ½)·in/out − ½), clamped at the edges.
 pub fn scale(
