@@ -47,7 +47,10 @@ fn plain(event: &Event) {
         }
         Event::Interrupted { executed } => eprintln!("interrupted after {executed} nodes"),
         Event::GraphInvalid { errors } => errors.iter().for_each(|e| eprintln!("{e}")),
-        Event::GraphStart { .. } | Event::NodeStart { .. } | Event::Progress { .. } => {}
+        Event::GraphStart { .. }
+        | Event::NodeStart { .. }
+        | Event::Progress { .. }
+        | Event::Preview { .. } => {}
     }
 }
 
@@ -92,7 +95,7 @@ fn bars() -> EventSink {
                 }
                 multi.suspend(|| plain(event))
             }
-            Event::GraphStart { .. } => {}
+            Event::GraphStart { .. } | Event::Preview { .. } => {}
         }
     })
 }

@@ -24,6 +24,7 @@ use crossbeam_channel as channel;
 use crate::cache::{Cache, Outputs, Signature};
 use crate::events::{Event, EventSink};
 use crate::node::{CancelToken, GraphText, Inputs, NodeContext, NodeError};
+use crate::preview::{PreviewLimiter, Previews};
 use crate::schema::Cost;
 use crate::validate::{Binding, PlannedNode, ValidGraph};
 use weft_schema::ValueType;
@@ -43,6 +44,9 @@ pub struct RunOptions {
     /// The graph file's folder: relative paths in inputs resolve here first
     /// ([`crate::Inputs::base_dir`]), wherever weft is run from.
     pub base_dir: Option<PathBuf>,
+    /// Live previews from nodes that can show their work so far (samplers);
+    /// none by default.
+    pub previews: Previews,
 }
 
 impl Default for RunOptions {
@@ -55,6 +59,7 @@ impl Default for RunOptions {
             out_dir: PathBuf::from("."),
             targets: None,
             base_dir: None,
+            previews: Previews::default(),
         }
     }
 }
@@ -577,9 +582,10 @@ impl<'g> Run<'g> {
                 let cancel = self.cancel.clone();
                 let out_dir = self.opts.out_dir.clone();
                 let graph_text = self.graph_text.clone();
+                let previews = &self.opts.previews;
                 scope.spawn(move || {
                     for job in job_rx {
-                        let result = job.run(&events, &cancel, &out_dir, &graph_text);
+                        let result = job.run(&events, &cancel, &out_dir, &graph_text, previews);
                         if done_tx.send(result).is_err() {
                             break;
                         }
@@ -648,6 +654,7 @@ impl<'g> Run<'g> {
                         self.cancel,
                         &self.opts.out_dir,
                         &self.graph_text,
+                        &self.opts.previews,
                     )),
                 }
             }
@@ -851,6 +858,7 @@ impl Job {
         cancel: &CancelToken,
         out_dir: &std::path::Path,
         graph: &GraphText,
+        previews: &Previews,
     ) -> JobResult {
         let node = self.inputs.node().clone();
         events.emit(Event::NodeStart {
@@ -866,6 +874,8 @@ impl Job {
             cancel,
             events,
             graph,
+            previews,
+            preview_limiter: Mutex::new(PreviewLimiter::new(previews.min_interval)),
         };
         let outputs = match catch_unwind(AssertUnwindSafe(|| node.run(&ctx))) {
             Ok(result) => result,

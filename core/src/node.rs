@@ -3,10 +3,11 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::events::{Event, EventSink};
+use crate::events::{Event, EventSink, PreviewPng};
 use crate::graph::GraphDoc;
+use crate::preview::{PreviewLimiter, PreviewMethod, Previews};
 use crate::schema::NodeSchema;
 use crate::value::Value;
 
@@ -203,6 +204,8 @@ pub struct NodeContext<'a> {
     pub(crate) cancel: &'a CancelToken,
     pub(crate) events: &'a EventSink,
     pub(crate) graph: &'a GraphText,
+    pub(crate) previews: &'a Previews,
+    pub(crate) preview_limiter: Mutex<PreviewLimiter>,
 }
 
 /// The run's validated document and its RON text, printed on first request
@@ -229,6 +232,36 @@ impl NodeContext<'_> {
             node: self.node_id.into(),
             value,
             max,
+        });
+    }
+
+    /// The run's preview settings.
+    pub fn previews(&self) -> &Previews {
+        self.previews
+    }
+
+    /// Whether step `step` of `max` should get a preview: never when
+    /// previews are off, else at most one per the run's interval, and
+    /// always the last step. Ask before making the picture, which costs.
+    pub fn preview_due(&self, step: u64, max: u64) -> bool {
+        self.previews.method != PreviewMethod::None
+            && self
+                .preview_limiter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .due(step, max)
+    }
+
+    /// Sends a preview of this node's work after `step` of `max` steps: a
+    /// PNG of `width`×`height` pixels.
+    pub fn preview(&self, step: u64, max: u64, width: u32, height: u32, png: Vec<u8>) {
+        self.events.emit(Event::Preview {
+            node: self.node_id.into(),
+            step,
+            max,
+            width,
+            height,
+            png: PreviewPng(png.into()),
         });
     }
 

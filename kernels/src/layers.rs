@@ -54,6 +54,35 @@ pub fn conv2d(
 }
 
 impl Conv2d {
+    /// A convolution from its tensors: `weight` `[out, in, k, k]` (square
+    /// kernel) and an optional `bias` `[out]`.
+    pub fn new(
+        weight: Tensor,
+        bias: Option<Tensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Conv2d> {
+        let (out_c, _, kh, kw) = weight.dims4()?;
+        if kh != kw {
+            candle_core::bail!("a convolution kernel must be square, got {kh}×{kw}");
+        }
+        if let Some(b) = &bias {
+            if b.dims() != [out_c] {
+                candle_core::bail!(
+                    "a convolution bias of shape {:?} for {out_c} output channels",
+                    b.dims()
+                );
+            }
+        }
+        Ok(Conv2d {
+            weight,
+            bias,
+            kernel: kh,
+            stride,
+            padding,
+        })
+    }
+
     fn output_size(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         let span = |n: usize| {
             (n + 2 * self.padding)

@@ -10,6 +10,7 @@
 //! - [`clip`]: CLIP text encoders and prompt weighting.
 //! - [`controlnet`]: ControlNet, in three file layouts.
 //! - [`lora`]: LoRA / LyCORIS files matched to a model's weights and applied.
+//! - [`taesd`]: TAESD's tiny decoder, for previews while sampling.
 //! - [`upscale`]: image upscale models (ESRGAN, Real-ESRGAN, Compact), tiled.
 //! - [`mnist`]: weft's own small DiT, U-Net and classifiers, and the
 //!   checkpoint format that records how they were trained.
@@ -25,6 +26,7 @@ pub mod inpaint;
 pub mod lora;
 pub mod mnist;
 pub mod sd;
+pub mod taesd;
 pub mod upscale;
 pub mod vae;
 pub mod weights;

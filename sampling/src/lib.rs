@@ -13,7 +13,10 @@ pub mod samplers;
 pub mod schedule;
 
 pub use conditioning::{Area, Conditioning, Hint, SizeCond};
-pub use model::{LatentFormat, Model, ModelSampling, Network, NoiseLevels, Path, Prediction};
+pub use model::{
+    LatentFormat, LatentPreview, LatentRgb, Model, ModelSampling, Network, NoiseLevels, Path,
+    Prediction,
+};
 pub use noise::{seeded_noise, Gaussian, NoiseSource, SeededSteps};
 pub use samplers::{
     sampler_by_name, sampler_names, AncestralStep, Denoiser, SampleContext, Sampler, SamplerOptions,

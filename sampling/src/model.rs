@@ -318,6 +318,8 @@ pub trait Network: std::any::Any + Send + Sync + std::fmt::Debug {
 pub struct LatentFormat {
     pub scale: f64,
     pub shift: f64,
+    /// How a denoised estimate (in the network's scale) is shown cheaply.
+    pub preview: LatentPreview,
 }
 
 impl Default for LatentFormat {
@@ -326,7 +328,65 @@ impl Default for LatentFormat {
         LatentFormat {
             scale: 1.0,
             shift: 0.0,
+            preview: LatentPreview::Pixels,
         }
+    }
+}
+
+/// How a family's latents are previewed while sampling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LatentPreview {
+    /// No cheap picture is known.
+    None,
+    /// The latent is the image, in [-1, 1] (1 channel grey, 3 RGB).
+    Pixels,
+    /// A learned latent space: a linear projection to RGB, and the name of
+    /// the family's tiny decoder (TAESD) when there is one.
+    Latent {
+        rgb: LatentRgb,
+        /// The decoder's file-name stem in `vae_approx/` (ComfyUI's
+        /// `taesd_decoder_name`: `taesd_decoder`, `taesdxl_decoder`).
+        taesd: Option<&'static str>,
+    },
+}
+
+/// A linear map from latent channels to RGB in [-1, 1] (ComfyUI's
+/// `latent_rgb_factors` and `latent_rgb_factors_bias`): for a latent `z`
+/// with channels c, `rgb[k] = Σ_c factors[c][k]·z[c] + bias[k]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatentRgb {
+    /// One row per latent channel: its weights for R, G and B.
+    pub factors: &'static [[f32; 3]],
+    pub bias: [f32; 3],
+}
+
+impl LatentRgb {
+    /// The projection of a `[channels, h, w]` latent given as a flat slice,
+    /// as `[3, h, w]` (unclamped, nominally in [-1, 1]).
+    pub fn project(
+        &self,
+        latent: &[f32],
+        channels: usize,
+    ) -> std::result::Result<Vec<f32>, String> {
+        if channels != self.factors.len() {
+            return Err(format!(
+                "the preview projection takes {}-channel latents, got {channels} channels",
+                self.factors.len()
+            ));
+        }
+        let plane = latent.len() / channels.max(1);
+        let mut rgb = Vec::with_capacity(3 * plane);
+        for k in 0..3 {
+            let mut out = vec![self.bias[k]; plane];
+            for (c, row) in self.factors.iter().enumerate() {
+                let w = row[k];
+                for (o, z) in out.iter_mut().zip(&latent[c * plane..(c + 1) * plane]) {
+                    *o += w * z;
+                }
+            }
+            rgb.extend(out);
+        }
+        Ok(rgb)
     }
 }
 

@@ -164,7 +164,11 @@ pub fn sampling_model(ck: &Checkpoint, unet: SdUNet) -> std::result::Result<Mode
         network: Arc::new(unet),
         sampling,
         latent_space: crate::vae::sd_latent_space(),
-        latent_format: weft_sampling::LatentFormat { scale, shift: 0.0 },
+        latent_format: weft_sampling::LatentFormat {
+            scale,
+            shift: 0.0,
+            preview: super::preview::latent_preview(ck.family),
+        },
         differential_diffusion: false,
         latent_channels: Some(out_channels),
     })
