@@ -1,9 +1,13 @@
-//! Images: saving PNGs that carry the graph that made them, loading image
-//! files, tiling and resizing batches, and moving between pixel-space latents
-//! and images.
+//! Images: saving PNGs that carry the graph that made them (and previews),
+//! loading image files, tiling, resizing ([`resample`], ComfyUI's
+//! `common_upscale`), cropping, blurring, padding and compositing batches,
+//! masks, and moving between pixel-space latents and images.
 //!
 //! Images are `[batch, channels, height, width]` f32 in `[0, 1]`, with one
-//! channel for grayscale and three for colour.
+//! channel for grayscale, three for colour and four with alpha (ComfyUI's
+//! `[B, H, W, C]` with the channels moved first). Masks are
+//! `[batch, height, width]` f32, 1 where something is to change, as in
+//! ComfyUI.
 
 mod canny;
 mod convert;
