@@ -234,7 +234,9 @@ fn bicubic_2x2_to_4x4_uses_keys_a_minus_075_with_edge_taps() {
     assert_close(&out, &separable(&src, 2, &w, &w), 1e-6);
     // A 0 → 1 step overshoots on both sides, as PyTorch's bicubic does.
     let out = resize(&[0., 1.], (1, 1, 1, 2), 4, 1, UpscaleMethod::Bicubic);
-    assert_close(&out, &[-0.10546875, 0.2265625, 0.7734375, 1.10546875], 1e-6);
+    // −0.10546875, 0.2265625, 0.7734375, 1.10546875:
+    let want = [-27.0, 58.0, 198.0, 283.0].map(|n: f32| n / 256.0);
+    assert_close(&out, &want, 1e-6);
 }
 
 #[test]

@@ -240,6 +240,9 @@ pub fn grow_mask(
     check: &dyn Fn() -> Result<(), NodeError>,
 ) -> Result<Tensor, NodeError> {
     let (b, h, w) = mask_dims(mask, "mask")?;
+    if h == 0 || w == 0 {
+        return Err(NodeError::input("mask", "the mask is empty"));
+    }
     let mut data = pixels(mask)?;
     let grow = expand > 0;
     let pick = |a: f32, b: f32| if grow { a.max(b) } else { a.min(b) };
@@ -328,6 +331,9 @@ pub fn feather_mask(
     bottom: usize,
 ) -> Result<Tensor, NodeError> {
     let (b, h, w) = mask_dims(mask, "mask")?;
+    if h == 0 || w == 0 {
+        return Err(NodeError::input("mask", "the mask is empty"));
+    }
     let (left, right) = (left.min(w), right.min(w));
     let (top, bottom) = (top.min(h), bottom.min(h));
     let ramp = |k: usize, n: usize| (k + 1) as f32 / n as f32;

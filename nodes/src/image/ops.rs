@@ -406,6 +406,9 @@ pub fn image_composite_masked_node() -> NodeDef {
 /// the batch repeated as often as needed.
 pub(crate) fn repeat_to_batch(t: &Tensor, n: usize) -> Result<Tensor, NodeError> {
     let b = t.dim(0)?;
+    if b == 0 {
+        return Err(NodeError::new("cannot repeat an empty batch"));
+    }
     Ok(if b > n {
         t.narrow(0, 0, n)?
     } else if b < n {
@@ -448,11 +451,17 @@ pub fn image_composite_masked(
     } else {
         source.to_dtype(candle_core::DType::F32)?
     };
+    if source.dim(0)? == 0 {
+        return Err(NodeError::input("source", "the batch is empty"));
+    }
     let source = repeat_to_batch(&source, db)?;
     let (_, _, sh, sw) = source.dims4()?;
     let mask = match mask {
         Some(m) => {
             let (mb, mh, mw) = mask_dims(m, "mask")?;
+            if mb == 0 {
+                return Err(NodeError::input("mask", "the batch is empty"));
+            }
             let m = m.reshape((mb, 1, mh, mw))?;
             let m = common_upscale(&m, sw, sh, UpscaleMethod::Bilinear, false)
                 .map_err(|e| NodeError::input("mask", e))?;

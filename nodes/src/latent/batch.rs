@@ -26,6 +26,12 @@ fn latent_dims(latent: &Latent, input: &str) -> Result<(usize, usize, usize, usi
 /// a shorter batch is repeated to the latent's (ComfyUI's rule).
 fn masks_per_item(mask: &Tensor, batch: usize) -> Result<Option<Tensor>, NodeError> {
     let n = mask.dim(0)?;
+    if n == 0 {
+        return Err(NodeError::input(
+            "samples",
+            "the latent's noise mask is empty",
+        ));
+    }
     if n == 1 {
         return Ok(None);
     }
@@ -206,6 +212,9 @@ pub fn latent_composite(
     }
     // The part of samples_from that lands inside samples_to.
     let (ph, pw) = (fh.min(th - y), fw.min(tw - x));
+    if ph == 0 || pw == 0 || tb == 0 || fb == 0 {
+        return Ok(to.clone());
+    }
     // ComfyUI's factor, (1/feather)·(k + 1), in double precision.
     let ramp = |k: usize| ((1.0 / feather as f64) * (k + 1) as f64) as f32;
     let mut weights = vec![1f32; ph * pw];
