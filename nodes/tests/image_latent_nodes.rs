@@ -799,9 +799,46 @@ fn save_latent_then_load_latent_is_bit_exact() {
             .unwrap()
             .contains("SaveLatent"));
     }
+    // And back through LoadLatent: the same bits, shape and space.
+    let v = eval(
+        &format!(
+            r#""l": LoadLatent(latent: {:?}),"#,
+            written[0].display().to_string()
+        ),
+        "l",
+        0,
+    );
+    let Value::Latent(l) = v else { unreachable!() };
+    assert_eq!(l.samples.dims(), [2, 4, 3, 5]);
+    let bits: Vec<u32> = values(&l.samples).iter().map(|v| v.to_bits()).collect();
+    assert_eq!(bits, data.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    assert_eq!(l.space, LatentSpace::new("sd15"));
     // No temporary files are left beside them.
     let left: Vec<_> = std::fs::read_dir(out.join("latents")).unwrap().collect();
     assert_eq!(left.len(), 2);
+    // The space travels in the metadata: a 1-channel pixel-space latent
+    // comes back in the `pixels` space.
+    let report = run(
+        r#"( nodes: {
+            "e": EmptyLatent(width: 4, height: 4, channels: 1, space: "pixels"),
+            "s": SaveLatent(samples: Link("e", "LATENT"), filename_prefix: "pixels"),
+        } )"#,
+        &out,
+    );
+    assert!(report.success(), "{:?}", report.failed);
+    let v = eval(
+        &format!(
+            r#""l": LoadLatent(latent: {:?}),"#,
+            out.join("pixels_00001_.latent").display().to_string()
+        ),
+        "l",
+        0,
+    );
+    let Value::Latent(l) = v else { unreachable!() };
+    assert_eq!(
+        (l.samples.dims(), &l.space),
+        (&[1, 1, 4, 4][..], &LatentSpace::pixels())
+    );
     // A prefix leaving the output folder is refused.
     let msg = failure(
         r#""e": EmptyLatentImage(width: 64, height: 64), "s": SaveLatent(samples: Link("e", "LATENT"), filename_prefix: "../up"),"#,
