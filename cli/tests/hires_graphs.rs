@@ -36,19 +36,18 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// The one PNG the run saved: its bytes and its decoded size and pixels.
+/// The one image the graph's SaveImage wrote: its bytes and its decoded
+/// size and pixels.
 fn saved(dir: &Path) -> (Vec<u8>, (u32, u32), Vec<u8>) {
     let pngs: Vec<PathBuf> = std::fs::read_dir(dir.join("output"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("sd15_hires_fix_") && name.ends_with(".png")
+        })
         .collect();
     assert_eq!(pngs.len(), 1, "{pngs:?}");
-    assert!(pngs[0]
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .starts_with("sd15_hires_fix_"));
     let bytes = std::fs::read(&pngs[0]).unwrap();
     let image = image::load_from_memory(&bytes).unwrap().to_rgb8();
     (bytes, image.dimensions(), image.into_raw())
