@@ -11,8 +11,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use weft_core::{
-    CancelToken, Diagnostics, EventSink, Executor, Registry, RunOptions, SourceFile, ValidGraph,
+    CancelToken, Diagnostics, EventSink, Executor, PreviewMethod, Previews, Registry, RunOptions,
+    SourceFile, ValidGraph,
 };
+use weft_model_paths::{ModelKind, ModelPaths};
 use weft_plugin_host::PluginHost;
 
 // Graphs are many small allocations (parsing, validation, per-node state);
@@ -131,6 +133,22 @@ struct ExecArgs {
     /// Compute only these nodes (and what they need) instead of the output nodes.
     #[arg(long = "target", value_name = "NODE")]
     targets: Vec<String>,
+    /// Live previews while sampling, kept as `preview.png` in the output
+    /// folder (and sent as `preview` events in JSON mode): `latent2rgb`
+    /// (cheap, at latent size), `taesd` (TAESD decoders from `vae_approx/`,
+    /// at image size; latent2rgb where none is found) or `none`.
+    #[arg(long, value_enum, default_value_t = PreviewArg::Latent2rgb)]
+    preview: PreviewArg,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PreviewArg {
+    /// No previews.
+    None,
+    /// The latent projected to RGB (ComfyUI's factors), at latent resolution.
+    Latent2rgb,
+    /// TAESD decoders from the `vae_approx` model folder, at image resolution.
+    Taesd,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -144,12 +162,23 @@ enum EventMode {
 }
 
 impl ExecArgs {
-    /// Run options for `graph`, whose folder relative model paths resolve in.
-    fn options(&self, graph: &Path) -> RunOptions {
+    /// Run options for `graph`, whose folder relative model paths resolve
+    /// in; preview decoders come from the `vae_approx` folders of `paths`.
+    fn options(&self, graph: &Path, paths: &ModelPaths) -> RunOptions {
+        let method = match self.preview {
+            PreviewArg::None => PreviewMethod::None,
+            PreviewArg::Latent2rgb => PreviewMethod::Latent2Rgb,
+            PreviewArg::Taesd => PreviewMethod::Taesd,
+        };
         let mut opts = RunOptions {
             out_dir: self.out.clone(),
             targets: (!self.targets.is_empty()).then(|| self.targets.clone()),
             base_dir: graph_folder(graph),
+            previews: Previews {
+                method,
+                decoder_folders: paths.folders(ModelKind::VaeApprox).to_vec(),
+                ..Previews::default()
+            },
             ..RunOptions::default()
         };
         if let Some(w) = self.workers {
@@ -194,14 +223,15 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Run { graph, exec } => {
-            let sink = render::sink(graph.events);
+            let opts = exec.options(&graph.graph, files.paths());
+            let sink = render::with_preview_file(render::sink(graph.events), &opts.out_dir);
             let valid = match load(&graph, &registry, &sink) {
                 Ok(v) => v,
                 Err(code) => return code,
             };
             let cancel = interrupt_token();
             let executor = Executor::new(exec.cache_mb << 20);
-            match executor.run(&valid, &exec.options(&graph.graph), &sink, &cancel) {
+            match executor.run(&valid, &opts, &sink, &cancel) {
                 Ok(report) if report.success() => ExitCode::SUCCESS,
                 Ok(report) => {
                     render::summarize_failures(graph.events, &report);
@@ -234,12 +264,17 @@ fn main() -> ExitCode {
             exec,
             debounce_ms,
         } => {
-            let sink = render::sink(graph.events);
+            let opts = exec.options(&graph.graph, files.paths());
+            let sink = render::with_preview_file(render::sink(graph.events), &opts.out_dir);
             let plugins = watch::Plugins {
                 host: plugins,
                 dirs: plugin_dirs,
             };
-            watch::watch(&graph, &exec, registry, plugins, &sink, debounce_ms)
+            let run = watch::Run {
+                cache_bytes: exec.cache_mb << 20,
+                opts,
+            };
+            watch::watch(&graph, run, registry, plugins, &sink, debounce_ms)
         }
         Command::Train { config, resume } => {
             // weft's models are small: candle's per-op threading costs more

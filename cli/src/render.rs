@@ -2,13 +2,37 @@
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use weft_core::atomic::write_atomic;
 use weft_core::{Event, EventSink, RunReport};
 
 use crate::EventMode;
+
+/// Keeps the latest preview as `preview.png` in `out_dir`, written
+/// atomically before the event goes on to `inner` (so a tool that reacts to
+/// the event finds the file); a write failure is reported once.
+pub fn with_preview_file(inner: EventSink, out_dir: &Path) -> EventSink {
+    let path = out_dir.join(PREVIEW_FILE);
+    let warned = AtomicBool::new(false);
+    EventSink::new(move |e| {
+        if let Event::Preview { png, .. } = e {
+            if let Err(err) = write_atomic(&path, png.bytes()) {
+                if !warned.swap(true, Ordering::Relaxed) {
+                    eprintln!("warning: cannot write {}: {err}", path.display());
+                }
+            }
+        }
+        inner.emit(e.clone());
+    })
+}
+
+/// The file in the output folder that holds the latest preview.
+pub const PREVIEW_FILE: &str = "preview.png";
 
 pub fn sink(mode: EventMode) -> EventSink {
     match mode {

@@ -8,12 +8,16 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use weft_core::{EventSink, Executor, Registry, ValidGraph};
+use weft_core::{EventSink, Executor, Registry, RunOptions, ValidGraph};
 use weft_plugin_host::{is_library, PluginHost};
 
-use crate::{
-    interrupt_token, read_and_validate, report_invalid, ExecArgs, GraphArgs, EXIT_INVALID,
-};
+use crate::{interrupt_token, read_and_validate, report_invalid, GraphArgs, EXIT_INVALID};
+
+/// How each re-run runs.
+pub struct Run {
+    pub cache_bytes: usize,
+    pub opts: RunOptions,
+}
 
 /// The loaded plugins and the directories they came from.
 pub struct Plugins {
@@ -29,7 +33,7 @@ enum Change {
 
 pub fn watch(
     args: &GraphArgs,
-    exec: &ExecArgs,
+    run: Run,
     mut registry: Registry,
     mut plugins: Plugins,
     sink: &EventSink,
@@ -91,8 +95,8 @@ pub fn watch(
         }
     }
 
-    let executor = Executor::new(exec.cache_mb << 20);
-    let opts = exec.options(&args.graph);
+    let executor = Executor::new(run.cache_bytes);
+    let opts = run.opts;
     let cancel = interrupt_token();
     let mut last_good: Option<ValidGraph> = None;
     loop {

@@ -43,7 +43,7 @@ fn run(sets: &[&str]) -> image::RgbImage {
     let png = std::fs::read_dir(dir.path().join("output"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .find(|p| p.extension().is_some_and(|e| e == "png") && !p.ends_with("preview.png"))
         .unwrap();
     image::open(png).unwrap().to_rgb8()
 }

@@ -51,7 +51,7 @@ fn run(dir: &Path, graph: &Path, sets: &[String]) -> image::RgbImage {
     let png = std::fs::read_dir(dir.join("output"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "png"))
+        .find(|p| p.extension().is_some_and(|e| e == "png") && !p.ends_with("preview.png"))
         .unwrap();
     image::open(png).unwrap().to_rgb8()
 }

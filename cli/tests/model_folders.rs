@@ -50,8 +50,13 @@ fn the_default_graph_runs_from_any_folder() {
     args.extend(SMALL);
     let out = weft_in(tmp.path(), &args);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let saved: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
-    assert_eq!(saved.len(), 1, "one grid image is saved");
+    // Besides the grid, the output folder holds the sampler's live preview.
+    let saved: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "preview.png")
+        .collect();
+    assert_eq!(saved.len(), 1, "one grid image is saved: {saved:?}");
 }
 
 /// A model root holding the flow checkpoint under a subfolder of

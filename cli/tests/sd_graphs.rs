@@ -48,6 +48,7 @@ fn only_png(dir: &Path) -> Vec<u8> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .filter(|p| !p.ends_with("preview.png")) // the live preview, not an output
         .collect();
     assert_eq!(pngs.len(), 1, "{pngs:?}");
     std::fs::read(&pngs[0]).unwrap()

@@ -7,6 +7,7 @@ mod guiders;
 mod ksampler;
 mod models;
 mod noise;
+pub mod preview;
 mod run;
 mod samplers;
 mod schedules;

@@ -5,6 +5,7 @@ use weft_core::{
     Define, InputSpec, Latent, NodeContext, NodeDef, NodeError, NodeSchema, Value, ValueType,
 };
 
+use super::preview::Previewer;
 use weft_sampling::handles::{GuiderHandle, NoiseHandle, SamplerHandle};
 use weft_sampling::inpaint::Masked;
 use weft_sampling::{seeded_noise, Denoiser, Path, SampleContext, SeededSteps};
@@ -130,6 +131,10 @@ pub fn sample_seeded(
         Some(seed) => seeded_noise(seed, samples.dims())?,
         None => samples.zeros_like()?,
     };
+    let previewer = match samples.dims() {
+        [_, channels, _, _] => Previewer::new(ctx, &format, *channels),
+        _ => None,
+    };
     let x = match seeds.initial {
         Some(_) => path.noise(sigmas[0], &noise, &samples)?,
         None => samples.clone(),
@@ -152,17 +157,27 @@ pub fn sample_seeded(
         None => None,
     };
     let mut steps = SeededSteps::new(seeds.steps);
-    let mut progress = |done: usize, total: usize| {
-        ctx.progress(done as u64, total as u64);
-        ctx.check_cancelled()
-            .map_err(|e| candle_core::Error::Msg(e.message))
-    };
     let recording = Recording {
         inner: match &masked {
             Some(m) => m,
             None => guider.denoiser.as_ref(),
         },
         last: Mutex::new(None),
+    };
+    // Previews read the last denoised estimate after a step; they never
+    // touch what the sampler computes.
+    let mut progress = |done: usize, total: usize| {
+        ctx.progress(done as u64, total as u64);
+        if let Some(previewer) = &previewer {
+            let last = recording
+                .last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            previewer.step(ctx, last, done as u64, total as u64);
+        }
+        ctx.check_cancelled()
+            .map_err(|e| candle_core::Error::Msg(e.message))
     };
     let mut sample_ctx = SampleContext {
         noise: &mut steps,
