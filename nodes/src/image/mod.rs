@@ -16,7 +16,7 @@ mod mask;
 mod ops;
 mod png_io;
 mod preview;
-pub mod resample;
+pub use weft_kernels::resize as resample;
 mod save;
 mod scaling;
 mod transform;
