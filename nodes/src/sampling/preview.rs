@@ -94,6 +94,30 @@ impl Previewer {
         })
     }
 
+    /// A previewer that projects latents with `rgb` (`latent2rgb`).
+    pub fn latent2rgb(rgb: LatentRgb) -> Self {
+        Previewer {
+            draw: Draw::Rgb(rgb),
+            broken: Cell::new(false),
+        }
+    }
+
+    /// A previewer that decodes latents with a TAESD decoder.
+    pub fn taesd(decoder: Arc<TinyDecoder>) -> Self {
+        Previewer {
+            draw: Draw::Taesd(decoder),
+            broken: Cell::new(false),
+        }
+    }
+
+    /// A previewer for pixel-space latents (1 or 3 channels in [-1, 1]).
+    pub fn pixels() -> Self {
+        Previewer {
+            draw: Draw::Pixels,
+            broken: Cell::new(false),
+        }
+    }
+
     /// After step `step` of `max`: sends a preview of `denoised` (in the
     /// network's scale) if one is due. A failure is reported once and ends
     /// this run's previews; it never fails the sampling.
@@ -314,10 +338,7 @@ mod tests {
             .collect();
         let latent = Tensor::from_vec(values.clone(), (2, c, h, w), &Device::Cpu).unwrap();
         for rgb in [SD15_RGB, SDXL_RGB] {
-            let previewer = Previewer {
-                draw: Draw::Rgb(rgb),
-                broken: Cell::new(false),
-            };
+            let previewer = Previewer::latent2rgb(rgb);
             let picture = previewer.draw(&latent).unwrap();
             assert_eq!((picture.width, picture.height, picture.channels), (w, h, 3));
             let mut clamped = 0;
@@ -341,10 +362,7 @@ mod tests {
         let mut other = values.clone();
         other[n..].iter_mut().for_each(|v| *v = 0.0);
         let other = Tensor::from_vec(other, (2, c, h, w), &Device::Cpu).unwrap();
-        let previewer = Previewer {
-            draw: Draw::Rgb(SD15_RGB),
-            broken: Cell::new(false),
-        };
+        let previewer = Previewer::latent2rgb(SD15_RGB);
         assert_eq!(previewer.draw(&latent), previewer.draw(&other));
     }
 
@@ -352,10 +370,7 @@ mod tests {
     fn pixel_space_latents_show_as_they_are_and_encode_as_png() {
         let values = [-2.0f32, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0, f32::NAN];
         let latent = Tensor::from_vec(values.to_vec(), (1, 1, 2, 4), &Device::Cpu).unwrap();
-        let previewer = Previewer {
-            draw: Draw::Pixels,
-            broken: Cell::new(false),
-        };
+        let previewer = Previewer::pixels();
         let picture = previewer.draw(&latent).unwrap();
         assert_eq!(picture.pixels, [0, 0, 64, 128, 191, 255, 255, 0]);
         let png = picture.png().unwrap();
