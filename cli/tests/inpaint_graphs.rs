@@ -111,3 +111,33 @@ fn an_empty_mask_keeps_the_image_and_a_hole_is_repainted() {
     assert!(a == inpaint(hole, "a red barn"), "deterministic");
     assert!(a != b, "the prompt repaints the hole");
 }
+
+/// Outpainting: the picture grows by the padding, and the prompt paints the
+/// new border.
+#[test]
+fn outpainting_extends_the_picture() {
+    let out = |prompt: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let input = picture(dir.path(), None);
+        run(
+            dir.path(),
+            &repo_root().join("graphs/sd15_outpaint.ron"),
+            &[
+                format!("model={}", model()),
+                format!("image={}", input.display()),
+                format!("prompt={prompt}"),
+                "right=32".into(),
+                "feathering=8".into(),
+                "steps=3".into(),
+            ],
+        )
+    };
+    let (a, b) = (out("a red barn"), out("an oak tree"));
+    assert_eq!(a.dimensions(), (96, 64));
+    let border = |img: &image::RgbImage| -> Vec<u8> {
+        (0..64)
+            .flat_map(|y| (72..96).flat_map(move |x| img.get_pixel(x, y).0))
+            .collect()
+    };
+    assert_ne!(border(&a), border(&b), "the prompt paints the new border");
+}
