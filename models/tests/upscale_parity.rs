@@ -260,6 +260,14 @@ fn batches_and_channels() {
     assert_eq!(out.dims(), [2, 3, 18, 14]);
     let one = model.forward(&b).unwrap();
     assert!(max_diff(&out.narrow(0, 1, 1).unwrap(), &one) < 1e-6);
+    // RRDBNets run a batch image by image; each is the image's own.
+    let esrgan = open("esrgan_x2_gc32");
+    let out = esrgan.forward(&batch).unwrap();
+    assert_eq!(out.dims(), [2, 3, 18, 14]);
+    for (i, x) in [&a, &b].into_iter().enumerate() {
+        let one = esrgan.forward(x).unwrap();
+        assert_eq!(max_diff(&out.narrow(0, i, 1).unwrap(), &one), 0.0);
+    }
     let gray = a.narrow(1, 0, 1).unwrap();
     let err = model.forward(&gray).unwrap_err().to_string();
     assert!(err.contains("takes 3-channel images, got 1"), "{err}");

@@ -17,7 +17,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use weft_kernels::layers::{self, Conv2d};
 
-use super::ops::{self, Leaky};
+use super::ops::{self, Blend, Leaky, Residual, Store};
 
 /// LeakyReLU's negative slope throughout RRDBNet.
 const SLOPE: f32 = 0.2;
@@ -279,32 +279,72 @@ pub(crate) fn config(
     })
 }
 
+/// A 3×3 convolution without its bias, and the bias, which the in-place
+/// writes add.
+fn split_conv(i: usize, o: usize, vb: VarBuilder) -> Result<(Conv2d, Vec<f32>)> {
+    let weight = vb.get((o, i, 3, 3), "weight")?;
+    let bias = vb.get(o, "bias")?.to_vec1::<f32>()?;
+    Ok((Conv2d::new(weight, None, 1, 1)?, bias))
+}
+
 /// A residual dense block: five convolutions, each fed every earlier
 /// output, the last added back at 0.2.
+///
+/// It works in a buffer of `nf + 4·gc` channels whose first `nf` hold its
+/// input: convolution k reads the first `nf + k·gc` channels and its
+/// activated output is written after them, so nothing is concatenated.
 #[derive(Debug)]
 struct DenseBlock {
     convs: Vec<Conv2d>,
+    /// Writes convolution k's output (bias, LeakyReLU) into the buffer.
+    stores: Vec<Store>,
+    /// The last convolution's bias, added with the residual.
+    last: Residual,
+    nf: usize,
+    gc: usize,
 }
 
 impl DenseBlock {
     fn new(nf: usize, gc: usize, vb: VarBuilder) -> Result<DenseBlock> {
-        let convs = (0..5)
-            .map(|k| {
-                let out = if k == 4 { nf } else { gc };
-                layers::conv2d(nf + k * gc, out, 3, 1, 1, vb.pp(format!("conv{}", k + 1)))
-            })
-            .collect::<Result<_>>()?;
-        Ok(DenseBlock { convs })
+        let mut convs = Vec::with_capacity(5);
+        let mut stores = Vec::with_capacity(4);
+        let mut last = None;
+        for k in 0..5 {
+            let out = if k == 4 { nf } else { gc };
+            let (conv, bias) = split_conv(nf + k * gc, out, vb.pp(format!("conv{}", k + 1)))?;
+            convs.push(conv);
+            if k < 4 {
+                stores.push(Store {
+                    channel: nf + k * gc,
+                    bias: Some(bias),
+                    slope: Some(SLOPE),
+                });
+            } else {
+                last = Some(Residual {
+                    bias,
+                    scale: RESIDUAL,
+                });
+            }
+        }
+        Ok(DenseBlock {
+            convs,
+            stores,
+            last: last.expect("five convolutions"),
+            nf,
+            gc,
+        })
     }
 
-    fn forward(&self, x: &Tensor, act: &Leaky) -> Result<Tensor> {
-        let mut seen = vec![x.clone()];
-        for conv in &self.convs[..4] {
-            let y = ops::leaky(&conv.forward(&Tensor::cat(&seen, 1)?)?, act)?;
-            seen.push(y);
+    /// Runs on the input in `buf`'s first channels (filling the rest) and
+    /// writes its output into `out`'s first `nf` channels.
+    fn forward(&self, buf: &Tensor, out: &Tensor) -> Result<()> {
+        let (nf, gc) = (self.nf, self.gc);
+        for (k, (conv, store)) in self.convs.iter().zip(&self.stores).enumerate() {
+            let y = conv.forward(&buf.narrow(1, 0, nf + k * gc)?)?;
+            buf.inplace_op2(&y, store)?;
         }
-        let y = self.convs[4].forward(&Tensor::cat(&seen, 1)?)?;
-        ops::scaled_add(x, RESIDUAL, &y)
+        let y = self.convs[4].forward(buf)?;
+        out.inplace_op3(&buf.narrow(1, 0, nf)?, &y, &self.last)
     }
 }
 
@@ -313,12 +353,14 @@ impl DenseBlock {
 struct Rrdb([DenseBlock; 3]);
 
 impl Rrdb {
-    fn forward(&self, x: &Tensor, act: &Leaky) -> Result<Tensor> {
-        let mut h = x.clone();
-        for rdb in &self.0 {
-            h = rdb.forward(&h, act)?;
-        }
-        ops::scaled_add(x, RESIDUAL, &h)
+    /// The block on the input in `a`'s first channels; its output ends in
+    /// `b`'s. Both buffers are one image of `nf + 4·gc` channels.
+    fn forward(&self, a: &Tensor, b: &Tensor, nf: usize) -> Result<()> {
+        let input = a.narrow(1, 0, nf)?.copy()?;
+        self.0[0].forward(a, b)?;
+        self.0[1].forward(b, a)?;
+        self.0[2].forward(a, b)?;
+        b.inplace_op2(&input, &Blend(RESIDUAL))
     }
 }
 
@@ -363,9 +405,38 @@ impl RrdbNet {
         })
     }
 
-    /// `[B, C, H, W]` → `[B, C_out, H·scale, W·scale]`.
+    /// The RRDB blocks on the stem's features `[1, nf, H, W]`, in two
+    /// buffers used in turn.
+    fn trunk(&self, fea: &Tensor) -> Result<Tensor> {
+        let (_, nf, h, w) = fea.dims4()?;
+        if self.body.is_empty() {
+            return Ok(fea.clone());
+        }
+        let channels = nf + 4 * self.config.growth;
+        let zeros = || Tensor::zeros((1, channels, h, w), fea.dtype(), fea.device());
+        let (mut a, mut b) = (zeros()?, zeros()?);
+        let copy = Store {
+            channel: 0,
+            bias: None,
+            slope: None,
+        };
+        a.inplace_op2(&fea.contiguous()?, &copy)?;
+        for block in &self.body {
+            block.forward(&a, &b, nf)?;
+            std::mem::swap(&mut a, &mut b);
+        }
+        a.narrow(1, 0, nf)
+    }
+
+    /// `[B, C, H, W]` → `[B, C_out, H·scale, W·scale]`, one image at a time.
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = x.dims4()?;
+        let (b, _, h, w) = x.dims4()?;
+        if b != 1 {
+            let images = (0..b)
+                .map(|i| self.forward(&x.narrow(0, i, 1)?))
+                .collect::<Result<Vec<_>>>()?;
+            return Tensor::cat(&images, 0);
+        }
         let r = self.config.unshuffle;
         let x = if r > 1 {
             // Real-ESRGAN's ×2 / ×1 models: sides padded (by reflection)
@@ -376,10 +447,7 @@ impl RrdbNet {
         };
         let fea = self.conv_first.forward(&x)?;
         drop(x);
-        let mut trunk = fea.clone();
-        for block in &self.body {
-            trunk = block.forward(&trunk, &self.act)?;
-        }
+        let trunk = self.trunk(&fea)?;
         let mut fea = (fea + self.conv_body.forward(&trunk)?)?;
         drop(trunk);
         for up in &self.ups {

@@ -1,12 +1,17 @@
 //! The element-wise and re-layout steps of the upscale networks, as single
-//! passes on the CPU: LeakyReLU / PReLU, `x + a·y`, nearest upsampling,
-//! pixel shuffle and unshuffle, and reflection padding.
+//! passes on the CPU: LeakyReLU / PReLU, nearest upsampling,
+//! pixel shuffle and unshuffle, reflection padding, and the in-place
+//! writes RRDBNet's dense blocks are built on ([`Store`], [`Residual`],
+//! [`Blend`]).
 //!
 //! Why custom ops: candle spells LeakyReLU as four whole-tensor passes and
-//! `x + a·y` as two; at a 512² tile an RRDBNet pushes about 250 such
-//! feature maps of 64 channels through them.
+//! a bias and a scaled residual as two more, and a dense block's
+//! concatenations copy every earlier feature map again for each
+//! convolution. Here each map is written once, bias and activation
+//! included, into the channels of one buffer that the block's convolutions
+//! read prefixes of.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, InplaceOp2, InplaceOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Elements per parallel task of the element-wise ops.
@@ -40,23 +45,20 @@ impl CustomOp1 for Leaky {
         if slopes.len() != 1 && slopes.len() != channels {
             candle_core::bail!("{} activation slopes for {channels} channels", slopes.len());
         }
-        let mut out = vec![0f32; x.len()];
-        let apply = |o: &mut [f32], x: &[f32], a: f32| {
-            for (o, &v) in o.iter_mut().zip(x) {
-                *o = if v >= 0.0 { v } else { a * v };
-            }
-        };
-        if slopes.len() == 1 || plane == 0 {
+        let act = |v: f32, a: f32| if v >= 0.0 { v } else { a * v };
+        let out: Vec<f32> = if slopes.len() == 1 || plane == 0 {
             let a = slopes[0];
-            out.par_chunks_mut(CHUNK)
-                .zip(x.par_chunks(CHUNK))
-                .for_each(|(o, x)| apply(o, x, a));
+            x.par_iter()
+                .with_min_len(CHUNK)
+                .map(|&v| act(v, a))
+                .collect()
         } else {
-            out.par_chunks_mut(plane)
-                .zip(x.par_chunks(plane))
+            x.par_iter()
                 .enumerate()
-                .for_each(|(i, (o, x))| apply(o, x, slopes[i % channels]));
-        }
+                .with_min_len(CHUNK)
+                .map(|(i, &v)| act(v, slopes[(i / plane) % channels]))
+                .collect()
+        };
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
@@ -76,48 +78,171 @@ pub(crate) fn leaky(x: &Tensor, slopes: &Leaky) -> Result<Tensor> {
     x.contiguous()?.apply_op1_no_bwd(slopes)
 }
 
-/// `x + a·y`, one pass.
-struct ScaledAdd(f32);
+/// The f32 data of a contiguous layout, to write.
+fn f32_data_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = s else {
+        candle_core::bail!("expected f32 data");
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut data[a..b]),
+        None => candle_core::bail!("expected a contiguous tensor"),
+    }
+}
 
-impl CustomOp2 for ScaledAdd {
+/// `(channels, plane)` of a one-image `[1, C, H, W]` layout.
+fn one_image(l: &Layout) -> Result<(usize, usize)> {
+    match l.shape().dims() {
+        &[1, c, h, w] => Ok((c, h * w)),
+        other => candle_core::bail!("expected one image [1, C, H, W], got {other:?}"),
+    }
+}
+
+/// Writes `act(src + bias)` (bias per channel, LeakyReLU with `slope`;
+/// either optional) into channels `channel..` of a buffer; both are one
+/// image `[1, C, H, W]`.
+#[derive(Clone, Debug)]
+pub(crate) struct Store {
+    pub channel: usize,
+    pub bias: Option<Vec<f32>>,
+    pub slope: Option<f32>,
+}
+
+impl InplaceOp2 for Store {
     fn name(&self) -> &'static str {
-        "weft-scaled-add"
+        "weft-store-channels"
     }
 
     fn cpu_fwd(
         &self,
+        ds: &mut CpuStorage,
+        dl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> Result<()> {
+        let ((dc, plane), (sc, splane)) = (one_image(dl)?, one_image(sl)?);
+        if plane != splane || self.channel + sc > dc {
+            candle_core::bail!(
+                "cannot store {:?} at channel {} of {:?}",
+                sl.shape().dims(),
+                self.channel,
+                dl.shape().dims()
+            );
+        }
+        if self.bias.as_ref().is_some_and(|b| b.len() != sc) {
+            candle_core::bail!("a bias for {sc} channels has the wrong length");
+        }
+        let src = f32_data(ss, sl)?;
+        let dst = &mut f32_data_mut(ds, dl)?[self.channel * plane..(self.channel + sc) * plane];
+        dst.par_chunks_mut(plane)
+            .zip(src.par_chunks(plane))
+            .enumerate()
+            .for_each(|(c, (d, s))| {
+                let b = self.bias.as_ref().map_or(0.0, |b| b[c]);
+                match self.slope {
+                    Some(a) => {
+                        for (d, &v) in d.iter_mut().zip(s) {
+                            let v = v + b;
+                            *d = if v >= 0.0 { v } else { a * v };
+                        }
+                    }
+                    None => {
+                        for (d, &v) in d.iter_mut().zip(s) {
+                            *d = v + b;
+                        }
+                    }
+                }
+            });
+        Ok(())
+    }
+}
+
+/// `dst[:, ..n] = x + scale·(y + bias)` for `x`, `y` `[1, n, H, W]`: a
+/// residual block's output written into the next buffer.
+#[derive(Clone, Debug)]
+pub(crate) struct Residual {
+    pub bias: Vec<f32>,
+    pub scale: f32,
+}
+
+impl InplaceOp3 for Residual {
+    fn name(&self) -> &'static str {
+        "weft-residual-into"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ds: &mut CpuStorage,
+        dl: &Layout,
         xs: &CpuStorage,
         xl: &Layout,
         ys: &CpuStorage,
         yl: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, y) = (f32_data(xs, xl)?, f32_data(ys, yl)?);
-        if x.len() != y.len() {
-            candle_core::bail!("scaled add of {} and {} values", x.len(), y.len());
+    ) -> Result<()> {
+        let ((dc, plane), (n, _)) = (one_image(dl)?, one_image(xl)?);
+        if xl.shape() != yl.shape()
+            || n > dc
+            || self.bias.len() != n
+            || xl.shape().elem_count() != n * plane
+        {
+            candle_core::bail!(
+                "cannot add {:?} and {:?} into {:?}",
+                xl.shape().dims(),
+                yl.shape().dims(),
+                dl.shape().dims()
+            );
         }
-        let a = self.0;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(y.par_chunks(CHUNK)))
-            .for_each(|(o, (x, y))| {
-                for ((o, &x), &y) in o.iter_mut().zip(x).zip(y) {
-                    *o = x + a * y;
+        let (x, y) = (f32_data(xs, xl)?, f32_data(ys, yl)?);
+        let dst = &mut f32_data_mut(ds, dl)?[..n * plane];
+        let a = self.scale;
+        dst.par_chunks_mut(plane)
+            .zip(x.par_chunks(plane).zip(y.par_chunks(plane)))
+            .enumerate()
+            .for_each(|(c, (d, (x, y)))| {
+                let b = self.bias[c];
+                for ((d, &x), &y) in d.iter_mut().zip(x).zip(y) {
+                    *d = x + a * (y + b);
                 }
             });
-        Ok((CpuStorage::F32(out), xl.shape().clone()))
+        Ok(())
     }
 }
 
-/// `x + a·y` for tensors of one shape.
-pub(crate) fn scaled_add(x: &Tensor, a: f32, y: &Tensor) -> Result<Tensor> {
-    if x.shape() != y.shape() {
-        candle_core::bail!("cannot add {:?} to {:?}", y.dims(), x.dims());
+/// `dst[:, ..n] = x + scale·dst[:, ..n]` for `x` `[1, n, H, W]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Blend(pub f32);
+
+impl InplaceOp2 for Blend {
+    fn name(&self) -> &'static str {
+        "weft-blend-into"
     }
-    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
-        return x + (y * a as f64)?;
+
+    fn cpu_fwd(
+        &self,
+        ds: &mut CpuStorage,
+        dl: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+    ) -> Result<()> {
+        let ((dc, plane), (n, xplane)) = (one_image(dl)?, one_image(xl)?);
+        if plane != xplane || n > dc {
+            candle_core::bail!(
+                "cannot blend {:?} into {:?}",
+                xl.shape().dims(),
+                dl.shape().dims()
+            );
+        }
+        let x = f32_data(xs, xl)?;
+        let dst = &mut f32_data_mut(ds, dl)?[..n * plane];
+        let a = self.0;
+        dst.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(d, x)| {
+                for (d, &x) in d.iter_mut().zip(x) {
+                    *d = x + a * *d;
+                }
+            });
+        Ok(())
     }
-    x.contiguous()?
-        .apply_op2_no_bwd(&y.contiguous()?, &ScaledAdd(a))
 }
 
 /// Nearest-neighbour upsampling of `[B, C, H, W]` by an integer factor.
@@ -254,11 +379,49 @@ mod tests {
     }
 
     #[test]
-    fn scaled_add_is_x_plus_a_y() {
-        let x = t(&[1.0, 2.0, 3.0], &[3]);
-        let y = t(&[10.0, 20.0, 30.0], &[3]);
-        assert_eq!(values(&scaled_add(&x, 0.2, &y).unwrap()), [3.0, 6.0, 9.0]);
-        assert!(scaled_add(&x, 1.0, &t(&[1.0], &[1])).is_err());
+    fn in_place_writes_land_in_their_channels() {
+        let buf = Tensor::zeros((1, 4, 1, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let y = t(&[-1.0, 2.0, 3.0, -4.0], &[1, 2, 1, 2]);
+        let store = Store {
+            channel: 1,
+            bias: Some(vec![0.5, -0.5]),
+            slope: Some(0.25),
+        };
+        buf.inplace_op2(&y, &store).unwrap();
+        assert_eq!(values(&buf), [0.0, 0.0, -0.125, 2.5, 2.5, -1.125, 0.0, 0.0]);
+        let plain = Store {
+            channel: 3,
+            bias: None,
+            slope: None,
+        };
+        buf.inplace_op2(&t(&[7.0, -8.0], &[1, 1, 1, 2]), &plain)
+            .unwrap();
+        assert_eq!(values(&buf)[6..], [7.0, -8.0]);
+        // Past the last channel: an error, not a write out of bounds.
+        assert!(buf
+            .inplace_op2(
+                &y,
+                &Store {
+                    channel: 3,
+                    ..plain.clone()
+                }
+            )
+            .is_err());
+        // Aliasing its own buffer is refused by candle.
+        assert!(buf
+            .inplace_op2(&buf.narrow(1, 0, 1).unwrap(), &plain)
+            .is_err());
+
+        let out = Tensor::zeros((1, 3, 1, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let x = t(&[1.0, 1.0, 2.0, 2.0], &[1, 2, 1, 2]);
+        let res = Residual {
+            bias: vec![1.0, 0.0],
+            scale: 0.5,
+        };
+        out.inplace_op3(&x, &y, &res).unwrap();
+        assert_eq!(values(&out), [1.0, 2.5, 3.5, 0.0, 0.0, 0.0]);
+        out.inplace_op2(&x, &Blend(0.5)).unwrap();
+        assert_eq!(values(&out), [1.5, 2.25, 3.75, 2.0, 0.0, 0.0]);
     }
 
     #[test]
