@@ -9,17 +9,14 @@ median and min seconds of RUNS timed runs after a warm-up, and peak RSS.
     python scripts/bench_sd_torch.py unet|vae [RUNS]
 """
 
-import json
 import os
-import resource
-import statistics
 import sys
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from diffusers import AutoencoderKL, UNet2DConditionModel  # noqa: E402
+from bench_timing import time_and_report  # noqa: E402
 
 UNET = dict(
     in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
@@ -51,19 +48,7 @@ def main() -> None:
         step = lambda: model.decode(z)  # noqa: E731
     else:
         raise SystemExit(f"unknown phase {phase}")
-    times = []
-    with torch.inference_mode():
-        step()
-        for _ in range(runs):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({
-        "phase": phase, "median_s": round(statistics.median(times), 3),
-        "min_s": round(min(times), 3), "peak_rss_mib": round(peak),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-    }))
+    time_and_report(phase, step, runs)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor};
 use weft_core::{Event, PreviewPng};
 use weft_models::sd::config::unet_from_json;
 use weft_models::sd::preview::SD15_RGB;
@@ -28,8 +27,11 @@ use weft_models::sd::unet::SdUNet;
 use weft_models::taesd::TinyDecoder;
 use weft_nodes::sampling::preview::Previewer;
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// weft-models' bench helpers: the product's allocator, random weights.
+#[path = "../../models/benches/common/mod.rs"]
+mod common;
+
+use common::random;
 
 /// diffusers' `unet/config.json` of Stable Diffusion 1.5.
 const SD15_UNET: &str = r#"{
@@ -39,22 +41,6 @@ const SD15_UNET: &str = r#"{
   "layers_per_block": 2, "cross_attention_dim": 768, "attention_head_dim": 8,
   "norm_num_groups": 32, "norm_eps": 1e-05, "sample_size": 64
 }"#;
-
-/// A network with random weights held as plain tensors (not `Var`s, which
-/// would record an autograd graph).
-fn random<T>(build: impl Fn(VarBuilder) -> candle_core::Result<T>) -> T {
-    let vm = VarMap::new();
-    drop(build(VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).unwrap());
-    let plain: HashMap<String, Tensor> = vm
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
-        .collect();
-    drop(vm);
-    build(VarBuilder::from_tensors(plain, DType::F32, &Device::Cpu)).unwrap()
-}
 
 /// The released TAESD decoder's layout (original keys), random weights.
 fn taesd() -> TinyDecoder {
