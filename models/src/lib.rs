@@ -7,7 +7,12 @@
 //!   tensor shapes, single-file and diffusers loaders, the UNet.
 //! - [`vae`]: the KL autoencoder; [`inpaint`]: images and masks prepared
 //!   for inpainting.
-//! - [`clip`]: CLIP text encoders and prompt weighting.
+//! - [`sd3`]: SD3 and SD3.5's MM-DiT; [`flux`]: Flux.1's transformer; both
+//!   built from [`dit`]'s shared blocks through a [`loader::Loader`] whose
+//!   linear layers may stay compressed; [`dit_files`] finds their weights
+//!   and [`dit_checkpoint`] a whole checkpoint's.
+//! - [`clip`]: CLIP text encoders and prompt weighting; [`t5`]: the T5-XXL
+//!   encoder and its tokenizer.
 //! - [`controlnet`]: ControlNet, in three file layouts.
 //! - [`lora`]: LoRA / LyCORIS files matched to a model's weights and applied.
 //! - [`taesd`]: TAESD's tiny decoder, for previews while sampling.
@@ -22,10 +27,17 @@
 pub mod clip;
 pub mod controlnet;
 pub mod detect;
+pub mod dit;
+pub mod dit_checkpoint;
+pub mod dit_files;
+pub mod flux;
 pub mod inpaint;
+pub mod loader;
 pub mod lora;
 pub mod mnist;
 pub mod sd;
+pub mod sd3;
+pub mod t5;
 pub mod taesd;
 pub mod upscale;
 pub mod vae;

@@ -70,11 +70,16 @@ impl WeightFile {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Transform {
     Same,
-    /// Part `index` of `parts` equal slices along dim 0 (fused q/k/v).
+    /// Slices `index .. index + count` of `parts` equal slices along dim 0
+    /// (fused q/k/v; Flux's q/k/v/MLP in sevenths).
     Chunk {
         index: usize,
+        count: usize,
         parts: usize,
     },
+    /// The two halves along dim 0 swapped: the original DiTs' (shift,
+    /// scale) modulation as diffusers' (scale, shift).
+    SwapHalves,
     /// A 2-D matrix stored transposed (OpenCLIP's `text_projection`).
     Transpose,
     /// A 1×1 convolution kernel `[O, I, 1, 1]` used as a linear `[O, I]`.
@@ -295,13 +300,27 @@ impl Checked {
         };
         match source.transform {
             Transform::Same => Ok(stored),
-            Transform::Chunk { index, parts } => {
+            Transform::Chunk {
+                index,
+                count,
+                parts,
+            } => {
                 let rows = stored.dim(0).map_err(|_| bad("a tensor"))?;
                 if rows % parts != 0 {
                     return Err(bad(&format!("a first dimension divisible by {parts}")));
                 }
                 stored
-                    .narrow(0, index * rows / parts, rows / parts)
+                    .narrow(0, index * rows / parts, count * rows / parts)
+                    .map_err(|e| e.to_string())
+            }
+            Transform::SwapHalves => {
+                let rows = stored.dim(0).map_err(|_| bad("a tensor"))?;
+                if rows % 2 != 0 {
+                    return Err(bad("an even first dimension"));
+                }
+                let half = |i| stored.narrow(0, i * rows / 2, rows / 2);
+                half(1)
+                    .and_then(|b| Tensor::cat(&[b, half(0)?], 0))
                     .map_err(|e| e.to_string())
             }
             Transform::Transpose => stored

@@ -22,6 +22,9 @@ pub struct Conditioning {
     pub hints: Vec<Option<Hint>>,
     /// SDXL's micro-conditioning, per item like `hints`.
     pub sizes: Vec<Option<SizeCond>>,
+    /// Flux dev's distilled guidance strength (`FluxGuidance`), per item
+    /// like `hints`; the model's default where `None`.
+    pub guidance: Vec<Option<f64>>,
     /// Where this entry applies (`ConditioningSetArea`); `None`: everywhere.
     pub area: Option<Area>,
     /// The weight of this entry's prediction where it applies; `None`: 1.
@@ -101,7 +104,7 @@ impl SizeCond {
     }
 }
 
-/// A per-item list (`hints`, `sizes`) for a batch of `n`: empty stays
+/// A per-item list (`hints`, `sizes`, `guidance`) for a batch of `n`: empty stays
 /// empty, one entry is shared by all.
 fn items_for_batch<T: Clone>(v: &[Option<T>], n: usize, what: &str) -> Result<Vec<Option<T>>> {
     match v.len() {
@@ -202,6 +205,7 @@ impl Conditioning {
             concat_mask: repeat_tensor(&self.concat_mask)?,
             hints: items_for_batch(&self.hints, n, "hints")?,
             sizes: items_for_batch(&self.sizes, n, "size conditionings")?,
+            guidance: items_for_batch(&self.guidance, n, "guidance strengths")?,
             ..self.clone()
         })
     }
@@ -243,6 +247,7 @@ impl Conditioning {
             concat_mask: cat(&self.concat_mask, &other.concat_mask)?,
             hints: items_concat(&self.hints, na, &other.hints, nb),
             sizes: items_concat(&self.sizes, na, &other.sizes, nb),
+            guidance: items_concat(&self.guidance, na, &other.guidance, nb),
             ..Default::default()
         })
     }

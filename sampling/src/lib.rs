@@ -14,7 +14,7 @@ pub mod schedule;
 
 pub use conditioning::{Area, Conditioning, Hint, SizeCond};
 pub use model::{
-    LatentFormat, LatentPreview, LatentRgb, Model, ModelSampling, Network, NoiseLevels, Path,
+    FlowShift, LatentFormat, LatentPreview, LatentRgb, Model, ModelSampling, Network, NoiseLevels, Path,
     Prediction,
 };
 pub use noise::{seeded_noise, Gaussian, NoiseSource, SeededSteps};

@@ -78,8 +78,38 @@ impl Prediction {
 pub enum NoiseLevels {
     /// A discrete-time diffusion model: `sigmas[t] = sqrt((1−ᾱ_t)/ᾱ_t)`, t = 0..N.
     Discrete { sigmas: Vec<f64> },
-    /// A flow model: timestep = σ·multiplier (1000 for SD3, 1 for Flux).
-    Flow { multiplier: f64 },
+    /// A flow model: timestep = σ·multiplier (1000 for SD3, 1 for Flux);
+    /// `shift` bends the σ grid schedulers pick from.
+    Flow { multiplier: f64, shift: FlowShift },
+}
+
+/// How a flow model's σ grid is shifted towards high noise (ComfyUI's
+/// `ModelSamplingSD3` and `ModelSamplingFlux`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FlowShift {
+    /// SD3's σ' = s·σ / (1 + (s − 1)·σ); s = 1 is no shift.
+    Sd3(f64),
+    /// Flux's σ' = e^μ / (e^μ + 1/σ − 1), with μ from the image size.
+    Flux(f64),
+}
+
+impl FlowShift {
+    /// Levels of ComfyUI's σ grid for the model: 1000 for SD3, 10000 for Flux.
+    pub fn grid(self) -> usize {
+        match self {
+            FlowShift::Sd3(_) => 1000,
+            FlowShift::Flux(_) => 10000,
+        }
+    }
+
+    /// The shifted σ of an unshifted σ (time) in [0, 1].
+    pub fn apply(self, sigma: f64) -> f64 {
+        match self {
+            FlowShift::Sd3(s) => s * sigma / (1.0 + (s - 1.0) * sigma),
+            FlowShift::Flux(_) if sigma <= 0.0 => 0.0,
+            FlowShift::Flux(mu) => mu.exp() / (mu.exp() + (1.0 / sigma - 1.0)),
+        }
+    }
 }
 
 /// A model's noise parameterisation: everything a sampler needs besides the network.
@@ -127,10 +157,15 @@ impl ModelSampling {
         Ok(self)
     }
 
+    /// A flow model without a shift.
     pub fn flow(multiplier: f64) -> Self {
+        Self::flow_shifted(multiplier, FlowShift::Sd3(1.0))
+    }
+
+    pub fn flow_shifted(multiplier: f64, shift: FlowShift) -> Self {
         ModelSampling {
             prediction: Prediction::Velocity,
-            levels: NoiseLevels::Flow { multiplier },
+            levels: NoiseLevels::Flow { multiplier, shift },
             distilled_stride: None,
             training_sigmas: None,
         }
@@ -181,7 +216,7 @@ impl ModelSampling {
     /// discrete models; the nearest level's timestep for distilled ones).
     pub fn timestep(&self, sigma: f64) -> f64 {
         match (&self.levels, self.distilled_stride) {
-            (NoiseLevels::Flow { multiplier }, _) => sigma * multiplier,
+            (NoiseLevels::Flow { multiplier, .. }, _) => sigma * multiplier,
             (NoiseLevels::Discrete { sigmas }, Some(stride)) => {
                 let stride = stride as f64;
                 let log_sigma = sigma.max(1e-10).ln();
@@ -214,7 +249,7 @@ impl ModelSampling {
     /// σ at a (possibly fractional) timestep; the inverse of [`Self::timestep`].
     pub fn sigma_at(&self, t: f64) -> f64 {
         match &self.levels {
-            NoiseLevels::Flow { multiplier } => t / multiplier,
+            NoiseLevels::Flow { multiplier, .. } => t / multiplier,
             NoiseLevels::Discrete { sigmas } => {
                 let t = match self.distilled_stride {
                     Some(stride) => (t - (stride as f64 - 1.0)) / stride as f64,
@@ -231,7 +266,7 @@ impl ModelSampling {
 
     /// The σ a fraction `p` of the way through sampling starts at
     /// (ComfyUI's `percent_to_sigma`): ∞ at 0, 0 at 1; the timestep
-    /// (1 − p)·999 for diffusion models, 1 − p for flow models.
+    /// (1 − p)·999 for diffusion models, 1 − p shifted for flow models.
     pub fn percent_to_sigma(&self, p: f64) -> f64 {
         if p <= 0.0 {
             return f64::INFINITY;
@@ -240,7 +275,7 @@ impl ModelSampling {
             return 0.0;
         }
         match &self.levels {
-            NoiseLevels::Flow { .. } => 1.0 - p,
+            NoiseLevels::Flow { shift, .. } => shift.apply(1.0 - p),
             NoiseLevels::Discrete { .. } => self.sigma_at((1.0 - p) * 999.0),
         }
     }

@@ -9,4 +9,4 @@ pub mod text;
 
 pub use embedding::Embedding;
 pub use model::{Activation, ClipConfig, ClipText};
-pub use text::TextEncoder;
+pub use text::{TextEncoder, TextFamily};

@@ -11,12 +11,16 @@ use super::embedding::Embedding;
 use super::model::{ClipConfig, ClipText};
 use super::prompt::{self, Chunk, Framing};
 use crate::sd::checkpoint::ClipParts;
+use crate::t5::tower::{T5Parts, T5Tower};
 use crate::weights::{build_from, Weights};
 use weft_sampling::Conditioning;
 
 /// One text encoder of a CLIP value with its tokenizer.
 #[derive(Clone)]
 struct Tower {
+    /// Whether the pooled output goes through `text_projection` (SD 2.x,
+    /// SDXL's bigG, SD3's bigG) or not (SD3's and Flux's CLIP-L, as ComfyUI).
+    project_pooled: bool,
     model: Arc<ClipText>,
     tokenizer: Arc<Tokenizer>,
     framing: Framing,
@@ -28,19 +32,34 @@ struct Tower {
     weights: Arc<Weights>,
 }
 
+/// How a CLIP value's encoders make one conditioning.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TextFamily {
+    /// SD 1.x/2.x and SDXL: the CLIP encoders' states side by side.
+    Sd,
+    /// SD3: CLIP-L and bigG side by side, zero-padded to T5's width, then
+    /// T5's tokens after them; pooled: CLIP-L's then bigG's.
+    Sd3,
+    /// Flux: T5's states; pooled: CLIP-L's.
+    Flux,
+}
+
 /// A CLIP value: one text encoder (SD 1.x/2.x, the SDXL refiner's bigG) or
-/// several whose states are joined feature-wise (SDXL: CLIP-L then bigG).
+/// several whose states are joined feature-wise (SDXL: CLIP-L then bigG),
+/// or joined with T5 as SD3 and Flux do.
 /// Cloning shares the networks, so CLIPSetLastLayer makes a cheap variant.
 #[derive(Clone)]
 pub struct TextEncoder {
     towers: Vec<Tower>,
+    t5: Option<T5Tower>,
+    family: TextFamily,
     bytes: usize,
 }
 
 impl std::fmt::Debug for TextEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let layers: Vec<usize> = self.towers.iter().map(|t| t.layer).collect();
-        write!(f, "TextEncoder(layers {layers:?})")
+        write!(f, "TextEncoder({:?}, layers {layers:?}, T5 {})", self.family, self.t5.is_some())
     }
 }
 
@@ -84,6 +103,7 @@ impl Tower {
         };
         let framing = Framing::clip(&tokenizer, parts.pad_with_zero);
         Ok(Tower {
+            project_pooled: true,
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),
             framing,
@@ -165,7 +185,10 @@ impl Tower {
             }
             states.push(z);
             if pooled.is_none() {
-                pooled = Some(out.projected.unwrap_or(out.pooled));
+                pooled = Some(match out.projected {
+                    Some(p) if self.project_pooled => p,
+                    _ => out.pooled,
+                });
             }
         }
         let pooled = pooled.ok_or_else(|| candle_core::Error::Msg("no text chunks".into()))?;
@@ -190,8 +213,68 @@ impl TextEncoder {
                 .iter()
                 .map(Tower::build)
                 .collect::<std::result::Result<_, _>>()?,
+            t5: None,
+            family: TextFamily::Sd,
             bytes: parts.iter().map(|p| p.tensors.f32_bytes()).sum(),
         })
+    }
+
+    /// An SD3 or Flux CLIP value: CLIP encoders (SD3: CLIP-L and/or bigG,
+    /// narrowest first; Flux: CLIP-L) conditioning on raw penultimate
+    /// states, and T5, padded to ComfyUI's minimum length for the family.
+    pub fn with_t5(
+        family: TextFamily,
+        clip: Vec<ClipParts>,
+        t5: Option<&T5Parts>,
+    ) -> std::result::Result<TextEncoder, String> {
+        let mut clip: Vec<ClipParts> = clip.into_iter().map(ClipParts::for_sdxl).collect();
+        clip.sort_by_key(|p| p.config.hidden_size);
+        let min_length = match family {
+            TextFamily::Flux => 256,
+            _ => 77,
+        };
+        match family {
+            TextFamily::Flux if clip.len() != 1 || t5.is_none() => {
+                return Err(format!(
+                    "Flux conditions on CLIP-L and T5-XXL; got {} CLIP encoder(s) and {} T5",
+                    clip.len(),
+                    if t5.is_some() { "a" } else { "no" }
+                ))
+            }
+            TextFamily::Sd3 if clip.len() > 2 || (clip.is_empty() && t5.is_none()) => {
+                return Err(format!(
+                    "SD3 conditions on CLIP-L, bigG and T5-XXL; got {} CLIP encoder(s)",
+                    clip.len()
+                ))
+            }
+            _ => {}
+        }
+        let mut towers = clip
+            .iter()
+            .map(Tower::build)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        // CLIP-L's pooled output is taken unprojected by SD3 and Flux.
+        for t in &mut towers {
+            t.project_pooled = family == TextFamily::Sd3 && t.config.hidden_size > 768;
+        }
+        let t5_tower = t5.map(|p| T5Tower::build(p, min_length)).transpose()?;
+        Ok(TextEncoder {
+            towers,
+            t5: t5_tower,
+            family,
+            bytes: clip.iter().map(|p| p.tensors.f32_bytes()).sum::<usize>()
+                + t5.map_or(0, |p| p.tensors.f32_bytes()),
+        })
+    }
+
+    /// How this value's encoders make a conditioning.
+    pub fn family(&self) -> TextFamily {
+        self.family
+    }
+
+    /// Whether a T5 encoder is part of this value.
+    pub fn has_t5(&self) -> bool {
+        self.t5.is_some()
     }
 
     /// How many text encoders this value joins.
@@ -248,15 +331,128 @@ impl TextEncoder {
     /// Encodes `text` (weights and long prompts included) with every
     /// encoder: see [`Self::encode_each`].
     pub fn encode(&self, text: &str) -> Result<Conditioning> {
-        self.encode_each(&vec![text; self.towers.len()], &no_embeddings)
+        self.encode_with_t5(&vec![text; self.towers.len()], text, &no_embeddings)
     }
 
-    /// Encodes one text per encoder (SDXL's `text_l`, `text_g`): each
-    /// encoder's chunk states side by side, the encoders' joined along the
-    /// features; the shorter prompt is padded with empty chunks, as
-    /// ComfyUI does. The pooled output is the last encoder's.
-    /// `embeddings` finds the files `embedding:name` refers to.
-    pub fn encode_each(&self, texts: &[&str], embeddings: &Embeddings<'_>) -> Result<Conditioning> {
+    /// Encodes one text per CLIP encoder and `t5_text` with T5, joined as
+    /// the value's family joins them.
+    pub fn encode_with_t5(
+        &self,
+        texts: &[&str],
+        t5_text: &str,
+        embeddings: &Embeddings<'_>,
+    ) -> Result<Conditioning> {
+        match self.family {
+            TextFamily::Sd => self.encode_each(texts, embeddings),
+            TextFamily::Sd3 => self.encode_sd3(texts, t5_text, false, embeddings),
+            TextFamily::Flux => {
+                let t5 = self.t5.as_ref().ok_or_else(|| {
+                    candle_core::Error::Msg("Flux's text encoder has no T5".into())
+                })?;
+                let (_, pooled) = self.clip_states(texts, embeddings)?;
+                Ok(Conditioning {
+                    context: Some(t5.encode(t5_text)?),
+                    pooled: Some(pooled),
+                    ..Default::default()
+                })
+            }
+        }
+    }
+
+    /// SD3: CLIP-L and bigG states side by side (cut to the shorter), zero
+    /// padded to T5's width, then T5's tokens; pooled CLIP-L then bigG,
+    /// zeros for a missing one (ComfyUI's `SD3ClipModel`).
+    fn encode_sd3(
+        &self,
+        texts: &[&str],
+        t5_text: &str,
+        skip_clip: bool,
+        embeddings: &Embeddings<'_>,
+    ) -> Result<Conditioning> {
+        const L_WIDTH: usize = 768;
+        const G_WIDTH: usize = 1280;
+        let dev = Device::Cpu;
+        let width = self.t5.as_ref().map_or(4096, |t| t.model.config().d_model);
+        let mut lg = None;
+        let mut pooled = None;
+        if !self.towers.is_empty() && !skip_clip {
+            let states = self.each_tower(texts, embeddings)?;
+            let cut = states.iter().map(|(z, _)| z.dim(1)).collect::<Result<Vec<_>>>()?;
+            let cut = cut.into_iter().min().unwrap_or(0);
+            let mut zs = Vec::new();
+            let mut ps = Vec::new();
+            if self.towers.len() == 1 {
+                // One CLIP: the other's part of the states and pooled output is zero.
+                let (z, p) = &states[0];
+                let is_l = self.towers[0].config.hidden_size <= L_WIDTH;
+                let (zl, zg) = if is_l { (None, Some(G_WIDTH)) } else { (Some(L_WIDTH), None) };
+                if let Some(w) = zl {
+                    zs.push(Tensor::zeros((1, cut, w), z.dtype(), &dev)?);
+                    ps.push(Tensor::zeros((1, w), p.dtype(), &dev)?);
+                }
+                zs.push(z.narrow(1, 0, cut)?);
+                ps.push(p.clone());
+                if let Some(w) = zg {
+                    ps.push(Tensor::zeros((1, w), p.dtype(), &dev)?);
+                }
+            } else {
+                for (z, p) in &states {
+                    zs.push(z.narrow(1, 0, cut)?);
+                    ps.push(p.clone());
+                }
+            }
+            let z = Tensor::cat(&zs, 2)?;
+            let have = z.dim(2)?;
+            lg = Some(if have < width {
+                z.pad_with_zeros(2, 0, width - have)?
+            } else {
+                z
+            });
+            pooled = Some(Tensor::cat(&ps, 1)?);
+        }
+        let t5 = self.t5.as_ref().map(|t| t.encode(t5_text)).transpose()?;
+        let context = match (lg, t5) {
+            (Some(lg), Some(t5)) => Tensor::cat(&[lg, t5], 1)?,
+            (Some(lg), None) => lg,
+            (None, Some(t5)) => t5,
+            (None, None) => Tensor::zeros((1, 77, width), candle_core::DType::F32, &dev)?,
+        };
+        let pooled = match pooled {
+            Some(p) => p,
+            None => Tensor::zeros((1, L_WIDTH + G_WIDTH), candle_core::DType::F32, &dev)?,
+        };
+        Ok(Conditioning {
+            context: Some(context),
+            pooled: Some(pooled),
+            ..Default::default()
+        })
+    }
+
+    /// SD3's `CLIPTextEncodeSD3`: a prompt each for CLIP-L, bigG and T5;
+    /// `skip_clip` leaves the CLIP states out and their pooled output zero
+    /// (ComfyUI's `empty_padding: none` with both CLIP prompts empty).
+    pub fn encode_sd3_prompts(
+        &self,
+        clip_l: &str,
+        clip_g: &str,
+        t5xxl: &str,
+        skip_clip: bool,
+        embeddings: &Embeddings<'_>,
+    ) -> Result<Conditioning> {
+        if self.family != TextFamily::Sd3 {
+            candle_core::bail!("not SD3's text encoders ({:?})", self.family);
+        }
+        let texts: Vec<&str> = self
+            .towers
+            .iter()
+            .map(|t| if t.config.hidden_size <= 768 { clip_l } else { clip_g })
+            .collect();
+        self.encode_sd3(&texts, t5xxl, skip_clip, embeddings)
+    }
+
+    /// The CLIP encoders' (states, pooled) for one text each; the shorter
+    /// prompt padded with empty chunks as ComfyUI does.
+    fn each_tower(&self, texts: &[&str], embeddings: &Embeddings<'_>) -> Result<Vec<(Tensor, Tensor)>> {
         if texts.len() != self.towers.len() {
             candle_core::bail!(
                 "{} prompts for {} text encoders",
@@ -281,17 +477,36 @@ impl TextEncoder {
         for (tower, c) in self.towers.iter().zip(&mut chunks) {
             c.resize(most, tower.framing.empty());
         }
-        let mut states = Vec::with_capacity(self.towers.len());
-        let mut pooled = None;
-        for (tower, c) in self.towers.iter().zip(&chunks) {
-            let (z, p) = tower.encode(c)?;
-            states.push(z);
-            pooled = Some(p);
-        }
+        self.towers
+            .iter()
+            .zip(&chunks)
+            .map(|(tower, c)| tower.encode(c))
+            .collect()
+    }
+
+    /// The CLIP encoders' states joined feature-wise, and the last one's
+    /// pooled output.
+    fn clip_states(&self, texts: &[&str], embeddings: &Embeddings<'_>) -> Result<(Tensor, Tensor)> {
+        let states = self.each_tower(texts, embeddings)?;
+        let pooled = states
+            .last()
+            .map(|(_, p)| p.clone())
+            .ok_or_else(|| candle_core::Error::Msg("no CLIP text encoder".into()))?;
+        let zs: Vec<Tensor> = states.into_iter().map(|(z, _)| z).collect();
+        Ok((Tensor::cat(&zs, 2)?, pooled))
+    }
+
+    /// Encodes one text per encoder (SDXL's `text_l`, `text_g`): each
+    /// encoder's chunk states side by side, the encoders' joined along the
+    /// features; the shorter prompt is padded with empty chunks, as
+    /// ComfyUI does. The pooled output is the last encoder's.
+    /// `embeddings` finds the files `embedding:name` refers to.
+    pub fn encode_each(&self, texts: &[&str], embeddings: &Embeddings<'_>) -> Result<Conditioning> {
+        let (context, pooled) = self.clip_states(texts, embeddings)?;
         Ok(Conditioning {
             labels: None,
-            context: Some(Tensor::cat(&states, 2)?),
-            pooled,
+            context: Some(context),
+            pooled: Some(pooled),
             ..Default::default()
         })
     }

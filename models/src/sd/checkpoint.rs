@@ -605,33 +605,43 @@ pub fn open_clip(path: &Path) -> Result<Vec<ClipParts>, String> {
     }
     let file = WeightFile::open(path)?;
     let shapes = file.shapes();
-    let transformers = shapes
+    if shapes
         .keys()
-        .any(|k| k.starts_with("text_model.") || k.starts_with("embeddings.token_embedding."));
-    let bare = if transformers {
-        // transformers' names in either of its layouts, under the single
-        // file's prefix, so the shape reader applies.
-        let mut prefixed = config::Shapes::new();
-        for (key, shape) in shapes {
-            for (name, _) in weights::transformers_text_names(&key) {
-                prefixed.insert(format!("{CLIP_PREFIX}transformer.{name}"), shape.clone());
-            }
-        }
-        Some((prefixed, "transformer."))
-    } else {
-        as_prefixed(
-            shapes,
-            &format!("{CLIP_PREFIX}model."),
-            "transformer.resblocks.",
-        )
-        .map(|s| (s, "model."))
-    };
-    let Some((prefixed, inner)) = bare else {
+        .any(|k| k.starts_with("text_model.") || k.starts_with("embeddings.token_embedding."))
+    {
+        return Ok(vec![transformers_clip(&file, "")
+            .map_err(|e| format!("{}: {e}", path.display()))?]);
+    }
+    let Some(prefixed) = as_prefixed(
+        shapes,
+        &format!("{CLIP_PREFIX}model."),
+        "transformer.resblocks.",
+    ) else {
         return any(open_single_file(path, None)?.clip);
     };
     let (config, layout) = config::clip_from_shapes(&prefixed, CLIP_PREFIX)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut tensors = TensorMap::default();
-    tensors.add_file(&file, "", |k| ldm::clip_names(&format!("{inner}{k}")));
+    tensors.add_file(&file, "", |k| ldm::clip_names(&format!("model.{k}")));
     Ok(vec![ClipParts::single_file(config, layout, tensors)])
+}
+
+/// A transformers CLIP text model stored under `prefix` in `file` (either
+/// key layout; SD3's and Flux's all-in-one checkpoints keep theirs under
+/// `text_encoders.clip_l.transformer.`).
+pub fn transformers_clip(file: &std::sync::Arc<WeightFile>, prefix: &str) -> Result<ClipParts, String> {
+    // transformers' names under the single file's prefix, so the shape reader applies.
+    let mut prefixed = config::Shapes::new();
+    for (key, shape) in file.shapes() {
+        let Some(rest) = key.strip_prefix(prefix) else {
+            continue;
+        };
+        for (name, _) in weights::transformers_text_names(rest) {
+            prefixed.insert(format!("{CLIP_PREFIX}transformer.{name}"), shape.clone());
+        }
+    }
+    let (config, layout) = config::clip_from_shapes(&prefixed, CLIP_PREFIX)?;
+    let mut tensors = TensorMap::default();
+    tensors.add_file(file, prefix, weights::transformers_text_names);
+    Ok(ClipParts::single_file(config, layout, tensors))
 }

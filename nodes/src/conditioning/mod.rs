@@ -1,9 +1,11 @@
-//! Conditioning: prompts encoded with CLIP (SDXL's with its sizes), class labels for
+//! Conditioning: prompts encoded with CLIP (SDXL's with its sizes; SD3's and
+//! Flux's with T5 and Flux's guidance), class labels for
 //! class-conditional models, and ControlNets attached to a conditioning.
 
 mod class_label;
 mod compose;
 mod controlnet;
+mod flow;
 mod sdxl;
 mod text;
 
@@ -14,6 +16,7 @@ pub use compose::{
     conditioning_set_timestep_range, conditioning_zero_out,
 };
 pub use controlnet::{control_net_apply, control_net_apply_advanced};
+pub use flow::{clip_text_encode_flux, clip_text_encode_sd3, flux_guidance};
 pub use sdxl::{clip_text_encode_sdxl, clip_text_encode_sdxl_refiner};
 pub use text::{clip_set_last_layer, clip_text_encode};
 
@@ -32,6 +35,9 @@ pub fn nodes(files: &ModelFiles) -> Vec<NodeDef> {
         clip_set_last_layer(),
         clip_text_encode_sdxl(files.clone()),
         clip_text_encode_sdxl_refiner(files.clone()),
+        clip_text_encode_sd3(files.clone()),
+        clip_text_encode_flux(files.clone()),
+        flux_guidance(),
         class_label(),
         conditioning_combine(),
         conditioning_concat(),

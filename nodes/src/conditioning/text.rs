@@ -9,7 +9,7 @@ pub fn clip_text_encode(files: ModelFiles) -> NodeDef {
     NodeSchema::new(
         "CLIPTextEncode",
         "conditioning",
-        "Encodes a prompt with CLIP. `(word:1.3)` weights words (bare parentheses ×1.1, nesting multiplies, `\\(` is a literal parenthesis); prompts over 75 tokens are encoded in 77-token chunks placed side by side, as in ComfyUI. `embedding:name` inserts a textual-inversion embedding from the embeddings folders (SD 1.x/2.x files, SDXL `clip_l`/`clip_g` pairs).",
+        "Encodes a prompt with CLIP. `(word:1.3)` weights words (bare parentheses ×1.1, nesting multiplies, `\\(` is a literal parenthesis); prompts over 75 tokens are encoded in 77-token chunks placed side by side, as in ComfyUI. With SD3's and Flux's encoders the same prompt goes to T5 too, whole. `embedding:name` inserts a textual-inversion embedding from the embeddings folders (SD 1.x/2.x files, SDXL `clip_l`/`clip_g` pairs).",
     )
     .input(InputSpec::string("text").default("").doc("The prompt."))
     .input(InputSpec::of("clip", ValueType::Clip).doc("The text encoder."))
@@ -18,7 +18,7 @@ pub fn clip_text_encode(files: ModelFiles) -> NodeDef {
         let clip = cx.get::<TextEncoder>("clip")?;
         let text = cx.str("text")?;
         let cond = clip
-            .encode_each(&vec![text; clip.towers()], &super::embeddings(&files, cx.inputs))
+            .encode_with_t5(&vec![text; clip.towers()], text, &super::embeddings(&files, cx.inputs))
             .map_err(|e| NodeError::input("text", format!("text encoding failed: {e}")))?;
         Ok(Value::handle(cond))
     })

@@ -71,3 +71,32 @@ pub fn empty_latent_image() -> NodeDef {
         })))
     })
 }
+
+/// `EmptySD3LatentImage`: empty 16-channel latents (SD3, Flux).
+pub fn empty_sd3_latent_image() -> NodeDef {
+    NodeSchema::new(
+        "EmptySD3LatentImage",
+        "latent/sd3",
+        "Zero latents for SD3, SD3.5 and Flux images of the given size (16 channels, 1/8 of the pixels on each side).",
+    )
+    .input(InputSpec::int("width").default(1024).range(16.0, 16384.0).step(16.0).doc("Image width in pixels, a multiple of 8 (16 for whole Flux patches)."))
+    .input(InputSpec::int("height").default(1024).range(16.0, 16384.0).step(16.0).doc("Image height in pixels, a multiple of 8."))
+    .input(InputSpec::int("batch_size").default(1).range(1.0, 4096.0).doc("How many images."))
+    .output("LATENT", ValueType::Latent, "The empty latents.")
+    .run(|cx| {
+        let side = |name: &str| -> Result<usize, NodeError> {
+            let v = cx.int(name)?;
+            if v % 8 != 0 {
+                return Err(NodeError::input(name, format!("{v} is not a multiple of 8")));
+            }
+            Ok(v as usize / 8)
+        };
+        let (w, h) = (side("width")?, side("height")?);
+        let b = cx.int("batch_size")? as usize;
+        Ok(Value::Latent(Arc::new(Latent {
+            samples: Tensor::zeros((b, 16, h, w), DType::F32, &Device::Cpu)?,
+            space: weft_models::vae::sd_latent_space(),
+            noise_mask: None,
+        })))
+    })
+}

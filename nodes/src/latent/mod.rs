@@ -12,7 +12,7 @@ pub use batch::{
     latent_blend, latent_blend_node, latent_composite, latent_composite_node, latent_from_batch,
     latent_from_batch_node, repeat_latent_batch, repeat_latent_batch_node,
 };
-pub use empty::{empty_latent, empty_latent_image};
+pub use empty::{empty_latent, empty_latent_image, empty_sd3_latent_image};
 pub use file::{
     decode_latent_file, encode_latent_file, load_latent, save_latent, LATENT_KEY, OLD_FORMAT_SCALE,
     SPACE_KEY, VERSION_KEY,
@@ -31,6 +31,7 @@ pub fn nodes() -> Vec<NodeDef> {
     vec![
         empty_latent(),
         empty_latent_image(),
+        empty_sd3_latent_image(),
         vae_decode(false),
         vae_decode(true),
         vae_encode(false),

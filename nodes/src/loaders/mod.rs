@@ -12,6 +12,7 @@ mod controlnet;
 mod lora;
 mod mnist;
 mod sd;
+mod text_encoders;
 mod upscale;
 
 use std::path::{Path, PathBuf};
@@ -104,7 +105,8 @@ pub fn nodes(files: &ModelFiles) -> Vec<NodeDef> {
         sd::vae_loader(files.clone()),
         sd::unet_loader(files.clone()),
         sd::clip_loader(files.clone()),
-        sd::dual_clip_loader(files.clone()),
+        text_encoders::dual_clip_loader(files.clone()),
+        text_encoders::triple_clip_loader(files.clone()),
         controlnet::control_net_loader(files.clone()),
         lora::lora_loader(files.clone()),
         lora::lora_loader_model_only(files.clone()),

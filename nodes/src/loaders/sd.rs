@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use weft_core::{Define, InputSpec, Inputs, NodeDef, NodeError, NodeSchema, Value, ValueType};
 use weft_model_paths::ModelKind;
 use weft_models::clip::TextEncoder;
+use weft_models::dit_checkpoint;
 use weft_models::sd::checkpoint;
 use weft_models::sd::network::sampling_model;
 use weft_models::sd::SdUNet;
@@ -47,7 +48,7 @@ pub fn checkpoint_loader_simple(files: ModelFiles) -> NodeDef {
     NodeSchema::new(
         "CheckpointLoaderSimple",
         "model/loaders",
-        "Loads a Stable Diffusion 1.x/2.x or SDXL (base or refiner) checkpoint: a single .safetensors file in the original layout (A1111, ComfyUI, Civitai downloads) or a diffusers folder. The family (SD 1.x, 2.x, SDXL, SDXL refiner; ε or v-prediction; inpainting) is read from the tensors; weights are memory-mapped and computed in f32. Files are never fetched: the file must exist.",
+        "Loads a Stable Diffusion 1.x/2.x, SDXL (base or refiner), SD3/SD3.5 or Flux checkpoint: a single .safetensors file in the original layout (A1111, ComfyUI, Civitai downloads; SD3's and Flux's all-in-one files with their text encoders and VAE) or a diffusers folder. The family (SD 1.x, 2.x, SDXL, SDXL refiner, SD3, Flux; ε or v-prediction; inpainting) is read from the tensors; weights are memory-mapped and computed in f32. Files are never fetched: the file must exist.",
     )
     .input(InputSpec::model("ckpt_name", "checkpoints").doc("The checkpoint: a name in the checkpoints folders (subfolders allowed), or a path to a .safetensors file or diffusers folder."))
     .input(config_input("checkpoint"))
@@ -59,8 +60,18 @@ pub fn checkpoint_loader_simple(files: ModelFiles) -> NodeDef {
         let path = files.resolve(cx.inputs, "ckpt_name", ModelKind::Checkpoints)?;
         let config = config(&files, cx.inputs)?;
         let err = |e: String| NodeError::input("ckpt_name", e);
-        let ck = checkpoint::open(&path, config.as_deref()).map_err(err)?;
         let missing = |what: &str| err(format!("{}: the checkpoint has no {what}", path.display()));
+        if let Some(family) = dit_checkpoint::family_of(&path) {
+            let model = dit_checkpoint::load_model(family, &path, config.as_deref()).map_err(err)?;
+            cx.check_cancelled()?;
+            let parts = dit_checkpoint::companions(family, &path).map_err(err)?;
+            let clip = parts.clip.ok_or_else(|| missing("text encoders (load them with DualCLIPLoader or TripleCLIPLoader)"))?;
+            let (vspec, vtensors) = parts.vae.ok_or_else(|| missing("VAE (load one with VAELoader)"))?;
+            let vae = Vae::build(&vspec, &vtensors).map_err(err)?;
+            cx.output(format!("{}: {} checkpoint", path.display(), family.name()));
+            return Ok((Value::handle(model), Value::handle(clip), Value::handle(vae)));
+        }
+        let ck = checkpoint::open(&path, config.as_deref()).map_err(err)?;
         let (uspec, utensors) = ck.unet.as_ref().ok_or_else(|| missing("UNet"))?;
         let unet = SdUNet::build(uspec, utensors).map_err(err)?;
         cx.check_cancelled()?;
@@ -108,7 +119,7 @@ pub fn unet_loader(files: ModelFiles) -> NodeDef {
     NodeSchema::new(
         "UNETLoader",
         "model/loaders",
-        "Loads a Stable Diffusion 1.x/2.x UNet on its own: a UNet-only file in the LDM layout (`input_blocks.…`, as in ComfyUI's diffusion_models folder), a full checkpoint, or a diffusers folder or its unet/ subfolder.",
+        "Loads a diffusion model on its own: a Stable Diffusion 1.x/2.x/SDXL UNet-only file in the LDM layout (`input_blocks.…`, as in ComfyUI's diffusion_models folder), an SD3/SD3.5 MM-DiT in Stability's layout (`joint_blocks.…`), a Flux transformer in Black Forest Labs' layout (`double_blocks.…`), a full checkpoint, or a diffusers folder or its unet/ or transformer/ subfolder.",
     )
     .input(InputSpec::model("unet_name", "diffusion_models").doc("The UNet: a name in the diffusion_models (or unet) folders, or a path to a .safetensors file or diffusers folder."))
     .input(config_input("UNet"))
@@ -118,6 +129,10 @@ pub fn unet_loader(files: ModelFiles) -> NodeDef {
         let path = files.resolve(cx.inputs, "unet_name", ModelKind::DiffusionModels)?;
         let config = config(&files, cx.inputs)?;
         let err = |e: String| NodeError::input("unet_name", e);
+        if let Some(family) = dit_checkpoint::family_of(&path) {
+            let model = dit_checkpoint::load_model(family, &path, config.as_deref()).map_err(err)?;
+            return Ok(Value::handle(model));
+        }
         let ck = checkpoint::open_unet(&path, config.as_deref()).map_err(err)?;
         let (spec, tensors) = ck
             .unet
@@ -148,45 +163,4 @@ pub fn clip_loader(files: ModelFiles) -> NodeDef {
         Ok(Value::handle(TextEncoder::from_parts(&parts).map_err(err)?))
     })
     .fingerprint(move |inputs| Ok(keys.fingerprint(inputs, "clip_name", ModelKind::TextEncoders)))
-}
-
-pub fn dual_clip_loader(files: ModelFiles) -> NodeDef {
-    let keys = files.clone();
-    NodeSchema::new(
-        "DualCLIPLoader",
-        "advanced/loaders",
-        "Loads two text encoders as one CLIP, as a model family pairs them. `sdxl`: CLIP-L and OpenCLIP bigG (e.g. `clip_l.safetensors` and `clip_g.safetensors`, in either order), conditioning on their penultimate layers side by side with bigG's pooled output, as SDXL does.",
-    )
-    .input(InputSpec::model("clip_name1", "text_encoders").doc("The first text encoder."))
-    .input(InputSpec::model("clip_name2", "text_encoders").doc("The second text encoder."))
-    .input(InputSpec::choice("type", &["sdxl"]).doc("The model family the pair is for."))
-    .output("CLIP", ValueType::Clip, "The joined text encoders.")
-    .heavy()
-    .run(move |cx| {
-        let mut towers = Vec::new();
-        for input in ["clip_name1", "clip_name2"] {
-            let path = files.resolve(cx.inputs, input, ModelKind::TextEncoders)?;
-            let parts = checkpoint::open_clip(&path).map_err(|e| NodeError::input(input, e))?;
-            towers.extend(parts.into_iter().map(|p| (input, p.for_sdxl())));
-        }
-        if towers.len() != 2 {
-            return Err(NodeError::input(
-                "clip_name2",
-                format!("SDXL pairs two text encoders; these files hold {}", towers.len()),
-            ));
-        }
-        // SDXL joins CLIP-L's states before bigG's, whichever file came first.
-        towers.sort_by_key(|(_, p)| p.config.hidden_size);
-        let parts: Vec<_> = towers.into_iter().map(|(_, p)| p).collect();
-        let clip = TextEncoder::from_parts(&parts).map_err(|e| NodeError::input("clip_name1", e))?;
-        Ok(Value::handle(clip))
-    })
-    .fingerprint(move |inputs| {
-        Ok(format!(
-            "{}|{}|{}",
-            keys.fingerprint(inputs, "clip_name1", ModelKind::TextEncoders),
-            keys.fingerprint(inputs, "clip_name2", ModelKind::TextEncoders),
-            inputs.str("type")?
-        ))
-    })
 }

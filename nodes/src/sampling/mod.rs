@@ -3,6 +3,7 @@
 //! does the common case in one node. The models made or patched for
 //! sampling (`ExactGaussianModel`, `ModelSamplingDiscrete`) are here too.
 
+mod flow;
 mod guiders;
 mod ksampler;
 mod models;
@@ -23,6 +24,8 @@ pub fn nodes() -> Vec<NodeDef> {
         noise::disable_noise(),
         models::exact_gaussian_model(),
         models::model_sampling_discrete(),
+        flow::model_sampling_sd3(),
+        flow::model_sampling_flux(),
         samplers::ksampler_select(),
         guiders::cfg_guider(),
         guiders::basic_guider(),

@@ -3,10 +3,10 @@
 use super::beta_dist::beta_quantile;
 use super::*;
 
-/// Levels of ComfyUI's flow-model σ grid: σ = i/1000 for i = 1..=1000
-/// (`ModelSamplingDiscreteFlow` at shift 1), so table-based schedulers treat
-/// flow models the way ComfyUI does and σ_min is 0.001 rather than 0, which
-/// log-spaced schedules could not reach.
+/// Levels of ComfyUI's SD3 σ grid (`ModelSamplingDiscreteFlow`): σ =
+/// shift(i/1000) for i = 1..=1000 (Flux's has 10000), so table-based
+/// schedulers treat flow models the way ComfyUI does and σ_min is positive,
+/// which log-spaced schedules need.
 pub(super) const FLOW_GRID: usize = 1000;
 
 /// The ascending σ table a scheduler picks from: a discrete model's own
@@ -30,10 +30,14 @@ fn levels(what: &str, ms: &ModelSampling) -> Result<Vec<f64>, String> {
             }
             Ok(sigmas.clone())
         }
-        NoiseLevels::Flow { multiplier } => {
+        NoiseLevels::Flow { multiplier, shift } => {
             check_positive(what, "the flow timestep multiplier", *multiplier)?;
-            Ok((1..=FLOW_GRID)
-                .map(|i| i as f64 / FLOW_GRID as f64)
+            if let crate::FlowShift::Sd3(s) = shift {
+                check_positive(what, "the flow shift", *s)?;
+            }
+            let grid = shift.grid();
+            Ok((1..=grid)
+                .map(|i| shift.apply(i as f64 / grid as f64))
                 .collect())
         }
     }

@@ -342,7 +342,6 @@ fn sd_scaling() -> f64 {
 const FIXED_VAE_SETTINGS: &[(&str, &str)] = &[
     ("act_fn", r#""silu""#),
     ("mid_block_add_attention", "true"),
-    ("shift_factor", "null"),
     ("latents_mean", "null"),
     ("latents_std", "null"),
 ];
