@@ -14,6 +14,9 @@ use candle_core::{
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use std::sync::Arc;
+
+use crate::quant::PackedWeight;
 use crate::{pointwise, winograd};
 
 /// Bytes of patch matrix built at once; larger images go in row bands.
@@ -223,16 +226,59 @@ const LINEAR_ROWS: usize = 256;
 /// rows of the whole batch are the parallel tasks, each one single-threaded
 /// product that starts from the bias: 1.2–1.6× the throughput on the
 /// UNet's shapes.
+///
+/// The weight is either a dense tensor (the path above) or a
+/// [`PackedWeight`] kept in its stored type (GGUF quantisations, f16/bf16,
+/// fp8), multiplied by [`PackedWeight::matmul_t`]: a model written against
+/// `Linear` runs on any storage.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    weight: Tensor,
+    weight: LinearWeight,
     bias: Option<Tensor>,
+}
+
+#[derive(Clone, Debug)]
+enum LinearWeight {
+    Dense(Tensor),
+    Packed(Arc<PackedWeight>),
 }
 
 impl Linear {
     /// From a `[out, in]` weight and an optional `[out]` bias.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Linear {
-        Linear { weight, bias }
+        Linear {
+            weight: LinearWeight::Dense(weight),
+            bias,
+        }
+    }
+
+    /// From a packed `[out, in]` weight and an optional `[out]` bias.
+    pub fn packed(weight: Arc<PackedWeight>, bias: Option<Tensor>) -> Linear {
+        Linear {
+            weight: LinearWeight::Packed(weight),
+            bias,
+        }
+    }
+
+    /// The dense weight; `None` when it is packed.
+    pub fn weight(&self) -> Option<&Tensor> {
+        match &self.weight {
+            LinearWeight::Dense(w) => Some(w),
+            LinearWeight::Packed(_) => None,
+        }
+    }
+
+    /// The packed weight; `None` when it is dense.
+    pub fn packed_weight(&self) -> Option<&Arc<PackedWeight>> {
+        match &self.weight {
+            LinearWeight::Dense(_) => None,
+            LinearWeight::Packed(w) => Some(w),
+        }
+    }
+
+    /// The bias, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
     }
 }
 
@@ -250,10 +296,14 @@ pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<L
 
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let weight = match &self.weight {
+            LinearWeight::Dense(w) => w,
+            LinearWeight::Packed(w) => return w.matmul_t(x, self.bias.as_ref()),
+        };
         if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
-            return candle_nn::Linear::new(self.weight.clone(), self.bias.clone()).forward(x);
+            return candle_nn::Linear::new(weight.clone(), self.bias.clone()).forward(x);
         }
-        let (x, weight) = (x.contiguous()?, self.weight.contiguous()?);
+        let (x, weight) = (x.contiguous()?, weight.contiguous()?);
         match &self.bias {
             Some(bias) => x.apply_op3_no_bwd(&weight, &bias.contiguous()?, &RowBlocks),
             None => x.apply_op2_no_bwd(&weight, &RowBlocks),
@@ -626,7 +676,8 @@ mod tests {
         .into_iter()
         .enumerate()
         {
-            let reference = candle_nn::Linear::new(layer.weight.clone(), layer.bias.clone());
+            let reference =
+                candle_nn::Linear::new(layer.weight().unwrap().clone(), layer.bias.clone());
             assert!(
                 max_diff(&layer.forward(&x).unwrap(), &reference.forward(&x).unwrap()) < 1e-5,
                 "layer {i}"

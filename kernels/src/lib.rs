@@ -7,7 +7,9 @@
 //! - [`winograd`]: 3×3 stride-1 convolution by minimal filtering;
 //! - [`pointwise`]: vectorised `exp`, `erf`, SiLU, GELU and softmax;
 //! - [`resize`]: torch's bilinear resizing, for masks and latents;
-//! - [`alloc`]: the allocator setting that keeps freed tensor memory.
+//! - [`alloc`]: the allocator setting that keeps freed tensor memory;
+//! - [`quant`]: weights kept compressed (GGUF, f16/bf16, fp8) and their
+//!   matrix product, behind [`Linear`].
 //!
 //! Every kernel is tested against a direct definition, and every result is
 //! independent of the thread count. Off the CPU, or off f32, each falls back
@@ -20,6 +22,7 @@ pub mod alloc;
 pub mod attention;
 pub mod layers;
 pub mod pointwise;
+pub mod quant;
 pub mod resize;
 pub mod testing;
 pub mod winograd;

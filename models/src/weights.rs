@@ -12,15 +12,34 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
+use weft_kernels::quant::{GgufFile, PackedWeight, StoredType};
 
-/// One opened safetensors file.
+/// One opened weights file, memory-mapped: safetensors, or GGUF (city96's
+/// ComfyUI-GGUF conversions keep the original key names, so the same key
+/// maps apply).
 pub struct WeightFile {
     pub path: PathBuf,
-    tensors: MmapedSafetensors,
+    format: Format,
+}
+
+enum Format {
+    Safetensors {
+        map: Arc<memmap2::Mmap>,
+        tensors: HashMap<String, Stored>,
+    },
+    Gguf(GgufFile),
+}
+
+/// A tensor's type, shape and byte range in the map.
+#[derive(Clone, Debug)]
+struct Stored {
+    dtype: safetensors::Dtype,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
 }
 
 impl std::fmt::Debug for WeightFile {
@@ -30,39 +49,156 @@ impl std::fmt::Debug for WeightFile {
 }
 
 impl WeightFile {
-    /// Memory-maps `path` and checks its header (truncation shows up here).
+    /// Memory-maps `path` and checks its header and that every tensor lies
+    /// inside the file (truncation shows up here).
     pub fn open(path: &Path) -> Result<Arc<WeightFile>, String> {
         let meta = std::fs::metadata(path)
             .map_err(|e| format!("{}: cannot read the model file: {e}", path.display()))?;
         if !meta.is_file() {
             return Err(format!("{}: not a file", path.display()));
         }
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            let gguf = GgufFile::open(path).map_err(|e| e.to_string())?;
+            // Every tensor's bytes must lie inside the file.
+            for name in gguf.tensor_names() {
+                gguf.tensor(name).map_err(|e| e.to_string())?;
+            }
+            return Ok(Arc::new(WeightFile {
+                path: path.to_path_buf(),
+                format: Format::Gguf(gguf),
+            }));
+        }
+        let file = std::fs::File::open(path)
+            .map_err(|e| format!("{}: cannot read the model file: {e}", path.display()))?;
         // Safety: the mapping is read-only; a file rewritten while mapped is
         // the one hazard, and weft never writes model files.
-        let tensors = unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .map_err(|e| format!("{}: cannot map the model file: {e}", path.display()))?;
+        let bad = |e: String| {
             format!(
                 "{}: not a valid safetensors file (truncated or corrupt?): {e}",
                 path.display()
             )
-        })?;
+        };
+        // Validates offsets against the file's length, as well as the header.
+        safetensors::SafeTensors::deserialize(&map).map_err(|e| bad(e.to_string()))?;
+        let (header, metadata) =
+            safetensors::SafeTensors::read_metadata(&map).map_err(|e| bad(e.to_string()))?;
+        let base = 8 + header;
+        let tensors = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| {
+                let (start, end) = info.data_offsets;
+                let stored = Stored {
+                    dtype: info.dtype,
+                    shape: info.shape.clone(),
+                    start: base + start,
+                    end: base + end,
+                };
+                (name, stored)
+            })
+            .collect();
         Ok(Arc::new(WeightFile {
             path: path.to_path_buf(),
-            tensors,
+            format: Format::Safetensors {
+                map: Arc::new(map),
+                tensors,
+            },
         }))
     }
 
     /// Every tensor's name and shape.
     pub fn shapes(&self) -> HashMap<String, Vec<usize>> {
-        self.tensors
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| (name, view.shape().to_vec()))
-            .collect()
+        match &self.format {
+            Format::Safetensors { tensors, .. } => tensors
+                .iter()
+                .map(|(name, t)| (name.clone(), t.shape.clone()))
+                .collect(),
+            Format::Gguf(g) => g
+                .tensor_names()
+                .into_iter()
+                .filter_map(|n| Some((n.to_string(), g.shape(n).ok()?.to_vec())))
+                .collect(),
+        }
+    }
+
+    /// One tensor's shape.
+    pub fn shape(&self, key: &str) -> Option<Vec<usize>> {
+        match &self.format {
+            Format::Safetensors { tensors, .. } => tensors.get(key).map(|t| t.shape.clone()),
+            Format::Gguf(g) => g.shape(key).ok().map(<[usize]>::to_vec),
+        }
+    }
+
+    fn missing(&self, key: &str) -> candle_core::Error {
+        candle_core::Error::Msg(format!("no tensor `{key}` in {}", self.path.display()))
     }
 
     /// One tensor, upcast to f32 (weights are computed in f32 on the CPU).
     pub fn load_f32(&self, key: &str) -> candle_core::Result<Tensor> {
-        self.tensors.load(key, &Device::Cpu)?.to_dtype(DType::F32)
+        match &self.format {
+            Format::Safetensors { map, tensors } => {
+                let t = tensors.get(key).ok_or_else(|| self.missing(key))?;
+                let view = safetensors::tensor::TensorView::new(
+                    t.dtype,
+                    t.shape.clone(),
+                    &map[t.start..t.end],
+                )
+                .map_err(|e| candle_core::Error::Msg(format!("`{key}`: {e}")))?;
+                candle_core::safetensors::Load::load(&view, &Device::Cpu)?.to_dtype(DType::F32)
+            }
+            Format::Gguf(g) => g.tensor(key)?.to_f32_tensor(),
+        }
+    }
+
+    /// Whether a tensor is stored in f32 (then kept dense).
+    pub fn is_f32(&self, key: &str) -> bool {
+        match &self.format {
+            Format::Safetensors { tensors, .. } => {
+                tensors.get(key).is_some_and(|t| t.dtype == safetensors::Dtype::F32)
+            }
+            Format::Gguf(g) => g.stored_type(key).is_ok_and(|t| t == StoredType::F32),
+        }
+    }
+
+    /// A 2-D tensor kept as stored (f16, bf16, fp8, GGUF blocks), borrowing
+    /// the map: rows `rows` of it (all when `None`), times `scale` if given.
+    pub fn packed(
+        &self,
+        key: &str,
+        rows: Option<std::ops::Range<usize>>,
+        scale: Option<f32>,
+    ) -> candle_core::Result<PackedWeight> {
+        let (map, tensors) = match &self.format {
+            Format::Safetensors { map, tensors } => (map, tensors),
+            Format::Gguf(g) => {
+                let w = g.tensor(key)?;
+                let n = w.shape().first().copied().unwrap_or(0);
+                return match rows {
+                    Some(r) if r != (0..n) => w.narrow_rows(r.start, r.len()),
+                    _ => Ok(w),
+                };
+            }
+        };
+        let t = tensors.get(key).ok_or_else(|| self.missing(key))?;
+        let (n, cols) = match t.shape.as_slice() {
+            [n, cols] => (*n, *cols),
+            other => candle_core::bail!("`{key}` has shape {other:?}, expected a matrix"),
+        };
+        let rows = rows.unwrap_or(0..n);
+        if rows.end > n || rows.start > rows.end {
+            candle_core::bail!("`{key}` has {n} rows, not {rows:?}");
+        }
+        let row_bytes = (t.end - t.start) / n.max(1);
+        PackedWeight::from_safetensors_bytes(
+            t.dtype,
+            &[rows.len(), cols],
+            map.clone(),
+            t.start + rows.start * row_bytes,
+            rows.len() * row_bytes,
+            scale,
+        )
     }
 }
 
@@ -183,9 +319,8 @@ impl TensorMap {
             .filter(|s| seen.insert((s.file.path.clone(), s.key.clone())))
             .map(|s| {
                 s.file
-                    .tensors
-                    .get(&s.key)
-                    .map(|v| v.shape().iter().product::<usize>() * 4)
+                    .shape(&s.key)
+                    .map(|shape| shape.iter().product::<usize>() * 4)
                     .unwrap_or(0)
             })
             .sum()

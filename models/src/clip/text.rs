@@ -253,9 +253,12 @@ impl TextEncoder {
             .iter()
             .map(Tower::build)
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        // CLIP-L's pooled output is taken unprojected by SD3 and Flux.
-        for t in &mut towers {
-            t.project_pooled = family == TextFamily::Sd3 && t.config.hidden_size > 768;
+        // CLIP-L's pooled output is taken unprojected by SD3 and Flux; bigG
+        // (the wider of SD3's two, or a lone one wider than CLIP-L) projected.
+        let n = towers.len();
+        for (i, t) in towers.iter_mut().enumerate() {
+            let is_g = if n == 2 { i == 1 } else { t.config.hidden_size > 768 };
+            t.project_pooled = family == TextFamily::Sd3 && is_g;
         }
         let t5_tower = t5.map(|p| T5Tower::build(p, min_length)).transpose()?;
         Ok(TextEncoder {
@@ -270,6 +273,15 @@ impl TextEncoder {
     /// How this value's encoders make a conditioning.
     pub fn family(&self) -> TextFamily {
         self.family
+    }
+
+    /// The same encoders with T5 padding prompts to at least `min_length`
+    /// tokens (diffusers pads to 256 for SD3 and 512 for Flux).
+    pub fn with_t5_min_length(&self, min_length: usize) -> TextEncoder {
+        TextEncoder {
+            t5: self.t5.as_ref().map(|t| t.with_min_length(min_length)),
+            ..self.clone()
+        }
     }
 
     /// Whether a T5 encoder is part of this value.

@@ -8,9 +8,11 @@
 //! block, and shared by all), and a gated-GELU feed-forward.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Embedding, VarBuilder};
+use candle_nn::Embedding;
 use serde::Deserialize;
-use weft_kernels::layers::{self, Linear};
+use weft_kernels::layers::Linear;
+
+use crate::loader::Loader;
 
 /// Hyper-parameters, read from a transformers `T5Config` JSON (settings it
 /// leaves out take that class's defaults) or inferred from a file's shapes.
@@ -104,9 +106,9 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn new(d: usize, eps: f64, vb: VarBuilder) -> Result<RmsNorm> {
+    fn new(d: usize, eps: f64, l: Loader) -> Result<RmsNorm> {
         Ok(RmsNorm {
-            weight: vb.get(d, "weight")?,
+            weight: l.get(d, "weight")?,
             eps,
         })
     }
@@ -127,9 +129,9 @@ enum FeedForward {
 }
 
 impl FeedForward {
-    fn new(cfg: &T5Config, vb: VarBuilder) -> Result<FeedForward> {
+    fn new(cfg: &T5Config, l: Loader) -> Result<FeedForward> {
         let (d, f) = (cfg.d_model, cfg.d_ff);
-        let lin = |i, o, name: &str| layers::linear_no_bias(i, o, vb.pp(name));
+        let lin = |i, o, name: &str| l.pp(name).linear_no_bias(i, o);
         Ok(if cfg.gated()? {
             FeedForward::Gated {
                 wi0: lin(d, f, "wi_0")?,
@@ -166,18 +168,18 @@ struct Block {
 }
 
 impl Block {
-    fn new(cfg: &T5Config, vb: VarBuilder) -> Result<Block> {
+    fn new(cfg: &T5Config, l: Loader) -> Result<Block> {
         let inner = cfg.num_heads * cfg.d_kv;
-        let attn = vb.pp("layer.0.SelfAttention");
-        let lin = |i, o, name: &str| layers::linear_no_bias(i, o, attn.pp(name));
+        let attn = l.pp("layer.0.SelfAttention");
+        let lin = |i, o, name: &str| attn.pp(name).linear_no_bias(i, o);
         Ok(Block {
-            norm1: RmsNorm::new(cfg.d_model, cfg.layer_norm_epsilon, vb.pp("layer.0.layer_norm"))?,
+            norm1: RmsNorm::new(cfg.d_model, cfg.layer_norm_epsilon, l.pp("layer.0.layer_norm"))?,
             q: lin(cfg.d_model, inner, "q")?,
             k: lin(cfg.d_model, inner, "k")?,
             v: lin(cfg.d_model, inner, "v")?,
             o: lin(inner, cfg.d_model, "o")?,
-            norm2: RmsNorm::new(cfg.d_model, cfg.layer_norm_epsilon, vb.pp("layer.1.layer_norm"))?,
-            ff: FeedForward::new(cfg, vb.pp("layer.1.DenseReluDense"))?,
+            norm2: RmsNorm::new(cfg.d_model, cfg.layer_norm_epsilon, l.pp("layer.1.layer_norm"))?,
+            ff: FeedForward::new(cfg, l.pp("layer.1.DenseReluDense"))?,
         })
     }
 
@@ -211,20 +213,20 @@ pub struct T5Encoder {
 }
 
 impl T5Encoder {
-    /// Builds from `vb` rooted where transformers' `T5EncoderModel` puts
+    /// Builds from `l` rooted where transformers' `T5EncoderModel` puts
     /// `shared.weight` and `encoder.*`.
-    pub fn new(cfg: &T5Config, vb: VarBuilder) -> Result<T5Encoder> {
+    pub fn new(cfg: &T5Config, l: Loader) -> Result<T5Encoder> {
         cfg.gated()?;
-        let enc = vb.pp("encoder");
+        let enc = l.pp("encoder");
         let blocks = (0..cfg.num_layers)
             .map(|i| Block::new(cfg, enc.pp(format!("block.{i}"))))
             .collect::<Result<_>>()?;
         Ok(T5Encoder {
-            embed: candle_nn::embedding(cfg.vocab_size, cfg.d_model, vb.pp("shared"))?,
+            embed: candle_nn::embedding(cfg.vocab_size, cfg.d_model, l.vb().pp("shared"))?,
             relative_bias: candle_nn::embedding(
                 cfg.relative_attention_num_buckets,
                 cfg.num_heads,
-                enc.pp("block.0.layer.0.SelfAttention.relative_attention_bias"),
+                enc.vb().pp("block.0.layer.0.SelfAttention.relative_attention_bias"),
             )?,
             blocks,
             final_norm: RmsNorm::new(cfg.d_model, cfg.layer_norm_epsilon, enc.pp("final_layer_norm"))?,

@@ -138,7 +138,9 @@ impl T5Tower {
     pub fn build(parts: &T5Parts, min_length: usize) -> std::result::Result<T5Tower, String> {
         let model = parts
             .tensors
-            .build("T5 text encoder", |vb| T5Encoder::new(&parts.config, vb))?;
+            .build("T5 text encoder", |vb| {
+                T5Encoder::new(&parts.config, crate::loader::Loader::new(vb))
+            })?;
         let tokenizer = T5Tokenizer::open(&parts.tokenizer, min_length)
             .map_err(|e| format!("{e} (T5 needs a tokenizer.json: a diffusers folder's tokenizer_N/, or weft's assets/t5/)"))?;
         Ok(T5Tower {
