@@ -8,6 +8,7 @@ use std::sync::Arc;
 use weft_sampling::Model;
 
 use crate::clip::{TextEncoder, TextFamily};
+use crate::packed::WeightMode;
 use crate::flux::{self, FluxNetwork};
 use crate::sd::checkpoint::{self, ClipParts};
 use crate::sd::config::{self, VaeSpec};
@@ -55,8 +56,13 @@ pub fn family_of(path: &Path) -> Option<DitFamily> {
             None
         };
     }
-    let (shapes, _) = crate::detect::header(path).ok()?;
-    let has = |part: &str| shapes.keys().any(|k| k.contains(part));
+    let keys: Vec<String> = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        let gguf = weft_kernels::quant::GgufFile::open(path).ok()?;
+        gguf.tensor_names().into_iter().map(str::to_string).collect()
+    } else {
+        crate::detect::header(path).ok()?.0.into_keys().collect()
+    };
+    let has = |part: &str| keys.iter().any(|k| k.contains(part));
     if has("joint_blocks.") {
         Some(DitFamily::Sd3)
     } else if has("double_blocks.") || has("single_transformer_blocks.") {
@@ -68,16 +74,22 @@ pub fn family_of(path: &Path) -> Option<DitFamily> {
     }
 }
 
-/// Builds the MODEL of a transformer file or folder of `family`.
-pub fn load_model(family: DitFamily, path: &Path, config_dir: Option<&Path>) -> Result<Model, String> {
+/// Builds the MODEL of a transformer file or folder of `family`, its
+/// linears held as `mode` says.
+pub fn load_model(
+    family: DitFamily,
+    path: &Path,
+    config_dir: Option<&Path>,
+    mode: WeightMode,
+) -> Result<Model, String> {
     Ok(match family {
         DitFamily::Sd3 => {
             let (config, tensors) = sd3::open_transformer(path, config_dir)?;
-            Sd3Network::build(&config, &tensors)?.into_model()
+            Sd3Network::build(&config, &tensors, mode)?.into_model()
         }
         DitFamily::Flux => {
             let (config, tensors) = flux::open_transformer(path, config_dir)?;
-            FluxNetwork::build(&config, &tensors)?.into_model()
+            FluxNetwork::build(&config, &tensors, mode)?.into_model()
         }
     })
 }

@@ -10,7 +10,9 @@
 //! - [`sd3`]: SD3 and SD3.5's MM-DiT; [`flux`]: Flux.1's transformer; both
 //!   built from [`dit`]'s shared blocks through a [`loader::Loader`] whose
 //!   linear layers may stay compressed; [`dit_files`] finds their weights
-//!   and [`dit_checkpoint`] a whole checkpoint's.
+//!   and [`dit_checkpoint`] a whole checkpoint's; [`packed`] keeps their
+//!   linear weights compressed (bf16, fp8, GGUF) or quantises them, and
+//!   [`quantize`] writes GGUF files.
 //! - [`clip`]: CLIP text encoders and prompt weighting; [`t5`]: the T5-XXL
 //!   encoder and its tokenizer.
 //! - [`controlnet`]: ControlNet, in three file layouts.
@@ -35,6 +37,8 @@ pub mod inpaint;
 pub mod loader;
 pub mod lora;
 pub mod mnist;
+pub mod packed;
+pub mod quantize;
 pub mod sd;
 pub mod sd3;
 pub mod t5;

@@ -135,8 +135,26 @@ impl WeightFile {
         candle_core::Error::Msg(format!("no tensor `{key}` in {}", self.path.display()))
     }
 
-    /// One tensor, upcast to f32 (weights are computed in f32 on the CPU).
+    /// ComfyUI's "scaled fp8": the `….scale_weight` scalar stored beside a
+    /// weight, which multiplies it.
+    pub fn scale_of(&self, key: &str) -> Option<f32> {
+        let stem = key.strip_suffix(".weight")?;
+        let scale = format!("{stem}.scale_weight");
+        self.shape(&scale)?;
+        self.load_raw(&scale).ok()?.flatten_all().ok()?.get(0).ok()?.to_scalar::<f32>().ok()
+    }
+
+    /// One tensor, upcast to f32 (weights are computed in f32 on the CPU),
+    /// with its `scale_weight` applied.
     pub fn load_f32(&self, key: &str) -> candle_core::Result<Tensor> {
+        let t = self.load_raw(key)?;
+        match self.scale_of(key) {
+            Some(s) => t.affine(f64::from(s), 0.0),
+            None => Ok(t),
+        }
+    }
+
+    fn load_raw(&self, key: &str) -> candle_core::Result<Tensor> {
         match &self.format {
             Format::Safetensors { map, tensors } => {
                 let t = tensors.get(key).ok_or_else(|| self.missing(key))?;
@@ -334,6 +352,25 @@ impl TensorMap {
         self.entries.contains_key(name)
     }
 
+    /// A [`crate::loader::Loader`] over `vb` (built from this map) whose
+    /// linears are held as `mode` says.
+    pub fn loader<'a>(
+        &self,
+        vb: VarBuilder<'a>,
+        mode: crate::packed::WeightMode,
+    ) -> crate::loader::Loader<'a> {
+        let linears = crate::packed::MappedLinears {
+            map: self.clone(),
+            mode,
+        };
+        crate::loader::Loader::with_packed(vb, Arc::new(linears))
+    }
+
+    /// Where tensor `name` comes from.
+    pub fn source(&self, name: &str) -> Option<&Source> {
+        self.entries.get(name)
+    }
+
     /// Builds a network with `build`, reporting every tensor it asked for
     /// that is missing or has the wrong shape in one error naming `what`
     /// and the files.
@@ -417,11 +454,18 @@ struct SharedChecked(Arc<Checked>);
 
 impl Checked {
     fn fetch(&self, name: &str) -> Result<Tensor, String> {
-        let source = self
-            .map
+        self.map
             .entries
             .get(name)
-            .ok_or_else(|| format!("missing `{name}`"))?;
+            .ok_or_else(|| format!("missing `{name}`"))?
+            .load()
+    }
+}
+
+impl Source {
+    /// The tensor as the network wants it, in f32.
+    pub fn load(&self) -> Result<Tensor, String> {
+        let source = self;
         let key = &source.key;
         let stored = source
             .file

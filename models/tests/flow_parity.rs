@@ -16,6 +16,7 @@ use common::{floats, sample_cfg, tensors};
 use weft_kernels::testing::max_diff as max_abs;
 use weft_models::dit_checkpoint::{self, DitFamily};
 use weft_models::flux::{self, model::pack, model::unpack, FluxNetwork};
+use weft_models::packed::WeightMode;
 use weft_models::sd::checkpoint;
 use weft_models::sd3::{self, Sd3Network};
 use weft_models::t5::tower::{self as t5, T5Tower};
@@ -79,7 +80,7 @@ fn t5_encoder_matches_transformers() {
     let parts = t5::open(&dir.join("model.safetensors")).unwrap();
     let folder = t5::open(&dir).unwrap();
     assert_eq!(parts.config, folder.config, "shapes give the folder's config");
-    let tower = T5Tower::build(&parts, 1).unwrap();
+    let tower = T5Tower::build(&parts, 1, WeightMode::Stored).unwrap();
     let ids = r["padded.input_ids"].to_dtype(DType::U32).unwrap();
     let mask = &r["padded.attention_mask"];
     let unmasked = tower.model.encode(&ids, None).unwrap();
@@ -114,7 +115,7 @@ fn sd3_layouts(variant: &str) -> Vec<(String, Sd3Network)> {
         let (cfg, map) = sd3::open_transformer(&path, config).unwrap_or_else(|e| panic!("{e}"));
         out.push((
             format!("{variant} {label}"),
-            Sd3Network::build(&cfg, &map).unwrap(),
+            Sd3Network::build(&cfg, &map, WeightMode::Stored).unwrap(),
         ));
     }
     out
@@ -225,7 +226,10 @@ fn flux_layouts(variant: &str) -> Vec<(String, FluxNetwork)> {
         .into_iter()
         .map(|(label, path, config)| {
             let (cfg, map) = flux::open_transformer(&path, config).unwrap_or_else(|e| panic!("{e}"));
-            (format!("{variant} {label}"), FluxNetwork::build(&cfg, &map).unwrap())
+            (
+                format!("{variant} {label}"),
+                FluxNetwork::build(&cfg, &map, WeightMode::Stored).unwrap(),
+            )
         })
         .collect()
 }

@@ -11,6 +11,7 @@ use super::embedding::Embedding;
 use super::model::{ClipConfig, ClipText};
 use super::prompt::{self, Chunk, Framing};
 use crate::sd::checkpoint::ClipParts;
+use crate::packed::WeightMode;
 use crate::t5::tower::{T5Parts, T5Tower};
 use crate::weights::{build_from, Weights};
 use weft_sampling::Conditioning;
@@ -260,7 +261,9 @@ impl TextEncoder {
             let is_g = if n == 2 { i == 1 } else { t.config.hidden_size > 768 };
             t.project_pooled = family == TextFamily::Sd3 && is_g;
         }
-        let t5_tower = t5.map(|p| T5Tower::build(p, min_length)).transpose()?;
+        let t5_tower = t5
+            .map(|p| T5Tower::build(p, min_length, WeightMode::Stored))
+            .transpose()?;
         Ok(TextEncoder {
             towers,
             t5: t5_tower,

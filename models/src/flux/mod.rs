@@ -12,6 +12,7 @@ use candle_core::{Result, Tensor};
 use weft_sampling::{Conditioning, FlowShift, LatentFormat, Model, ModelSampling, Network};
 
 use crate::dit_files::{self, count_blocks, key_prefix};
+use crate::packed::WeightMode;
 use crate::sd::config::Shapes;
 use crate::weights::{self, TensorMap, WeightFile};
 pub use model::{FluxConfig, FluxTransformer};
@@ -114,9 +115,14 @@ pub struct FluxNetwork {
 }
 
 impl FluxNetwork {
-    pub fn build(config: &FluxConfig, tensors: &TensorMap) -> std::result::Result<FluxNetwork, String> {
+    /// Builds the transformer; `mode` says how its linears are held.
+    pub fn build(
+        config: &FluxConfig,
+        tensors: &TensorMap,
+        mode: WeightMode,
+    ) -> std::result::Result<FluxNetwork, String> {
         let transformer = tensors.build("Flux transformer", |vb| {
-            FluxTransformer::new(config, crate::loader::Loader::new(vb))
+            FluxTransformer::new(config, tensors.loader(vb, mode))
         })?;
         Ok(FluxNetwork {
             transformer,

@@ -12,6 +12,7 @@ use candle_core::{Result, Tensor};
 use weft_sampling::{Conditioning, FlowShift, LatentFormat, Model, ModelSampling, Network};
 
 use crate::dit_files::{self, count_blocks, key_prefix};
+use crate::packed::WeightMode;
 use crate::sd::config::Shapes;
 use crate::weights::{self, TensorMap, WeightFile};
 pub use mmdit::{Sd3Config, Sd3Transformer};
@@ -133,9 +134,14 @@ pub struct Sd3Network {
 }
 
 impl Sd3Network {
-    pub fn build(config: &Sd3Config, tensors: &TensorMap) -> std::result::Result<Sd3Network, String> {
+    /// Builds the transformer; `mode` says how its linears are held.
+    pub fn build(
+        config: &Sd3Config,
+        tensors: &TensorMap,
+        mode: WeightMode,
+    ) -> std::result::Result<Sd3Network, String> {
         let transformer = tensors.build("SD3 transformer", |vb| {
-            Sd3Transformer::new(config, crate::loader::Loader::new(vb))
+            Sd3Transformer::new(config, tensors.loader(vb, mode))
         })?;
         Ok(Sd3Network {
             transformer,

@@ -9,6 +9,7 @@ use candle_core::{Device, Result, Tensor};
 use super::model::{T5Config, T5Encoder};
 use super::tokenizer::{T5Tokenizer, WeightedTokens};
 use crate::dit_files::{self, count_blocks};
+use crate::packed::WeightMode;
 use crate::sd::config::Shapes;
 use crate::weights::{TensorMap, Transform, WeightFile};
 
@@ -134,13 +135,16 @@ pub struct T5Tower {
 }
 
 impl T5Tower {
-    /// Builds `parts`, padding prompts to `min_length` tokens.
-    pub fn build(parts: &T5Parts, min_length: usize) -> std::result::Result<T5Tower, String> {
-        let model = parts
-            .tensors
-            .build("T5 text encoder", |vb| {
-                T5Encoder::new(&parts.config, crate::loader::Loader::new(vb))
-            })?;
+    /// Builds `parts`, padding prompts to `min_length` tokens; `mode` says
+    /// how its linears are held.
+    pub fn build(
+        parts: &T5Parts,
+        min_length: usize,
+        mode: WeightMode,
+    ) -> std::result::Result<T5Tower, String> {
+        let model = parts.tensors.build("T5 text encoder", |vb| {
+            T5Encoder::new(&parts.config, parts.tensors.loader(vb, mode))
+        })?;
         let tokenizer = T5Tokenizer::open(&parts.tokenizer, min_length)
             .map_err(|e| format!("{e} (T5 needs a tokenizer.json: a diffusers folder's tokenizer_N/, or weft's assets/t5/)"))?;
         Ok(T5Tower {

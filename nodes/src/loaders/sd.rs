@@ -7,6 +7,7 @@ use weft_core::{Define, InputSpec, Inputs, NodeDef, NodeError, NodeSchema, Value
 use weft_model_paths::ModelKind;
 use weft_models::clip::TextEncoder;
 use weft_models::dit_checkpoint;
+use weft_models::packed::WeightMode;
 use weft_models::sd::checkpoint;
 use weft_models::sd::network::sampling_model;
 use weft_models::sd::SdUNet;
@@ -62,7 +63,8 @@ pub fn checkpoint_loader_simple(files: ModelFiles) -> NodeDef {
         let err = |e: String| NodeError::input("ckpt_name", e);
         let missing = |what: &str| err(format!("{}: the checkpoint has no {what}", path.display()));
         if let Some(family) = dit_checkpoint::family_of(&path) {
-            let model = dit_checkpoint::load_model(family, &path, config.as_deref()).map_err(err)?;
+            let model = dit_checkpoint::load_model(family, &path, config.as_deref(), WeightMode::Stored)
+                .map_err(err)?;
             cx.check_cancelled()?;
             let parts = dit_checkpoint::companions(family, &path).map_err(err)?;
             let clip = parts.clip.ok_or_else(|| missing("text encoders (load them with DualCLIPLoader or TripleCLIPLoader)"))?;
@@ -123,14 +125,18 @@ pub fn unet_loader(files: ModelFiles) -> NodeDef {
     )
     .input(InputSpec::model("unet_name", "diffusion_models").doc("The UNet: a name in the diffusion_models (or unet) folders, or a path to a .safetensors file or diffusers folder."))
     .input(config_input("UNet"))
+    .input(InputSpec::choice("weight_dtype", &WeightMode::CHOICES).doc("How an SD3 or Flux transformer's linear weights are held in memory: `default` as stored (f16, bf16, fp8 and GGUF stay compressed; f32 stays f32), quantised on load to fp8 or a GGUF type (`q8_0` …), or `f32`. Compute is f32 layer by layer either way. SD 1.x/2.x/SDXL UNets are always f32."))
     .output("MODEL", ValueType::Model, "The UNet with its noise schedule.")
     .heavy()
     .run(move |cx| {
         let path = files.resolve(cx.inputs, "unet_name", ModelKind::DiffusionModels)?;
         let config = config(&files, cx.inputs)?;
         let err = |e: String| NodeError::input("unet_name", e);
+        let mode = WeightMode::parse(cx.str("weight_dtype")?)
+            .map_err(|e| NodeError::input("weight_dtype", e))?;
         if let Some(family) = dit_checkpoint::family_of(&path) {
-            let model = dit_checkpoint::load_model(family, &path, config.as_deref()).map_err(err)?;
+            let model = dit_checkpoint::load_model(family, &path, config.as_deref(), mode)
+                .map_err(err)?;
             return Ok(Value::handle(model));
         }
         let ck = checkpoint::open_unet(&path, config.as_deref()).map_err(err)?;
@@ -142,7 +148,11 @@ pub fn unet_loader(files: ModelFiles) -> NodeDef {
         Ok(Value::handle(sampling_model(&ck, unet).map_err(err)?))
     })
     .fingerprint(move |inputs| {
-        Ok(fingerprint_with_config(&keys, inputs, "unet_name", ModelKind::DiffusionModels))
+        Ok(format!(
+            "{}|{}",
+            fingerprint_with_config(&keys, inputs, "unet_name", ModelKind::DiffusionModels),
+            inputs.str("weight_dtype").unwrap_or("default")
+        ))
     })
 }
 
