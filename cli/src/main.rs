@@ -94,6 +94,18 @@ enum Command {
         /// Only this kind of folder (`checkpoints`, `vae`, `loras`, `unet`, …).
         kind: Option<String>,
     },
+    /// Rewrite a model file (safetensors or GGUF) as GGUF with its weight
+    /// matrices quantised, as ComfyUI-GGUF's converter does (names kept;
+    /// vectors f32; other matrices f16).
+    Quantize {
+        /// The model file to read.
+        input: PathBuf,
+        /// The GGUF file to write (atomically).
+        output: PathBuf,
+        /// The block type: q8_0, q6_k, q5_k, q4_k, q5_0, q4_0, f16, bf16, …
+        #[arg(long = "type", default_value = "q8_0")]
+        ty: String,
+    },
     /// List node types with their schemas.
     Nodes {
         /// Show only this node type.
@@ -319,6 +331,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Models { kind } => models::print(files.paths(), kind.as_deref()),
+        Command::Quantize { input, output, ty } => models::quantize(&input, &output, &ty),
         Command::Nodes {
             r#type,
             json,

@@ -70,3 +70,32 @@ fn human_size(bytes: u64) -> String {
         format!("{size:.1} {}", units[unit])
     }
 }
+
+/// `weft quantize`: writes `output` and reports what it did.
+pub fn quantize(input: &std::path::Path, output: &std::path::Path, ty: &str) -> ExitCode {
+    let ty = match ty.parse::<weft_kernels::quant::StoredType>() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: --type: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match weft_models::quantize::quantize_file(input, output, ty) {
+        Ok(r) => {
+            println!(
+                "{}: {} matrices as {ty}, {} kept f16, {} vectors f32; {:.1} MB → {:.1} MB",
+                output.display(),
+                r.quantized,
+                r.kept_f16,
+                r.kept_f32,
+                r.bytes_in as f64 / 1e6,
+                r.bytes_out as f64 / 1e6
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

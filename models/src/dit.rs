@@ -89,7 +89,9 @@ impl Modulation {
     }
 
     pub fn forward(&self, c: &Tensor) -> Result<Vec<Tensor>> {
-        self.linear.forward(&c.silu()?)?.chunk(self.parts, D::Minus1)
+        self.linear
+            .forward(&c.silu()?)?
+            .chunk(self.parts, D::Minus1)
     }
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use weft_sampling::Model;
 
 use crate::clip::{TextEncoder, TextFamily};
-use crate::packed::WeightMode;
 use crate::flux::{self, FluxNetwork};
+use crate::packed::WeightMode;
 use crate::sd::checkpoint::{self, ClipParts};
 use crate::sd::config::{self, VaeSpec};
 use crate::sd::ldm::{self, VAE_PREFIX};
@@ -56,9 +56,15 @@ pub fn family_of(path: &Path) -> Option<DitFamily> {
             None
         };
     }
-    let keys: Vec<String> = if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+    let keys: Vec<String> = if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    {
         let gguf = weft_kernels::quant::GgufFile::open(path).ok()?;
-        gguf.tensor_names().into_iter().map(str::to_string).collect()
+        gguf.tensor_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
     } else {
         crate::detect::header(path).ok()?.0.into_keys().collect()
     };
@@ -117,7 +123,11 @@ pub fn companions(family: DitFamily, path: &Path) -> Result<Companions, String> 
     Ok(Companions { clip, vae })
 }
 
-type Parts = (Vec<ClipParts>, Option<T5Parts>, Option<(VaeSpec, TensorMap)>);
+type Parts = (
+    Vec<ClipParts>,
+    Option<T5Parts>,
+    Option<(VaeSpec, TensorMap)>,
+);
 
 /// A diffusers pipeline folder: CLIP encoders in `text_encoder`,
 /// `text_encoder_2` (SD3), T5 in the last (`text_encoder_3` for SD3,
@@ -167,7 +177,10 @@ fn file_parts(path: &Path) -> Result<Parts, String> {
     } else {
         None
     };
-    let vae = match ["first_stage_model.", "vae."].into_iter().find(|p| has(&format!("{p}decoder."))) {
+    let vae = match ["first_stage_model.", "vae."]
+        .into_iter()
+        .find(|p| has(&format!("{p}decoder.")))
+    {
         Some(prefix) => Some(vae_at(&file, prefix).map_err(err)?),
         None => None,
     };

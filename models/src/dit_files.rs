@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::weights::{Transform, TensorMap, WeightFile};
+use crate::weights::{TensorMap, Transform, WeightFile};
 
 /// The safetensors files of diffusers component folder `dir`: its one
 /// `diffusion_pytorch_model.safetensors` (or `model.safetensors`), or every
@@ -75,7 +75,13 @@ pub fn key_prefix<'a>(keys: &[String], marker: &str, prefixes: &[&'a str]) -> Op
 /// How many numbered blocks `prefix{i}.` the keys hold.
 pub fn count_blocks(keys: &[String], prefix: &str) -> usize {
     keys.iter()
-        .filter_map(|k| k.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
+        .filter_map(|k| {
+            k.strip_prefix(prefix)?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .max()
         .map_or(0, |m| m + 1)
 }

@@ -81,7 +81,11 @@ impl<'a> Loader<'a> {
     fn linear_with(&self, in_dim: usize, out_dim: usize, bias: bool) -> Result<Linear> {
         if let Some(packed) = &self.packed {
             let name = format!("{}.weight", self.vb.prefix());
-            let b = if bias { Some(self.vb.get(out_dim, "bias")?) } else { None };
+            let b = if bias {
+                Some(self.vb.get(out_dim, "bias")?)
+            } else {
+                None
+            };
             if let Some(layer) = packed.linear(&name, out_dim, in_dim, b) {
                 return layer;
             }

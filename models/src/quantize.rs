@@ -42,9 +42,15 @@ fn architecture(names: &[String]) -> &'static str {
 
 /// Rewrites `input` (safetensors or GGUF) as GGUF at `output`, matrices in
 /// `ty`; the file appears whole or not at all.
-pub fn quantize_file(input: &Path, output: &Path, ty: StoredType) -> Result<QuantizeReport, String> {
+pub fn quantize_file(
+    input: &Path,
+    output: &Path,
+    ty: StoredType,
+) -> Result<QuantizeReport, String> {
     if ty.ggml().is_none() {
-        return Err(format!("{ty} is not a GGUF type (use q8_0, q6_k, q5_k, q4_k, q4_0, f16, bf16, …)"));
+        return Err(format!(
+            "{ty} is not a GGUF type (use q8_0, q6_k, q5_k, q4_k, q4_0, f16, bf16, …)"
+        ));
     }
     let file = WeightFile::open(input)?;
     let mut names: Vec<String> = file.shapes().into_keys().collect();
@@ -57,7 +63,8 @@ pub fn quantize_file(input: &Path, output: &Path, ty: StoredType) -> Result<Quan
     let mut tensors = Vec::with_capacity(names.len());
     for name in &names {
         // ComfyUI's fp8 scales are folded into the values when loading.
-        if name.ends_with(".scale_weight") || name.ends_with(".scale_input") || name == "scaled_fp8" {
+        if name.ends_with(".scale_weight") || name.ends_with(".scale_input") || name == "scaled_fp8"
+        {
             continue;
         }
         let t = file.load_f32(name).map_err(|e| err(name, e))?;
@@ -66,7 +73,10 @@ pub fn quantize_file(input: &Path, output: &Path, ty: StoredType) -> Result<Quan
             PackedWeight::quantize(&t, ty)
         } else if t.rank() >= 2 {
             report.kept_f16 += 1;
-            PackedWeight::quantize(&t.to_dtype(DType::F32).map_err(|e| err(name, e))?, StoredType::F16)
+            PackedWeight::quantize(
+                &t.to_dtype(DType::F32).map_err(|e| err(name, e))?,
+                StoredType::F16,
+            )
         } else {
             report.kept_f32 += 1;
             PackedWeight::quantize(&t, StoredType::F32)
@@ -79,7 +89,10 @@ pub fn quantize_file(input: &Path, output: &Path, ty: StoredType) -> Result<Quan
     let refs: Vec<(&str, &PackedWeight)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
     write_gguf(
         output,
-        &[("general.architecture", &arch), ("general.quantized_by", &kind)],
+        &[
+            ("general.architecture", &arch),
+            ("general.quantized_by", &kind),
+        ],
         &refs,
     )
     .map_err(|e| format!("{}: {e}", output.display()))?;

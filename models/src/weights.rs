@@ -57,7 +57,10 @@ impl WeightFile {
         if !meta.is_file() {
             return Err(format!("{}: not a file", path.display()));
         }
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
             let gguf = GgufFile::open(path).map_err(|e| e.to_string())?;
             // Every tensor's bytes must lie inside the file.
             for name in gguf.tensor_names() {
@@ -141,7 +144,14 @@ impl WeightFile {
         let stem = key.strip_suffix(".weight")?;
         let scale = format!("{stem}.scale_weight");
         self.shape(&scale)?;
-        self.load_raw(&scale).ok()?.flatten_all().ok()?.get(0).ok()?.to_scalar::<f32>().ok()
+        self.load_raw(&scale)
+            .ok()?
+            .flatten_all()
+            .ok()?
+            .get(0)
+            .ok()?
+            .to_scalar::<f32>()
+            .ok()
     }
 
     /// One tensor, upcast to f32 (weights are computed in f32 on the CPU),
@@ -173,9 +183,9 @@ impl WeightFile {
     /// Whether a tensor is stored in f32 (then kept dense).
     pub fn is_f32(&self, key: &str) -> bool {
         match &self.format {
-            Format::Safetensors { tensors, .. } => {
-                tensors.get(key).is_some_and(|t| t.dtype == safetensors::Dtype::F32)
-            }
+            Format::Safetensors { tensors, .. } => tensors
+                .get(key)
+                .is_some_and(|t| t.dtype == safetensors::Dtype::F32),
             Format::Gguf(g) => g.stored_type(key).is_ok_and(|t| t == StoredType::F32),
         }
     }

@@ -25,7 +25,9 @@ use weft_models::vae::Vae;
 use weft_sampling::{Conditioning, Network};
 
 fn fixtures(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn repo() -> PathBuf {
@@ -34,7 +36,13 @@ fn repo() -> PathBuf {
 
 /// The largest |a − b| over the largest |b|.
 fn relative(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     max_abs(a, b) / scale.max(1e-6)
 }
 
@@ -64,7 +72,10 @@ fn t5_weighting_and_padding_follow_comfyui() {
     let ids = tok.ids("a horse").unwrap();
     assert_eq!(plain.ids.len(), 8, "padded to the minimum length");
     assert_eq!(plain.ids[..ids.len()], ids[..], "the prompt, then `</s>`");
-    assert!(plain.ids[ids.len()..].iter().all(|&i| i == 0), "then `<pad>`");
+    assert!(
+        plain.ids[ids.len()..].iter().all(|&i| i == 0),
+        "then `<pad>`"
+    );
     let weighted = tok.tokenize("a (horse:1.5)").unwrap();
     assert_eq!(weighted.ids, plain.ids, "weights do not change the tokens");
     assert!(weighted.weights.contains(&1.5) && weighted.weights[0] == 1.0);
@@ -79,7 +90,10 @@ fn t5_encoder_matches_transformers() {
     let r = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
     let parts = t5::open(&dir.join("model.safetensors")).unwrap();
     let folder = t5::open(&dir).unwrap();
-    assert_eq!(parts.config, folder.config, "shapes give the folder's config");
+    assert_eq!(
+        parts.config, folder.config,
+        "shapes give the folder's config"
+    );
     let tower = T5Tower::build(&parts, 1, WeightMode::Stored).unwrap();
     let ids = r["padded.input_ids"].to_dtype(DType::U32).unwrap();
     let mask = &r["padded.attention_mask"];
@@ -132,7 +146,10 @@ fn text(context: &Tensor, pooled: &Tensor) -> Conditioning {
 #[test]
 fn sd3_transformers_match_diffusers_in_both_layouts() {
     let r = tensors(&fixtures("sd3"));
-    let cond = text(&r["inputs.encoder_hidden_states"], &r["inputs.pooled_projections"]);
+    let cond = text(
+        &r["inputs.encoder_hidden_states"],
+        &r["inputs.pooled_projections"],
+    );
     for variant in SD3_VARIANTS {
         for (label, mut net) in sd3_layouts(variant) {
             let out = net
@@ -158,17 +175,30 @@ fn sd3_config_is_read_from_an_original_files_shapes() {
         let file = dir.join(format!("{variant}_original.safetensors"));
         let (from_shapes, _) = sd3::open_transformer(&file, None).unwrap();
         let (from_folder, _) = sd3::open_transformer(&dir.join(variant), None).unwrap();
-        assert_eq!(from_shapes.inner_dim(), from_folder.inner_dim(), "{variant}");
+        assert_eq!(
+            from_shapes.inner_dim(),
+            from_folder.inner_dim(),
+            "{variant}"
+        );
         assert_eq!(from_shapes.num_layers, from_folder.num_layers);
-        assert_eq!(from_shapes.dual_attention_layers, from_folder.dual_attention_layers);
+        assert_eq!(
+            from_shapes.dual_attention_layers,
+            from_folder.dual_attention_layers
+        );
         assert_eq!(from_shapes.qk_norm, from_folder.qk_norm);
-        assert_eq!(from_shapes.pos_embed_max_size, from_folder.pos_embed_max_size);
+        assert_eq!(
+            from_shapes.pos_embed_max_size,
+            from_folder.pos_embed_max_size
+        );
     }
     assert_eq!(
         dit_checkpoint::family_of(&dir.join("sd3_medium_original.safetensors")),
         Some(DitFamily::Sd3)
     );
-    assert_eq!(dit_checkpoint::family_of(&dir.join("pipeline")), Some(DitFamily::Sd3));
+    assert_eq!(
+        dit_checkpoint::family_of(&dir.join("pipeline")),
+        Some(DitFamily::Sd3)
+    );
 }
 
 /// Whole pipelines from fixed latents with diffusers' text states and σs
@@ -185,7 +215,10 @@ fn sd3_pipelines_match_diffusers() {
         let out = sample_cfg(
             model,
             text(&r["pipe.prompt_embeds"], &r["pipe.pooled_prompt_embeds"]),
-            text(&r["pipe.negative_prompt_embeds"], &r["pipe.negative_pooled_prompt_embeds"]),
+            text(
+                &r["pipe.negative_prompt_embeds"],
+                &r["pipe.negative_pooled_prompt_embeds"],
+            ),
             5.0,
             &sigmas,
             r["pipe.latents_in"].clone(),
@@ -205,7 +238,9 @@ fn sd3_text_encoders_match_diffusers() {
     let r = tensors(&dir);
     let parts = dit_checkpoint::companions(DitFamily::Sd3, &dir.join("pipeline")).unwrap();
     let clip = parts.clip.unwrap().with_t5_min_length(256);
-    let cond = clip.encode("a photograph of an astronaut riding a horse").unwrap();
+    let cond = clip
+        .encode("a photograph of an astronaut riding a horse")
+        .unwrap();
     let context = cond.context.unwrap();
     let want = &r["pipe.prompt_embeds"];
     assert_eq!(context.dims(), want.dims());
@@ -222,16 +257,19 @@ fn flux_layouts(variant: &str) -> Vec<(String, FluxNetwork)> {
     let dir = fixtures("flux");
     let folder = dir.join(variant);
     let file = dir.join(format!("{variant}_original.safetensors"));
-    [("folder", folder.clone(), None), ("original", file, Some(folder.as_path()))]
-        .into_iter()
-        .map(|(label, path, config)| {
-            let (cfg, map) = flux::open_transformer(&path, config).unwrap_or_else(|e| panic!("{e}"));
-            (
-                format!("{variant} {label}"),
-                FluxNetwork::build(&cfg, &map, WeightMode::Stored).unwrap(),
-            )
-        })
-        .collect()
+    [
+        ("folder", folder.clone(), None),
+        ("original", file, Some(folder.as_path())),
+    ]
+    .into_iter()
+    .map(|(label, path, config)| {
+        let (cfg, map) = flux::open_transformer(&path, config).unwrap_or_else(|e| panic!("{e}"));
+        (
+            format!("{variant} {label}"),
+            FluxNetwork::build(&cfg, &map, WeightMode::Stored).unwrap(),
+        )
+    })
+    .collect()
 }
 
 #[test]
@@ -244,7 +282,10 @@ fn flux_transformers_match_diffusers_in_both_layouts() {
         for (label, net) in flux_layouts(variant) {
             let cond = Conditioning {
                 guidance: guidance.iter().map(|&g| Some(g as f64)).collect(),
-                ..text(&r["inputs.encoder_hidden_states"], &r["inputs.pooled_projections"])
+                ..text(
+                    &r["inputs.encoder_hidden_states"],
+                    &r["inputs.pooled_projections"],
+                )
             };
             let out = pack(&net.forward(&x, &t, &cond).unwrap()).unwrap();
             let d = relative(&out, &r[&format!("{variant}.out")]);
@@ -289,7 +330,9 @@ fn flux_text_encoders_match_diffusers() {
     let r = tensors(&dir);
     let parts = dit_checkpoint::companions(DitFamily::Flux, &dir.join("pipeline")).unwrap();
     let clip = parts.clip.unwrap().with_t5_min_length(512);
-    let cond = clip.encode("a photograph of an astronaut riding a horse").unwrap();
+    let cond = clip
+        .encode("a photograph of an astronaut riding a horse")
+        .unwrap();
     assert!(relative(&cond.context.unwrap(), &r["pipe.prompt_embeds"]) < 1e-4);
     assert!(relative(&cond.pooled.unwrap(), &r["pipe.pooled_prompt_embeds"]) < 1e-4);
 }

@@ -22,7 +22,13 @@ fn dir() -> PathBuf {
 }
 
 fn relative(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     max_abs(a, b) / scale.max(1e-6)
 }
 
@@ -56,7 +62,10 @@ fn stored_f16_linears_give_the_f32_result() {
 #[test]
 fn scaled_fp8_matches_torch_on_its_dequantised_weights() {
     let r = tensors(&dir());
-    let out = dev_output(&dir().join("dev_original_fp8_scaled.safetensors"), WeightMode::Stored);
+    let out = dev_output(
+        &dir().join("dev_original_fp8_scaled.safetensors"),
+        WeightMode::Stored,
+    );
     let d = relative(&out, &r["dev.out_fp8_dequantized"]);
     assert!(d < 1e-4, "{d}");
     // And it is an approximation of the f16 model, not the same numbers.
@@ -82,18 +91,28 @@ fn q8_0_on_load_and_from_gguf_agree_and_approximate_f32() {
     let g = GgufFile::open(&gguf).unwrap();
     assert_eq!(g.architecture(), Some("flux"));
     assert_eq!(
-        g.stored_type("double_blocks.0.img_attn.qkv.weight").unwrap(),
+        g.stored_type("double_blocks.0.img_attn.qkv.weight")
+            .unwrap(),
         StoredType::Q8_0
     );
     let from_gguf = dev_output(&gguf, WeightMode::Stored);
-    assert_eq!(max_abs(&from_gguf, &on_load), 0.0, "the same blocks, the same bits");
+    assert_eq!(
+        max_abs(&from_gguf, &on_load),
+        0.0,
+        "the same blocks, the same bits"
+    );
 }
 
 #[test]
 fn a_truncated_gguf_is_an_error_naming_the_file() {
     let tmp = tempfile::tempdir().unwrap();
     let gguf = tmp.path().join("model.gguf");
-    quantize_file(&dir().join("schnell_original.safetensors"), &gguf, StoredType::Q8_0).unwrap();
+    quantize_file(
+        &dir().join("schnell_original.safetensors"),
+        &gguf,
+        StoredType::Q8_0,
+    )
+    .unwrap();
     let bytes = std::fs::read(&gguf).unwrap();
     std::fs::write(&gguf, &bytes[..bytes.len() / 2]).unwrap();
     let err = flux::open_transformer(&gguf, Some(&dir().join("schnell"))).unwrap_err();

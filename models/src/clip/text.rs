@@ -10,8 +10,8 @@ use weft_core::Object;
 use super::embedding::Embedding;
 use super::model::{ClipConfig, ClipText};
 use super::prompt::{self, Chunk, Framing};
-use crate::sd::checkpoint::ClipParts;
 use crate::packed::WeightMode;
+use crate::sd::checkpoint::ClipParts;
 use crate::t5::tower::{T5Parts, T5Tower};
 use crate::weights::{build_from, Weights};
 use weft_sampling::Conditioning;
@@ -60,7 +60,12 @@ pub struct TextEncoder {
 impl std::fmt::Debug for TextEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let layers: Vec<usize> = self.towers.iter().map(|t| t.layer).collect();
-        write!(f, "TextEncoder({:?}, layers {layers:?}, T5 {})", self.family, self.t5.is_some())
+        write!(
+            f,
+            "TextEncoder({:?}, layers {layers:?}, T5 {})",
+            self.family,
+            self.t5.is_some()
+        )
     }
 }
 
@@ -258,7 +263,11 @@ impl TextEncoder {
         // (the wider of SD3's two, or a lone one wider than CLIP-L) projected.
         let n = towers.len();
         for (i, t) in towers.iter_mut().enumerate() {
-            let is_g = if n == 2 { i == 1 } else { t.config.hidden_size > 768 };
+            let is_g = if n == 2 {
+                i == 1
+            } else {
+                t.config.hidden_size > 768
+            };
             t.project_pooled = family == TextFamily::Sd3 && is_g;
         }
         let t5_tower = t5
@@ -392,7 +401,10 @@ impl TextEncoder {
         let mut pooled = None;
         if !self.towers.is_empty() && !skip_clip {
             let states = self.each_tower(texts, embeddings)?;
-            let cut = states.iter().map(|(z, _)| z.dim(1)).collect::<Result<Vec<_>>>()?;
+            let cut = states
+                .iter()
+                .map(|(z, _)| z.dim(1))
+                .collect::<Result<Vec<_>>>()?;
             let cut = cut.into_iter().min().unwrap_or(0);
             let mut zs = Vec::new();
             let mut ps = Vec::new();
@@ -400,7 +412,11 @@ impl TextEncoder {
                 // One CLIP: the other's part of the states and pooled output is zero.
                 let (z, p) = &states[0];
                 let is_l = self.towers[0].config.hidden_size <= L_WIDTH;
-                let (zl, zg) = if is_l { (None, Some(G_WIDTH)) } else { (Some(L_WIDTH), None) };
+                let (zl, zg) = if is_l {
+                    (None, Some(G_WIDTH))
+                } else {
+                    (Some(L_WIDTH), None)
+                };
                 if let Some(w) = zl {
                     zs.push(Tensor::zeros((1, cut, w), z.dtype(), &dev)?);
                     ps.push(Tensor::zeros((1, w), p.dtype(), &dev)?);
@@ -460,14 +476,24 @@ impl TextEncoder {
         let texts: Vec<&str> = self
             .towers
             .iter()
-            .map(|t| if t.config.hidden_size <= 768 { clip_l } else { clip_g })
+            .map(|t| {
+                if t.config.hidden_size <= 768 {
+                    clip_l
+                } else {
+                    clip_g
+                }
+            })
             .collect();
         self.encode_sd3(&texts, t5xxl, skip_clip, embeddings)
     }
 
     /// The CLIP encoders' (states, pooled) for one text each; the shorter
     /// prompt padded with empty chunks as ComfyUI does.
-    fn each_tower(&self, texts: &[&str], embeddings: &Embeddings<'_>) -> Result<Vec<(Tensor, Tensor)>> {
+    fn each_tower(
+        &self,
+        texts: &[&str],
+        embeddings: &Embeddings<'_>,
+    ) -> Result<Vec<(Tensor, Tensor)>> {
         if texts.len() != self.towers.len() {
             candle_core::bail!(
                 "{} prompts for {} text encoders",

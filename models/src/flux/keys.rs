@@ -11,12 +11,30 @@ use crate::weights::Transform;
 const TOP: [(&str, &str); 10] = [
     ("img_in", "x_embedder"),
     ("txt_in", "context_embedder"),
-    ("time_in.in_layer", "time_text_embed.timestep_embedder.linear_1"),
-    ("time_in.out_layer", "time_text_embed.timestep_embedder.linear_2"),
-    ("vector_in.in_layer", "time_text_embed.text_embedder.linear_1"),
-    ("vector_in.out_layer", "time_text_embed.text_embedder.linear_2"),
-    ("guidance_in.in_layer", "time_text_embed.guidance_embedder.linear_1"),
-    ("guidance_in.out_layer", "time_text_embed.guidance_embedder.linear_2"),
+    (
+        "time_in.in_layer",
+        "time_text_embed.timestep_embedder.linear_1",
+    ),
+    (
+        "time_in.out_layer",
+        "time_text_embed.timestep_embedder.linear_2",
+    ),
+    (
+        "vector_in.in_layer",
+        "time_text_embed.text_embedder.linear_1",
+    ),
+    (
+        "vector_in.out_layer",
+        "time_text_embed.text_embedder.linear_2",
+    ),
+    (
+        "guidance_in.in_layer",
+        "time_text_embed.guidance_embedder.linear_1",
+    ),
+    (
+        "guidance_in.out_layer",
+        "time_text_embed.guidance_embedder.linear_2",
+    ),
     ("final_layer.linear", "proj_out"),
     ("final_layer.adaLN_modulation.1", "norm_out.linear"),
 ];
@@ -32,7 +50,10 @@ const DOUBLE: [(&str, &str); 10] = [
     ("txt_mlp.0", "ff_context.net.0.proj"),
     ("txt_mlp.2", "ff_context.net.2"),
     ("img_attn.qkv", "attn.to_q attn.to_k attn.to_v"),
-    ("txt_attn.qkv", "attn.add_q_proj attn.add_k_proj attn.add_v_proj"),
+    (
+        "txt_attn.qkv",
+        "attn.add_q_proj attn.add_k_proj attn.add_v_proj",
+    ),
 ];
 
 /// Per-head norms: `(original, diffusers)`, `scale` → `weight`.

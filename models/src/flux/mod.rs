@@ -78,7 +78,10 @@ pub fn open_transformer(
         };
         let config = dit_files::component_config(&dir)?;
         let files = dit_files::component_files(&dir)?;
-        return Ok((config, dit_files::tensor_map(&files, "", weights::diffusers_names)?));
+        return Ok((
+            config,
+            dit_files::tensor_map(&files, "", weights::diffusers_names)?,
+        ));
     }
     let file = WeightFile::open(path)?;
     let all = file.shapes();
@@ -86,13 +89,19 @@ pub fn open_transformer(
     let Some(prefix) = key_prefix(&keys, "double_blocks.", &["model.diffusion_model."]) else {
         if key_prefix(&keys, "single_transformer_blocks.", &[]).is_some() {
             let dir = config_dir.ok_or_else(|| {
-                format!("{}: a diffusers-named Flux transformer needs its config folder", path.display())
+                format!(
+                    "{}: a diffusers-named Flux transformer needs its config folder",
+                    path.display()
+                )
             })?;
             let mut map = TensorMap::default();
             map.add_file(&file, "", weights::diffusers_names);
             return Ok((folder_config(dir)?, map));
         }
-        return Err(format!("{}: no Flux transformer (`double_blocks.…`)", path.display()));
+        return Err(format!(
+            "{}: no Flux transformer (`double_blocks.…`)",
+            path.display()
+        ));
     };
     let shapes: Shapes = all
         .iter()
@@ -159,7 +168,9 @@ impl FluxNetwork {
 impl Network for FluxNetwork {
     fn forward(&self, x: &Tensor, timesteps: &Tensor, cond: &Conditioning) -> Result<Tensor> {
         let context = cond.context.as_ref().ok_or_else(|| {
-            candle_core::Error::Msg("the Flux transformer needs text states (CLIPTextEncode)".into())
+            candle_core::Error::Msg(
+                "the Flux transformer needs text states (CLIPTextEncode)".into(),
+            )
         })?;
         let pooled = cond.pooled.as_ref().ok_or_else(|| {
             candle_core::Error::Msg(
@@ -167,7 +178,8 @@ impl Network for FluxNetwork {
             )
         })?;
         let cfg = self.transformer.config();
-        if context.dim(2)? != cfg.joint_attention_dim || pooled.dim(1)? != cfg.pooled_projection_dim {
+        if context.dim(2)? != cfg.joint_attention_dim || pooled.dim(1)? != cfg.pooled_projection_dim
+        {
             candle_core::bail!(
                 "the Flux transformer takes {}-wide text states and a {}-wide pooled embedding, got {} and {} (a text encoder of another family?)",
                 cfg.joint_attention_dim,

@@ -143,7 +143,13 @@ impl DoubleBlock {
         Ok(DoubleBlock {
             norm1: Modulation::new(dim, 6, l.pp("norm1.linear"))?,
             norm1_context: Modulation::new(dim, 6, l.pp("norm1_context.linear"))?,
-            image: Qkv::new(dim, hd, ["to_q", "to_k", "to_v"], Some(["norm_q", "norm_k"]), &attn)?,
+            image: Qkv::new(
+                dim,
+                hd,
+                ["to_q", "to_k", "to_v"],
+                Some(["norm_q", "norm_k"]),
+                &attn,
+            )?,
             text: Qkv::new(
                 dim,
                 hd,
@@ -170,7 +176,9 @@ impl DoubleBlock {
         let m = self.norm1.forward(c)?;
         let mc = self.norm1_context.forward(c)?;
         let [qi, ki, vi] = self.image.forward(&self.norm.modulate(x, &m[0], &m[1])?)?;
-        let [qt, kt, vt] = self.text.forward(&self.norm.modulate(ctx, &mc[0], &mc[1])?)?;
+        let [qt, kt, vt] = self
+            .text
+            .forward(&self.norm.modulate(ctx, &mc[0], &mc[1])?)?;
         // Text tokens first, then image, as Flux joins them.
         let joined = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 1);
         let out = rope_attention(
@@ -208,7 +216,13 @@ impl SingleBlock {
         let (dim, hd) = (cfg.inner_dim(), cfg.attention_head_dim);
         Ok(SingleBlock {
             modulation: Modulation::new(dim, 3, l.pp("norm.linear"))?,
-            qkv: Qkv::new(dim, hd, ["to_q", "to_k", "to_v"], Some(["norm_q", "norm_k"]), &l.pp("attn"))?,
+            qkv: Qkv::new(
+                dim,
+                hd,
+                ["to_q", "to_k", "to_v"],
+                Some(["norm_q", "norm_k"]),
+                &l.pp("attn"),
+            )?,
             proj_mlp: l.pp("proj_mlp").linear(dim, 4 * dim)?,
             proj_out: l.pp("proj_out").linear(5 * dim, dim)?,
             norm: PlainNorm::new(dim, dev)?,
@@ -221,7 +235,9 @@ impl SingleBlock {
         let h = self.norm.modulate(x, &m[0], &m[1])?;
         let mlp = self.proj_mlp.forward(&h)?.gelu()?;
         let attn = rope_attention(self.qkv.forward(&h)?, rope, self.heads)?;
-        let out = self.proj_out.forward(&Tensor::cat(&[attn, mlp], D::Minus1)?)?;
+        let out = self
+            .proj_out
+            .forward(&Tensor::cat(&[attn, mlp], D::Minus1)?)?;
         x + out.broadcast_mul(&m[2].unsqueeze(1)?)?
     }
 }
@@ -257,7 +273,9 @@ impl FluxTransformer {
         let out = cfg.out_channels.unwrap_or(cfg.in_channels);
         Ok(FluxTransformer {
             x_embedder: l.pp("x_embedder").linear(cfg.in_channels, dim)?,
-            context_embedder: l.pp("context_embedder").linear(cfg.joint_attention_dim, dim)?,
+            context_embedder: l
+                .pp("context_embedder")
+                .linear(cfg.joint_attention_dim, dim)?,
             time: MlpEmbedder::new(256, dim, tte.pp("timestep_embedder"))?,
             guidance: cfg
                 .guidance_embeds
@@ -268,7 +286,9 @@ impl FluxTransformer {
                 .map(|i| DoubleBlock::new(cfg, l.pp(format!("transformer_blocks.{i}")), &dev))
                 .collect::<Result<_>>()?,
             single: (0..cfg.num_single_layers)
-                .map(|i| SingleBlock::new(cfg, l.pp(format!("single_transformer_blocks.{i}")), &dev))
+                .map(|i| {
+                    SingleBlock::new(cfg, l.pp(format!("single_transformer_blocks.{i}")), &dev)
+                })
                 .collect::<Result<_>>()?,
             norm_out: Modulation::new(dim, 2, l.pp("norm_out.linear"))?,
             norm: PlainNorm::new(dim, &dev)?,
@@ -329,7 +349,9 @@ impl FluxTransformer {
         }
         let x = joined.narrow(1, l, hp * wp)?;
         let m = self.norm_out.forward(&cond)?;
-        let x = self.proj_out.forward(&self.norm.modulate(&x, &m[1], &m[0])?)?;
+        let x = self
+            .proj_out
+            .forward(&self.norm.modulate(&x, &m[1], &m[0])?)?;
         unpack(&x, b, c, hp, wp)?.narrow(2, 0, h)?.narrow(3, 0, w)
     }
 }
@@ -366,7 +388,13 @@ mod tests {
         let first = p.get(0).unwrap().get(0).unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(first, vec![0.0, 1.0, 4.0, 5.0, 16.0, 17.0, 20.0, 21.0]);
         let back = unpack(&p, 1, 2, 2, 2).unwrap();
-        let same = back.eq(&x).unwrap().min_all().unwrap().to_scalar::<u8>().unwrap();
+        let same = back
+            .eq(&x)
+            .unwrap()
+            .min_all()
+            .unwrap()
+            .to_scalar::<u8>()
+            .unwrap();
         assert_eq!(same, 1);
     }
 
@@ -376,7 +404,12 @@ mod tests {
         let dev = Device::Cpu;
         let rope = rope_tables(&[[1.0, 0.0, 0.0]], &[2, 0, 0], &dev).unwrap();
         let x = Tensor::new(&[[[1f32, 0.0]]], &dev).unwrap();
-        let r = rotate(&x, &rope).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let r = rotate(&x, &rope)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert!((r[0] - 1f32.cos()).abs() < 1e-6 && (r[1] - 1f32.sin()).abs() < 1e-6);
     }
 }

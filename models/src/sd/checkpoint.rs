@@ -609,8 +609,9 @@ pub fn open_clip(path: &Path) -> Result<Vec<ClipParts>, String> {
         .keys()
         .any(|k| k.starts_with("text_model.") || k.starts_with("embeddings.token_embedding."))
     {
-        return Ok(vec![transformers_clip(&file, "")
-            .map_err(|e| format!("{}: {e}", path.display()))?]);
+        return Ok(vec![
+            transformers_clip(&file, "").map_err(|e| format!("{}: {e}", path.display()))?
+        ]);
     }
     let Some(prefixed) = as_prefixed(
         shapes,
@@ -629,7 +630,10 @@ pub fn open_clip(path: &Path) -> Result<Vec<ClipParts>, String> {
 /// A transformers CLIP text model stored under `prefix` in `file` (either
 /// key layout; SD3's and Flux's all-in-one checkpoints keep theirs under
 /// `text_encoders.clip_l.transformer.`).
-pub fn transformers_clip(file: &std::sync::Arc<WeightFile>, prefix: &str) -> Result<ClipParts, String> {
+pub fn transformers_clip(
+    file: &std::sync::Arc<WeightFile>,
+    prefix: &str,
+) -> Result<ClipParts, String> {
     // transformers' names under the single file's prefix, so the shape reader applies.
     let mut prefixed = config::Shapes::new();
     for (key, shape) in file.shapes() {

@@ -245,7 +245,11 @@ pub fn clip_names(key: &str) -> Vec<(String, Transform)> {
                         .map(|(index, proj)| {
                             (
                                 format!("{layer}.self_attn.{proj}.{param}"),
-                                Transform::Chunk { index, count: 1, parts: 3 },
+                                Transform::Chunk {
+                                    index,
+                                    count: 1,
+                                    parts: 3,
+                                },
                             )
                         })
                         .collect();
@@ -403,15 +407,27 @@ mod tests {
             vec![
                 (
                     "text_model.encoder.layers.7.self_attn.q_proj.weight".into(),
-                    Transform::Chunk { index: 0, count: 1, parts: 3 }
+                    Transform::Chunk {
+                        index: 0,
+                        count: 1,
+                        parts: 3
+                    }
                 ),
                 (
                     "text_model.encoder.layers.7.self_attn.k_proj.weight".into(),
-                    Transform::Chunk { index: 1, count: 1, parts: 3 }
+                    Transform::Chunk {
+                        index: 1,
+                        count: 1,
+                        parts: 3
+                    }
                 ),
                 (
                     "text_model.encoder.layers.7.self_attn.v_proj.weight".into(),
-                    Transform::Chunk { index: 2, count: 1, parts: 3 }
+                    Transform::Chunk {
+                        index: 2,
+                        count: 1,
+                        parts: 3
+                    }
                 ),
             ]
         );

@@ -35,7 +35,10 @@ const FUSED: [(&str, [&str; 3]); 3] = [
         "context_block.attn.qkv",
         ["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"],
     ),
-    ("x_block.attn2.qkv", ["attn2.to_q", "attn2.to_k", "attn2.to_v"]),
+    (
+        "x_block.attn2.qkv",
+        ["attn2.to_q", "attn2.to_k", "attn2.to_v"],
+    ),
 ];
 
 /// Outside the blocks.
@@ -45,12 +48,30 @@ const TOP: [(&str, &str); 12] = [
     ("x_embedder.proj.bias", "pos_embed.proj.bias"),
     ("context_embedder.weight", "context_embedder.weight"),
     ("context_embedder.bias", "context_embedder.bias"),
-    ("t_embedder.mlp.0.weight", "time_text_embed.timestep_embedder.linear_1.weight"),
-    ("t_embedder.mlp.0.bias", "time_text_embed.timestep_embedder.linear_1.bias"),
-    ("t_embedder.mlp.2.weight", "time_text_embed.timestep_embedder.linear_2.weight"),
-    ("t_embedder.mlp.2.bias", "time_text_embed.timestep_embedder.linear_2.bias"),
-    ("y_embedder.mlp.0.weight", "time_text_embed.text_embedder.linear_1.weight"),
-    ("y_embedder.mlp.0.bias", "time_text_embed.text_embedder.linear_1.bias"),
+    (
+        "t_embedder.mlp.0.weight",
+        "time_text_embed.timestep_embedder.linear_1.weight",
+    ),
+    (
+        "t_embedder.mlp.0.bias",
+        "time_text_embed.timestep_embedder.linear_1.bias",
+    ),
+    (
+        "t_embedder.mlp.2.weight",
+        "time_text_embed.timestep_embedder.linear_2.weight",
+    ),
+    (
+        "t_embedder.mlp.2.bias",
+        "time_text_embed.timestep_embedder.linear_2.bias",
+    ),
+    (
+        "y_embedder.mlp.0.weight",
+        "time_text_embed.text_embedder.linear_1.weight",
+    ),
+    (
+        "y_embedder.mlp.0.bias",
+        "time_text_embed.text_embedder.linear_1.bias",
+    ),
     ("final_layer.linear.weight", "proj_out.weight"),
 ];
 

@@ -176,7 +176,12 @@ impl JointBlock {
         let n = x.dim(1)?;
         // Image tokens first, then text, as diffusers joins them.
         let joined = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 1);
-        let out = dit::attention(&joined(&qi, &qt)?, &joined(&ki, &kt)?, &joined(&vi, &vt)?, self.heads)?;
+        let out = dit::attention(
+            &joined(&qi, &qt)?,
+            &joined(&ki, &kt)?,
+            &joined(&vi, &vt)?,
+            self.heads,
+        )?;
         let gate = |g: &Tensor, t: Tensor| t.broadcast_mul(&g.unsqueeze(1)?);
         let mut x = (x + gate(&m[2], self.to_out.forward(&out.narrow(1, 0, n)?)?)?)?;
         if let Some((qkv, out2)) = &self.attn2 {
@@ -198,7 +203,6 @@ impl JointBlock {
         };
         Ok((x, ctx))
     }
-
 }
 
 /// The whole transformer: patch embedding with its cropped position table,
@@ -226,7 +230,9 @@ impl Sd3Transformer {
         let max = cfg.pos_embed_max_size.ok_or_else(|| {
             candle_core::Error::Msg("an SD3 transformer without pos_embed_max_size".into())
         })?;
-        let positions = l.get((1, max * max, dim), "pos_embed.pos_embed")?.reshape((max, max, dim))?;
+        let positions = l
+            .get((1, max * max, dim), "pos_embed.pos_embed")?
+            .reshape((max, max, dim))?;
         let blocks = (0..cfg.num_layers)
             .map(|i| {
                 JointBlock::new(
@@ -246,7 +252,9 @@ impl Sd3Transformer {
                 dim,
                 l.pp("time_text_embed.text_embedder"),
             )?,
-            context: l.pp("context_embedder").linear(cfg.joint_attention_dim, cfg.caption_projection_dim)?,
+            context: l
+                .pp("context_embedder")
+                .linear(cfg.joint_attention_dim, cfg.caption_projection_dim)?,
             blocks,
             norm_out: Modulation::new(dim, 2, l.pp("norm_out.linear"))?,
             norm: PlainNorm::new(dim, &dev)?,
@@ -274,10 +282,16 @@ impl Sd3Transformer {
         let p = self.cfg.patch_size;
         let padded = pad_to_patches(x, p)?;
         let (hp, wp) = (padded.dim(2)? / p, padded.dim(3)? / p);
-        let tokens = self.patch.forward(&padded)?.flatten_from(2)?.transpose(1, 2)?;
+        let tokens = self
+            .patch
+            .forward(&padded)?
+            .flatten_from(2)?
+            .transpose(1, 2)?;
         let mut x = tokens.broadcast_add(&self.cropped_positions(hp, wp)?)?;
         let t: Vec<f32> = t.to_dtype(candle_core::DType::F32)?.to_vec1()?;
-        let c = (self.time.forward(&dit::timestep_features(&t, 256, x.device())?)?
+        let c = (self
+            .time
+            .forward(&dit::timestep_features(&t, 256, x.device())?)?
             + self.pooled.forward(pooled)?)?;
         let mut ctx = self.context.forward(context)?;
         for (i, block) in self.blocks.iter().enumerate() {
@@ -291,7 +305,9 @@ impl Sd3Transformer {
             }
         }
         let m = self.norm_out.forward(&c)?;
-        let x = self.proj_out.forward(&self.norm.modulate(&x, &m[1], &m[0])?)?;
+        let x = self
+            .proj_out
+            .forward(&self.norm.modulate(&x, &m[1], &m[0])?)?;
         let c_out = self.cfg.out_channels;
         x.reshape((b, hp, wp, p, p, c_out))?
             .permute((0, 5, 1, 3, 2, 4))?
@@ -342,7 +358,13 @@ mod tests {
             .unwrap();
         let p = pad_to_patches(&x, 2).unwrap();
         assert_eq!(p.dims(), [1, 1, 4, 6]);
-        let rows = p.squeeze(0).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+        let rows = p
+            .squeeze(0)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(rows[0], vec![0.0, 1.0, 2.0, 3.0, 4.0, 0.0]);
         assert_eq!(rows[3], rows[0]);
     }

@@ -90,7 +90,10 @@ pub fn open_transformer(
         };
         let config = dit_files::component_config(&dir)?;
         let files = dit_files::component_files(&dir)?;
-        return Ok((config, dit_files::tensor_map(&files, "", weights::diffusers_names)?));
+        return Ok((
+            config,
+            dit_files::tensor_map(&files, "", weights::diffusers_names)?,
+        ));
     }
     let file = WeightFile::open(path)?;
     let all = file.shapes();
@@ -99,7 +102,10 @@ pub fn open_transformer(
         if key_prefix(&keys, "transformer_blocks.0.attn.add_q_proj", &[]).is_some() {
             // A diffusers-named transformer file: its folder's config is needed.
             let dir = config_dir.ok_or_else(|| {
-                format!("{}: a diffusers-named SD3 transformer needs its config folder", path.display())
+                format!(
+                    "{}: a diffusers-named SD3 transformer needs its config folder",
+                    path.display()
+                )
             })?;
             let config = dit_files::component_config(&dir.join("transformer"))
                 .or_else(|_| dit_files::component_config(dir))?;
@@ -107,7 +113,10 @@ pub fn open_transformer(
             map.add_file(&file, "", weights::diffusers_names);
             return Ok((config, map));
         }
-        return Err(format!("{}: no SD3 transformer (`joint_blocks.…`)", path.display()));
+        return Err(format!(
+            "{}: no SD3 transformer (`joint_blocks.…`)",
+            path.display()
+        ));
     };
     let shapes: Shapes = all
         .iter()
@@ -179,7 +188,8 @@ impl Network for Sd3Network {
             )
         })?;
         let cfg = self.transformer.config();
-        if context.dim(2)? != cfg.joint_attention_dim || pooled.dim(1)? != cfg.pooled_projection_dim {
+        if context.dim(2)? != cfg.joint_attention_dim || pooled.dim(1)? != cfg.pooled_projection_dim
+        {
             candle_core::bail!(
                 "the SD3 transformer takes {}-wide text states and a {}-wide pooled embedding, got {} and {} (a text encoder of another family?)",
                 cfg.joint_attention_dim,
@@ -188,7 +198,8 @@ impl Network for Sd3Network {
                 pooled.dim(1)?
             );
         }
-        self.transformer.forward(x, timesteps, context, pooled, &self.skip)
+        self.transformer
+            .forward(x, timesteps, context, pooled, &self.skip)
     }
 
     fn size_bytes(&self) -> usize {

@@ -123,7 +123,11 @@ impl Module for RmsNorm {
 #[derive(Debug)]
 enum FeedForward {
     /// gelu_tanh(wi_0 x) ⊙ wi_1 x, then wo.
-    Gated { wi0: Linear, wi1: Linear, wo: Linear },
+    Gated {
+        wi0: Linear,
+        wi1: Linear,
+        wo: Linear,
+    },
     /// relu(wi x), then wo.
     Relu { wi: Linear, wo: Linear },
 }
@@ -173,12 +177,20 @@ impl Block {
         let attn = l.pp("layer.0.SelfAttention");
         let lin = |i, o, name: &str| attn.pp(name).linear_no_bias(i, o);
         Ok(Block {
-            norm1: RmsNorm::new(cfg.d_model, cfg.layer_norm_epsilon, l.pp("layer.0.layer_norm"))?,
+            norm1: RmsNorm::new(
+                cfg.d_model,
+                cfg.layer_norm_epsilon,
+                l.pp("layer.0.layer_norm"),
+            )?,
             q: lin(cfg.d_model, inner, "q")?,
             k: lin(cfg.d_model, inner, "k")?,
             v: lin(cfg.d_model, inner, "v")?,
             o: lin(inner, cfg.d_model, "o")?,
-            norm2: RmsNorm::new(cfg.d_model, cfg.layer_norm_epsilon, l.pp("layer.1.layer_norm"))?,
+            norm2: RmsNorm::new(
+                cfg.d_model,
+                cfg.layer_norm_epsilon,
+                l.pp("layer.1.layer_norm"),
+            )?,
             ff: FeedForward::new(cfg, l.pp("layer.1.DenseReluDense"))?,
         })
     }
@@ -226,10 +238,15 @@ impl T5Encoder {
             relative_bias: candle_nn::embedding(
                 cfg.relative_attention_num_buckets,
                 cfg.num_heads,
-                enc.vb().pp("block.0.layer.0.SelfAttention.relative_attention_bias"),
+                enc.vb()
+                    .pp("block.0.layer.0.SelfAttention.relative_attention_bias"),
             )?,
             blocks,
-            final_norm: RmsNorm::new(cfg.d_model, cfg.layer_norm_epsilon, enc.pp("final_layer_norm"))?,
+            final_norm: RmsNorm::new(
+                cfg.d_model,
+                cfg.layer_norm_epsilon,
+                enc.pp("final_layer_norm"),
+            )?,
             cfg: cfg.clone(),
         })
     }
@@ -250,7 +267,12 @@ impl T5Encoder {
 
     /// [`Self::encode`] from input embeddings `[B, N, D]` (prompt weighting
     /// scales them).
-    pub fn encode_embeddings(&self, mut x: Tensor, n: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+    pub fn encode_embeddings(
+        &self,
+        mut x: Tensor,
+        n: usize,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let dev = x.device().clone();
         let mut bias = self.position_bias(n, &dev)?;
         if let Some(mask) = mask {
@@ -292,7 +314,10 @@ impl T5Encoder {
 
     /// The embedding width.
     pub fn width(&self) -> usize {
-        self.embed.embeddings().dim(D::Minus1).unwrap_or(self.cfg.d_model)
+        self.embed
+            .embeddings()
+            .dim(D::Minus1)
+            .unwrap_or(self.cfg.d_model)
     }
 }
 

@@ -54,10 +54,17 @@ pub fn config_from_shapes(shapes: &Shapes) -> std::result::Result<T5Config, Stri
         .or_else(|| shapes.get("encoder.embed_tokens.weight"))
         .ok_or("no `shared.weight` (T5's token embedding)")?;
     let block = "encoder.block.0.layer.";
-    let bias = get(&format!("{block}0.SelfAttention.relative_attention_bias.weight"), 0)
-        .zip(get(&format!("{block}0.SelfAttention.relative_attention_bias.weight"), 1))
-        .ok_or("no relative attention bias in the first T5 block")?;
-    let inner = get(&format!("{block}0.SelfAttention.q.weight"), 0).ok_or("no T5 query projection")?;
+    let bias = get(
+        &format!("{block}0.SelfAttention.relative_attention_bias.weight"),
+        0,
+    )
+    .zip(get(
+        &format!("{block}0.SelfAttention.relative_attention_bias.weight"),
+        1,
+    ))
+    .ok_or("no relative attention bias in the first T5 block")?;
+    let inner =
+        get(&format!("{block}0.SelfAttention.q.weight"), 0).ok_or("no T5 query projection")?;
     let gated = shapes.contains_key(&format!("{block}1.DenseReluDense.wi_0.weight"));
     let ff = if gated { "wi_0" } else { "wi" };
     let keys: Vec<String> = shapes.keys().cloned().collect();
@@ -65,7 +72,8 @@ pub fn config_from_shapes(shapes: &Shapes) -> std::result::Result<T5Config, Stri
         vocab_size: embed[0],
         d_model: embed[1],
         d_kv: inner / bias.1.max(1),
-        d_ff: get(&format!("{block}1.DenseReluDense.{ff}.weight"), 0).ok_or("no T5 feed-forward")?,
+        d_ff: get(&format!("{block}1.DenseReluDense.{ff}.weight"), 0)
+            .ok_or("no T5 feed-forward")?,
         num_layers: count_blocks(&keys, "encoder.block."),
         num_heads: bias.1,
         relative_attention_num_buckets: bias.0,
@@ -79,7 +87,9 @@ pub fn config_from_shapes(shapes: &Shapes) -> std::result::Result<T5Config, Stri
 pub fn find(shapes: &Shapes) -> Option<&'static str> {
     PREFIXES.into_iter().find(|p| {
         shapes.contains_key(&format!("{p}encoder.final_layer_norm.weight"))
-            && shapes.contains_key(&format!("{p}encoder.block.0.layer.0.SelfAttention.q.weight"))
+            && shapes.contains_key(&format!(
+                "{p}encoder.block.0.layer.0.SelfAttention.q.weight"
+            ))
     })
 }
 
@@ -169,7 +179,10 @@ impl T5Tower {
     /// The states `[1, N, D]` of `prompt`; weighted tokens move away from
     /// the empty prompt's states, z = z∅ + w·(z − z∅), as ComfyUI.
     pub fn encode(&self, prompt: &str) -> Result<Tensor> {
-        let tokens = self.tokenizer.tokenize(prompt).map_err(candle_core::Error::Msg)?;
+        let tokens = self
+            .tokenizer
+            .tokenize(prompt)
+            .map_err(candle_core::Error::Msg)?;
         let z = self.run(&tokens)?;
         if !tokens.is_weighted() {
             return Ok(z);
