@@ -14,8 +14,8 @@ pub mod schedule;
 
 pub use conditioning::{Area, Conditioning, Hint, SizeCond};
 pub use model::{
-    FlowShift, LatentFormat, LatentPreview, LatentRgb, Model, ModelSampling, Network, NoiseLevels, Path,
-    Prediction,
+    FlowShift, LatentFormat, LatentPreview, LatentRgb, Model, ModelSampling, Network, NoiseLevels,
+    Path, Prediction,
 };
 pub use noise::{seeded_noise, Gaussian, NoiseSource, SeededSteps};
 pub use samplers::{

@@ -21,7 +21,8 @@ enum Encoders {
 /// (or a folder's `model_type`).
 fn open(path: &Path) -> Result<Encoders, String> {
     let is_t5 = if path.is_dir() {
-        std::fs::read_to_string(path.join("config.json")).is_ok_and(|c| c.contains("\"t5\"") || c.contains("T5EncoderModel"))
+        std::fs::read_to_string(path.join("config.json"))
+            .is_ok_and(|c| c.contains("\"t5\"") || c.contains("T5EncoderModel"))
     } else {
         weft_models::detect::header(path).is_ok_and(|(shapes, _)| t5::find(&shapes).is_some())
     };
@@ -46,7 +47,10 @@ fn join(
         match open(&path).map_err(|e| NodeError::input(input, e))? {
             Encoders::Clip(parts) => clip.extend(parts),
             Encoders::T5(_) if t5.is_some() => {
-                return Err(NodeError::input(input, "a second T5 encoder; pair T5 with CLIP encoders"))
+                return Err(NodeError::input(
+                    input,
+                    "a second T5 encoder; pair T5 with CLIP encoders",
+                ))
             }
             Encoders::T5(parts) => t5 = Some(parts),
         }
