@@ -72,7 +72,12 @@ fn main() {
         let dense = Linear::new(w.clone(), Some(b.clone()));
         let base = median(runs, || dense.forward(&x).unwrap());
         report("f32 Linear (dense)", base, base);
-        for ty in [StoredType::Q8_0, StoredType::Q4K, StoredType::BF16, StoredType::F8E4M3] {
+        for ty in [
+            StoredType::Q8_0,
+            StoredType::Q4K,
+            StoredType::BF16,
+            StoredType::F8E4M3,
+        ] {
             let q = Arc::new(PackedWeight::quantize(&w, ty).unwrap());
             let layer = Linear::packed(q, Some(b.clone()));
             let s = median(runs, || layer.forward(&x).unwrap());

@@ -42,7 +42,13 @@ fn every_gguf_type_decodes_like_gguf_py() {
         let w = file.tensor(name).unwrap();
         assert_eq!(w.stored_type(), ty, "{name}");
         assert_eq!(w.shape(), &[4, 512], "{name}");
-        let got: Vec<f32> = w.to_f32_tensor().unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let got: Vec<f32> = w
+            .to_f32_tensor()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let want: Vec<f32> = expected[name].flatten_all().unwrap().to_vec1().unwrap();
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         assert!(scale > 0.0, "{name}");

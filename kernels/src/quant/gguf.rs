@@ -56,7 +56,12 @@ impl GgufFile {
 
     /// The tensor names, sorted.
     pub fn tensor_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.content.tensor_infos.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = self
+            .content
+            .tensor_infos
+            .keys()
+            .map(String::as_str)
+            .collect();
         names.sort_unstable();
         names
     }
@@ -80,7 +85,10 @@ impl GgufFile {
         let fail = |msg: String| err(&self.path, format!("tensor `{name}`: {msg}"));
         let dims = info.shape.dims();
         let count = info.shape.elem_count();
-        if !dims.last().is_some_and(|c| c.is_multiple_of(ty.block_size())) {
+        if !dims
+            .last()
+            .is_some_and(|c| c.is_multiple_of(ty.block_size()))
+        {
             return Err(fail(format!(
                 "rows of shape {dims:?} are not whole {ty} blocks of {}",
                 ty.block_size()

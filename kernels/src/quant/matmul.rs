@@ -33,6 +33,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// By method, so closures capture the `Send` wrapper, not the field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 impl PackedWeight {
     /// `x·Wᵀ`, plus `bias` when given, for `x` of shape `(..., in)` and
     /// this weight `(out, in)`. On the CPU, Q8_0/Q4_K/Q6_K products of
@@ -128,7 +135,6 @@ impl PackedWeight {
         (0..n.div_ceil(TILE)).into_par_iter().for_each(|t| {
             let rows = t * TILE..((t + 1) * TILE).min(n);
             let width = rows.len();
-            let dst = dst;
             TILE_BUF.with_borrow_mut(|buf| {
                 buf.resize(width * k, 0.0);
                 self.dequantize_rows(rows.clone(), &mut buf[..width * k])
@@ -137,7 +143,7 @@ impl PackedWeight {
                 // the m output rows (stride n); the buffer is width×k and
                 // read transposed (column stride k, row stride 1).
                 unsafe {
-                    let o = dst.0.add(rows.start);
+                    let o = dst.get().add(rows.start);
                     if let Some(b) = bias {
                         for r in 0..m {
                             std::ptr::copy_nonoverlapping(

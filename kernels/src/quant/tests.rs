@@ -36,10 +36,22 @@ fn bits(t: &Tensor) -> Vec<u32> {
 #[test]
 fn fp8_tables_match_the_float8_crate_for_all_codes() {
     for code in 0..=255u8 {
-        let (a, b) = (fp8::E4M3[code as usize], float8::F8E4M3::from_bits(code).to_f32());
-        assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "e4m3 {code:#04x}: {a} vs {b}");
-        let (a, b) = (fp8::E5M2[code as usize], float8::F8E5M2::from_bits(code).to_f32());
-        assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "e5m2 {code:#04x}: {a} vs {b}");
+        let (a, b) = (
+            fp8::E4M3[code as usize],
+            float8::F8E4M3::from_bits(code).to_f32(),
+        );
+        assert!(
+            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+            "e4m3 {code:#04x}: {a} vs {b}"
+        );
+        let (a, b) = (
+            fp8::E5M2[code as usize],
+            float8::F8E5M2::from_bits(code).to_f32(),
+        );
+        assert!(
+            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+            "e5m2 {code:#04x}: {a} vs {b}"
+        );
     }
 }
 
@@ -82,9 +94,18 @@ fn fp8_tables_match_the_format_definitions() {
 #[test]
 fn scaled_fp8_multiplies_by_the_scale() {
     let codes: Vec<u8> = (0..16).map(|i| i * 7).collect();
-    for (ty, lut) in [(StoredType::F8E4M3, &fp8::E4M3), (StoredType::F8E5M2, &fp8::E5M2)] {
+    for (ty, lut) in [
+        (StoredType::F8E4M3, &fp8::E4M3),
+        (StoredType::F8E5M2, &fp8::E5M2),
+    ] {
         let w = PackedWeight::from_vec(codes.clone(), ty, &[2, 8], Some(0.25)).unwrap();
-        let got: Vec<f32> = w.to_f32_tensor().unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let got: Vec<f32> = w
+            .to_f32_tensor()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         for (g, &c) in got.iter().zip(&codes) {
             assert_eq!(*g, lut[c as usize] * 0.25, "{ty} code {c}");
         }
@@ -110,7 +131,11 @@ fn quantize_matches_candles_qtensor_for_every_ggml_type() {
         assert_eq!(ours.bytes(), &theirs.data().unwrap()[..], "{ty} bytes");
         assert_eq!(ours.stored_size(), theirs.storage_size_in_bytes(), "{ty}");
         let want = theirs.dequantize(&Device::Cpu).unwrap();
-        assert_eq!(bits(&ours.to_f32_tensor().unwrap()), bits(&want), "{ty} values");
+        assert_eq!(
+            bits(&ours.to_f32_tensor().unwrap()),
+            bits(&want),
+            "{ty} values"
+        );
     }
 }
 
@@ -120,12 +145,20 @@ fn q8_0_error_is_within_one_step_per_block() {
     let q = PackedWeight::quantize(&t, StoredType::Q8_0).unwrap();
     let (orig, deq): (Vec<f32>, Vec<f32>) = (
         t.flatten_all().unwrap().to_vec1().unwrap(),
-        q.to_f32_tensor().unwrap().flatten_all().unwrap().to_vec1().unwrap(),
+        q.to_f32_tensor()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap(),
     );
     for (a, b) in orig.chunks(32).zip(deq.chunks(32)) {
         let amax = a.iter().fold(0f32, |m, v| m.max(v.abs()));
         for (x, y) in a.iter().zip(b) {
-            assert!((x - y).abs() <= amax / 127.0, "{x} vs {y}, block max {amax}");
+            assert!(
+                (x - y).abs() <= amax / 127.0,
+                "{x} vs {y}, block max {amax}"
+            );
         }
     }
 }
@@ -133,7 +166,12 @@ fn q8_0_error_is_within_one_step_per_block() {
 #[test]
 fn rows_that_are_not_whole_blocks_are_refused() {
     let t = wavy(&[4, 80], 0.0);
-    for ty in [StoredType::Q8_0, StoredType::Q4_0, StoredType::Q4K, StoredType::Q6K] {
+    for ty in [
+        StoredType::Q8_0,
+        StoredType::Q4_0,
+        StoredType::Q4K,
+        StoredType::Q6K,
+    ] {
         let e = PackedWeight::quantize(&t, ty).unwrap_err().to_string();
         assert!(e.contains("block") && e.contains(ty.name()), "{e}");
     }
@@ -162,7 +200,10 @@ fn views_check_their_byte_counts() {
         Some(2.0),
     )
     .unwrap();
-    assert_eq!(st.to_f32_tensor().unwrap().to_vec2::<f32>().unwrap(), vec![vec![2f32; 3]; 2]);
+    assert_eq!(
+        st.to_f32_tensor().unwrap().to_vec2::<f32>().unwrap(),
+        vec![vec![2f32; 3]; 2]
+    );
     let bad = PackedWeight::from_safetensors_bytes(
         safetensors::Dtype::I64,
         &[1],
@@ -178,13 +219,23 @@ fn views_check_their_byte_counts() {
 #[test]
 fn misaligned_bytes_decode_the_same() {
     let t = wavy(&[5, 256], 0.3);
-    for ty in [StoredType::Q8_0, StoredType::Q4K, StoredType::F16, StoredType::BF16] {
+    for ty in [
+        StoredType::Q8_0,
+        StoredType::Q4K,
+        StoredType::F16,
+        StoredType::BF16,
+    ] {
         let q = PackedWeight::quantize(&t, ty).unwrap();
         let mut shifted = vec![0u8; 1];
         shifted.extend_from_slice(q.bytes());
         let len = q.stored_size();
-        let view = PackedWeight::from_bytes(Arc::new(shifted), 1, len, ty, &[5, 256], None).unwrap();
-        assert_eq!(bits(&view.to_f32_tensor().unwrap()), bits(&q.to_f32_tensor().unwrap()), "{ty}");
+        let view =
+            PackedWeight::from_bytes(Arc::new(shifted), 1, len, ty, &[5, 256], None).unwrap();
+        assert_eq!(
+            bits(&view.to_f32_tensor().unwrap()),
+            bits(&q.to_f32_tensor().unwrap()),
+            "{ty}"
+        );
     }
 }
 
@@ -199,7 +250,12 @@ fn matmul_t_matches_a_dense_product() {
     for ty in QUANTIZABLE {
         let q = PackedWeight::quantize(&w, ty).unwrap();
         let dense = q.to_f32_tensor().unwrap();
-        for shape in [&[1, in_dim][..], &[7, in_dim], &[300, in_dim], &[3, 7, in_dim]] {
+        for shape in [
+            &[1, in_dim][..],
+            &[7, in_dim],
+            &[300, in_dim],
+            &[3, 7, in_dim],
+        ] {
             let x = wavy(shape, 0.5);
             for b in [None, Some(&bias)] {
                 let got = q.matmul_t(&x, b).unwrap();
@@ -211,7 +267,11 @@ fn matmul_t_matches_a_dense_product() {
                 assert_eq!(got.dims(), want.dims());
                 let scale: f32 = want.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
                 let err = max_diff(&got, &want);
-                assert!(err <= 1e-5 * scale, "{ty} {shape:?} bias {}: {err}", b.is_some());
+                assert!(
+                    err <= 1e-5 * scale,
+                    "{ty} {shape:?} bias {}: {err}",
+                    b.is_some()
+                );
             }
         }
     }
@@ -222,10 +282,18 @@ fn matmul_t_is_bit_identical_on_any_thread_count() {
     let w = wavy(&[520, 256], 0.9);
     let x = wavy(&[2, 37, 256], 0.2);
     let bias = wavy(&[520], 1.0);
-    for ty in [StoredType::Q8_0, StoredType::Q4K, StoredType::BF16, StoredType::F8E4M3] {
+    for ty in [
+        StoredType::Q8_0,
+        StoredType::Q4K,
+        StoredType::BF16,
+        StoredType::F8E4M3,
+    ] {
         let q = PackedWeight::quantize(&w, ty).unwrap();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| bits(&q.matmul_t(&x, Some(&bias)).unwrap()))
         };
         assert_eq!(run(1), run(2), "{ty}");
@@ -236,9 +304,14 @@ fn matmul_t_is_bit_identical_on_any_thread_count() {
 #[test]
 fn matmul_t_rejects_mismatched_shapes() {
     let q = PackedWeight::quantize(&wavy(&[8, 64], 0.0), StoredType::Q8_0).unwrap();
-    let e = q.matmul_t(&wavy(&[2, 32], 0.0), None).unwrap_err().to_string();
+    let e = q
+        .matmul_t(&wavy(&[2, 32], 0.0), None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("[8, 64]") && e.contains("[2, 32]"), "{e}");
-    assert!(q.matmul_t(&wavy(&[2, 64], 0.0), Some(&wavy(&[7], 0.0))).is_err());
+    assert!(q
+        .matmul_t(&wavy(&[2, 64], 0.0), Some(&wavy(&[7], 0.0)))
+        .is_err());
     let q3 = PackedWeight::quantize(&wavy(&[2, 4, 64], 0.0), StoredType::Q8_0).unwrap();
     assert!(q3.matmul_t(&wavy(&[2, 64], 0.0), None).is_err());
 }
@@ -257,7 +330,10 @@ fn linear_dispatches_to_packed_weights() {
     assert!(max_diff(&got, &dense.forward(&x).unwrap()) < 1e-4);
     // Other dtypes go through f32 and come back.
     let xh = x.to_dtype(candle_core::DType::BF16).unwrap();
-    assert_eq!(packed.forward(&xh).unwrap().dtype(), candle_core::DType::BF16);
+    assert_eq!(
+        packed.forward(&xh).unwrap().dtype(),
+        candle_core::DType::BF16
+    );
 }
 
 fn tmp_dir() -> tempfile::TempDir {
@@ -303,7 +379,10 @@ fn gguf_round_trips_with_dims_in_pytorch_order() {
     let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
     let qt = content.tensor(&mut file, "c", &Device::Cpu).unwrap();
     assert_eq!(qt.dtype(), GgmlDType::Q4K);
-    assert_eq!(bits(&qt.dequantize(&Device::Cpu).unwrap()), bits(&c.to_f32_tensor().unwrap()));
+    assert_eq!(
+        bits(&qt.dequantize(&Device::Cpu).unwrap()),
+        bits(&c.to_f32_tensor().unwrap())
+    );
     // Atomic: no temporary file is left beside it.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
@@ -313,8 +392,13 @@ fn gguf_writer_refuses_fp8() {
     let dir = tmp_dir();
     let path = dir.path().join("x.gguf");
     let w = PackedWeight::quantize(&wavy(&[2, 8], 0.0), StoredType::F8E4M3).unwrap();
-    let e = write_gguf(&path, &[], &[("w", &w)]).unwrap_err().to_string();
-    assert!(e.contains("x.gguf") && e.contains("`w`") && e.contains("f8_e4m3"), "{e}");
+    let e = write_gguf(&path, &[], &[("w", &w)])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("x.gguf") && e.contains("`w`") && e.contains("f8_e4m3"),
+        "{e}"
+    );
     assert!(!path.exists());
 }
 
@@ -331,7 +415,10 @@ fn bad_gguf_files_give_errors_naming_file_and_tensor() {
     std::fs::write(&cut, &raw[..raw.len() - 100]).unwrap();
     let f = GgufFile::open(&cut).unwrap();
     let e = f.tensor("blk.0.w").unwrap_err().to_string();
-    assert!(e.contains("cut.gguf") && e.contains("blk.0.w") && e.contains("truncated"), "{e}");
+    assert!(
+        e.contains("cut.gguf") && e.contains("blk.0.w") && e.contains("truncated"),
+        "{e}"
+    );
 
     // Cut inside the header.
     for n in [0, 3, 20, 40] {
@@ -342,7 +429,10 @@ fn bad_gguf_files_give_errors_naming_file_and_tensor() {
 
     // An unknown type id, and a type that is not a weight format (Q8_1).
     let type_at = raw.windows(7).position(|w| w == b"blk.0.w").unwrap() + 7 + 4 + 2 * 8;
-    assert_eq!(u32::from_le_bytes(raw[type_at..type_at + 4].try_into().unwrap()), 8);
+    assert_eq!(
+        u32::from_le_bytes(raw[type_at..type_at + 4].try_into().unwrap()),
+        8
+    );
     let odd = dir.path().join("odd.gguf");
     let mut patched = raw.clone();
     patched[type_at..type_at + 4].copy_from_slice(&99u32.to_le_bytes());
@@ -351,11 +441,22 @@ fn bad_gguf_files_give_errors_naming_file_and_tensor() {
     assert!(e.contains("odd.gguf") && e.contains("99"), "{e}");
     patched[type_at..type_at + 4].copy_from_slice(&9u32.to_le_bytes());
     std::fs::write(&odd, &patched).unwrap();
-    let e = GgufFile::open(&odd).unwrap().tensor("blk.0.w").unwrap_err().to_string();
-    assert!(e.contains("odd.gguf") && e.contains("blk.0.w") && e.contains("Q8_1"), "{e}");
+    let e = GgufFile::open(&odd)
+        .unwrap()
+        .tensor("blk.0.w")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("odd.gguf") && e.contains("blk.0.w") && e.contains("Q8_1"),
+        "{e}"
+    );
 
     // A missing tensor, and a missing file.
-    let e = GgufFile::open(&good).unwrap().tensor("nope").unwrap_err().to_string();
+    let e = GgufFile::open(&good)
+        .unwrap()
+        .tensor("nope")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("good.gguf") && e.contains("nope"), "{e}");
     assert!(GgufFile::open(dir.path().join("absent.gguf")).is_err());
 }
@@ -385,7 +486,10 @@ fn integer_products_agree_with_the_f32_tiles() {
         let q = PackedWeight::quantize(&w, ty).unwrap();
         let want = q.matmul_t_dequantized(&x, Some(&bias)).unwrap();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| q.matmul_t(&x, Some(&bias)).unwrap())
         };
         let got = run(1);
