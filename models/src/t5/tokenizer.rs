@@ -51,16 +51,24 @@ impl T5Tokenizer {
     pub fn open(path: &Path, min_length: usize) -> Result<T5Tokenizer, String> {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| format!("{}: not a tokenizer.json: {e}", path.display()))?;
+        Self::checked(inner, min_length).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// T5 v1.1's tokenizer, built into weft (`assets/t5/tokenizer.json`,
+    /// ComfyUI's), for encoders that come without one.
+    pub fn bundled(min_length: usize) -> Result<T5Tokenizer, String> {
+        const JSON: &[u8] = include_bytes!("../../../assets/t5/tokenizer.json");
+        let inner = tokenizers::Tokenizer::from_bytes(JSON).map_err(|e| e.to_string())?;
+        Self::checked(inner, min_length)
+    }
+
+    fn checked(inner: tokenizers::Tokenizer, min_length: usize) -> Result<T5Tokenizer, String> {
         match inner.token_to_id("</s>") {
-            Some(END) => {}
-            other => {
-                return Err(format!(
-                    "{}: not a T5 tokenizer (`</s>` is {other:?}, expected {END})",
-                    path.display()
-                ))
-            }
+            Some(END) => Ok(T5Tokenizer { inner, min_length }),
+            other => Err(format!(
+                "not a T5 tokenizer (`</s>` is {other:?}, expected {END})"
+            )),
         }
-        Ok(T5Tokenizer { inner, min_length })
     }
 
     /// The same vocabulary with another minimum length.

@@ -17,21 +17,13 @@ use crate::weights::{TensorMap, Transform, WeightFile};
 /// `t5xxl_*.safetensors`) or inside an SD3 all-in-one checkpoint.
 pub const PREFIXES: [&str; 2] = ["text_encoders.t5xxl.transformer.", ""];
 
-/// Where a tokenizer.json for T5 is looked for when the weights bring none:
-/// weft's bundled copy of ComfyUI's (Apache-2.0).
-pub fn bundled_tokenizer() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(|root| root.join("assets/t5/tokenizer.json"))
-        .unwrap_or_default()
-}
-
 /// A T5 encoder's parts, not yet built.
 #[derive(Clone, Debug)]
 pub struct T5Parts {
     pub config: T5Config,
     pub tensors: TensorMap,
-    pub tokenizer: PathBuf,
+    /// The folder's `tokenizer.json`; `None`: weft's bundled one.
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// transformers' names for a stored key: the encoder's and the shared
@@ -112,8 +104,7 @@ pub fn open(path: &Path) -> std::result::Result<T5Parts, String> {
         ]
         .into_iter()
         .flatten()
-        .find(|p| p.is_file())
-        .unwrap_or_else(bundled_tokenizer);
+        .find(|p| p.is_file());
         return Ok(T5Parts {
             config,
             tensors,
@@ -133,7 +124,7 @@ pub fn open(path: &Path) -> std::result::Result<T5Parts, String> {
     Ok(T5Parts {
         config,
         tensors,
-        tokenizer: bundled_tokenizer(),
+        tokenizer: None,
     })
 }
 
@@ -155,8 +146,10 @@ impl T5Tower {
         let model = parts.tensors.build("T5 text encoder", |vb| {
             T5Encoder::new(&parts.config, parts.tensors.loader(vb, mode))
         })?;
-        let tokenizer = T5Tokenizer::open(&parts.tokenizer, min_length)
-            .map_err(|e| format!("{e} (T5 needs a tokenizer.json: a diffusers folder's tokenizer_N/, or weft's assets/t5/)"))?;
+        let tokenizer = match &parts.tokenizer {
+            Some(path) => T5Tokenizer::open(path, min_length)?,
+            None => T5Tokenizer::bundled(min_length)?,
+        };
         Ok(T5Tower {
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),
