@@ -279,8 +279,8 @@ fn quant(model: Model, runs: usize) {
             ("median_s", f32_s),
             ("q8_s", q8_s),
             ("q4k_s", q4_s),
-            ("q8_diff", relative_diff(&outs[1], &outs[0])),
-            ("q4k_diff", relative_diff(&outs[2], &outs[0])),
+            ("q8_diff_pct", 100.0 * relative_diff(&outs[1], &outs[0])),
+            ("q4k_diff_pct", 100.0 * relative_diff(&outs[2], &outs[0])),
             ("q8_build_s", build_s[1]),
             ("q4k_build_s", build_s[2]),
         ],
@@ -328,8 +328,12 @@ fn main() {
     let root = tempfile::tempdir().unwrap();
     // The children find the folders through the environment they inherit.
     std::env::set_var(DIR_VAR, root.path());
-    let mut models: Vec<Model> = wanted.iter().map(|p| Model::of(p)).collect();
-    models.dedup();
+    let mut models: Vec<Model> = Vec::new();
+    for m in wanted.iter().map(|p| Model::of(p)) {
+        if !models.contains(&m) {
+            models.push(m);
+        }
+    }
     for model in models {
         let out = Command::new(std::env::current_exe().unwrap())
             .args(["write", model.name()])
@@ -343,19 +347,15 @@ fn main() {
         let extra = [size.to_string(), Model::of(p).config()];
         driver.torch("scripts/bench_dit_torch.py", p, &extra)
     };
+    let image = (size / 16) * (size / 16);
     let labels = [
-        (
-            "flux_double",
-            "Flux: one double-stream block + embedders, final layer (4096 + 512 tokens)",
-        ),
-        (
-            "flux_single",
-            "Flux: one single-stream block + embedders, final layer (4096 + 512 tokens)",
-        ),
+        ("flux_double", format!("Flux: one double-stream block + embedders and final layer ({image} + {FLUX_TEXT} tokens)")),
+        ("flux_single", format!("Flux: one single-stream block + embedders and final layer ({image} + {FLUX_TEXT} tokens)")),
     ];
     let blocks: Vec<(&str, &str)> = labels
-        .into_iter()
+        .iter()
         .filter(|(p, _)| wanted.contains(p))
+        .map(|(p, l)| (*p, l.as_str()))
         .collect();
     if !blocks.is_empty() {
         let driver = Driver::new(RUNS, ROUNDS);
@@ -369,7 +369,7 @@ fn main() {
         driver.compare(
             &[(
                 "sd35m_step",
-                "SD3.5 medium: whole transformer, one step (4096 + 333 tokens)",
+                &format!("SD3.5 medium: whole transformer, one step ({image} + {SD3_TEXT} tokens)"),
             )],
             |p| torch(&driver, p),
         );
@@ -384,7 +384,7 @@ fn main() {
         "weft only: linears quantised on load against f32, one process per row, {} timed runs each after a warm-up, in rotating order",
         driver.runs
     );
-    println!("| phase | f32 (s) | Q8_0 (s) | f32 / Q8_0 | Q8_0 max rel. diff | Q4_K (s) | f32 / Q4_K | Q4_K max rel. diff | peak RSS (MiB) |");
+    println!("| phase | f32 (s) | Q8_0 (s) | f32 / Q8_0 | Q8_0 max rel. diff (%) | Q4_K (s) | f32 / Q4_K | Q4_K max rel. diff (%) | peak RSS (MiB) |");
     println!("|---|---|---|---|---|---|---|---|---|");
     for p in quants {
         let j = driver.weft(p);
@@ -398,10 +398,10 @@ fn main() {
             field(&j, "median_s", 2),
             field(&j, "q8_s", 2),
             speedup("q8_s"),
-            field(&j, "q8_diff", 4),
+            field(&j, "q8_diff_pct", 3),
             field(&j, "q4k_s", 2),
             speedup("q4k_s"),
-            field(&j, "q4k_diff", 4),
+            field(&j, "q4k_diff_pct", 3),
             field(&j, "peak_rss_mib", 0),
         );
     }

@@ -3,9 +3,12 @@
 //! layer-norm modulation, the GELU feed-forward, per-head RMS q/k norms,
 //! and attention over the joined text and image tokens.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::LayerNorm;
 use weft_kernels::layers::Linear;
+use weft_sampling::{Conditioning, FlowShift, LatentFormat, Model, ModelSampling, Network};
 
 use crate::loader::Loader;
 
@@ -194,6 +197,61 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Ten
 /// Whether `l` holds the weights of a q/k norm called `name`.
 pub fn has_norm(l: &Loader, name: &str) -> bool {
     l.contains(&format!("{name}.weight"))
+}
+
+/// The text states and pooled embedding `family`'s transformer reads from
+/// `cond`, checked against its widths so a text encoder of another family
+/// is named as such.
+pub fn text_inputs<'a>(
+    cond: &'a Conditioning,
+    family: &str,
+    context_dim: usize,
+    pooled_dim: usize,
+) -> Result<(&'a Tensor, &'a Tensor)> {
+    let missing = |what: &str| {
+        candle_core::Error::Msg(format!(
+            "the {family} transformer needs {what} (from CLIPTextEncode with {family}'s text encoders)"
+        ))
+    };
+    let context = cond
+        .context
+        .as_ref()
+        .ok_or_else(|| missing("text states"))?;
+    let pooled = cond
+        .pooled
+        .as_ref()
+        .ok_or_else(|| missing("a pooled text embedding"))?;
+    if context.dim(2)? != context_dim || pooled.dim(1)? != pooled_dim {
+        candle_core::bail!(
+            "the {family} transformer takes {context_dim}-wide text states and a {pooled_dim}-wide pooled embedding, got {} and {} (a text encoder of another family?)",
+            context.dim(2)?,
+            pooled.dim(1)?
+        );
+    }
+    Ok((context, pooled))
+}
+
+/// A flow-matching MODEL: velocity prediction, timesteps σ·1000, the grid
+/// shifted by `shift`, latents seen as (latent − `latent_shift`)·`scale`.
+pub fn flow_model(
+    network: Arc<dyn Network>,
+    shift: FlowShift,
+    scale: f64,
+    latent_shift: f64,
+    channels: usize,
+) -> Model {
+    Model {
+        network,
+        sampling: ModelSampling::flow_shifted(1000.0, shift),
+        latent_space: crate::vae::sd_latent_space(),
+        latent_format: LatentFormat {
+            scale,
+            shift: latent_shift,
+            preview: weft_sampling::LatentPreview::Pixels,
+        },
+        differential_diffusion: false,
+        latent_channels: Some(channels),
+    }
 }
 
 #[cfg(test)]

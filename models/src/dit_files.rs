@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::sd::config::Shapes;
 use crate::weights::{TensorMap, Transform, WeightFile};
 
 /// The safetensors files of diffusers component folder `dir`: its one
@@ -84,4 +85,98 @@ pub fn count_blocks(keys: &[String], prefix: &str) -> usize {
         })
         .max()
         .map_or(0, |m| m + 1)
+}
+
+/// How one transformer family's files are told apart and named.
+pub struct Layout<C> {
+    /// "SD3", "Flux": for messages.
+    pub family: &'static str,
+    /// A key part only the original layout has (`joint_blocks.`).
+    pub marker: &'static str,
+    /// A key part only the diffusers layout has.
+    pub diffusers_marker: &'static str,
+    /// The config an original file's shapes (prefix removed) describe.
+    pub config_from_shapes: fn(&Shapes) -> Result<C, String>,
+    /// An original key's diffusers names, given the config.
+    pub names: fn(&str, &C) -> Vec<(String, Transform)>,
+}
+
+/// The component config of diffusers folder `dir` (a pipeline's
+/// `transformer/`, or the component folder itself).
+fn folder_config<C: serde::de::DeserializeOwned>(dir: &Path) -> Result<C, String> {
+    component_config(&dir.join("transformer")).or_else(|_| component_config(dir))
+}
+
+/// Opens a transformer of `layout`'s family: a diffusers pipeline or
+/// component folder, a file in the original layout (bare or under
+/// `model.diffusion_model.`; the config read from its shapes unless
+/// `config_dir`, a diffusers folder, gives it), or a diffusers-named file
+/// with `config_dir`.
+pub fn open_transformer<C: serde::de::DeserializeOwned>(
+    path: &Path,
+    config_dir: Option<&Path>,
+    layout: &Layout<C>,
+) -> Result<(C, TensorMap), String> {
+    if path.is_dir() {
+        let dir = if path.join("transformer").is_dir() {
+            path.join("transformer")
+        } else {
+            path.to_path_buf()
+        };
+        let config = component_config(&dir)?;
+        let files = component_files(&dir)?;
+        return Ok((
+            config,
+            tensor_map(&files, "", crate::weights::diffusers_names)?,
+        ));
+    }
+    let family = layout.family;
+    let file = WeightFile::open(path)?;
+    let all = file.shapes();
+    let keys: Vec<String> = all.keys().cloned().collect();
+    let Some(prefix) = key_prefix(&keys, layout.marker, &["model.diffusion_model."]) else {
+        if key_prefix(&keys, layout.diffusers_marker, &[]).is_some() {
+            let dir = config_dir.ok_or_else(|| {
+                format!(
+                    "{}: a diffusers-named {family} transformer needs its config folder",
+                    path.display()
+                )
+            })?;
+            let mut map = TensorMap::default();
+            map.add_file(&file, "", crate::weights::diffusers_names);
+            return Ok((folder_config(dir)?, map));
+        }
+        return Err(format!(
+            "{}: no {family} transformer (`{}…`)",
+            path.display(),
+            layout.marker
+        ));
+    };
+    let shapes: Shapes = all
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
+        .collect();
+    let config = match config_dir {
+        Some(dir) => folder_config(dir)?,
+        None => {
+            (layout.config_from_shapes)(&shapes).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+    };
+    let mut map = TensorMap::default();
+    map.add_file(&file, prefix, |k| (layout.names)(k, &config));
+    Ok((config, map))
+}
+
+/// Reads sizes from `shapes`: `dim(key, i)` is dimension `i` of `key`, or
+/// an error naming the key and the family.
+pub fn shape_reader<'a>(
+    shapes: &'a Shapes,
+    family: &'a str,
+) -> impl Fn(&str, usize) -> Result<usize, String> + 'a {
+    move |key, i| {
+        shapes
+            .get(key)
+            .and_then(|s| s.get(i).copied())
+            .ok_or_else(|| format!("no `{key}` to read the {family} transformer's size from"))
+    }
 }

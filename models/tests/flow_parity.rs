@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use common::{floats, sample_cfg, tensors};
-use weft_kernels::testing::max_diff as max_abs;
+use common::{floats, relative, sample_cfg, tensors};
 use weft_models::dit_checkpoint::{self, DitFamily};
 use weft_models::flux::{self, model::pack, model::unpack, FluxNetwork};
 use weft_models::packed::WeightMode;
@@ -32,18 +31,6 @@ fn fixtures(name: &str) -> PathBuf {
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The largest |a − b| over the largest |b|.
-fn relative(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    max_abs(a, b) / scale.max(1e-6)
 }
 
 #[test]

@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 
 use candle_core::Tensor;
-use common::tensors;
+use common::{relative, tensors};
 use weft_kernels::quant::{GgufFile, StoredType};
 use weft_kernels::testing::max_diff as max_abs;
 use weft_models::flux::{self, model::pack, model::unpack, FluxNetwork};
@@ -19,17 +19,6 @@ use weft_sampling::{Conditioning, Network};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flux")
-}
-
-fn relative(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    max_abs(a, b) / scale.max(1e-6)
 }
 
 /// The dev transformer from `file` (its folder as config) run on the

@@ -9,12 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
-use weft_sampling::{Conditioning, FlowShift, LatentFormat, Model, ModelSampling, Network};
+use weft_sampling::{Conditioning, FlowShift, Model, Network};
 
-use crate::dit_files::{self, count_blocks, key_prefix};
+use crate::dit_files::{self, count_blocks};
 use crate::packed::WeightMode;
 use crate::sd::config::Shapes;
-use crate::weights::{self, TensorMap, WeightFile};
+use crate::weights::TensorMap;
 pub use model::{FluxConfig, FluxTransformer};
 
 /// Flux's latent format: (latent − 0.1159) · 0.3611.
@@ -29,12 +29,7 @@ pub const DEV_SHIFT: f64 = 1.15;
 /// The rotary axes are the released (16, 56, 56), so other head widths
 /// need a config folder.
 pub fn config_from_shapes(shapes: &Shapes) -> std::result::Result<FluxConfig, String> {
-    let dim = |key: &str, i: usize| -> std::result::Result<usize, String> {
-        shapes
-            .get(key)
-            .and_then(|s| s.get(i).copied())
-            .ok_or_else(|| format!("no `{key}` to read the Flux transformer's size from"))
-    };
+    let dim = dit_files::shape_reader(shapes, "Flux");
     let keys: Vec<String> = shapes.keys().cloned().collect();
     let inner = dim("img_in.weight", 0)?;
     let head_dim = dim("double_blocks.0.img_attn.norm.query_norm.scale", 0)?;
@@ -59,61 +54,21 @@ pub fn config_from_shapes(shapes: &Shapes) -> std::result::Result<FluxConfig, St
     })
 }
 
-/// Opens a Flux transformer: a diffusers pipeline or component folder, a
-/// transformer file in BFL's layout (`double_blocks.…`, bare or under
-/// `model.diffusion_model.`), or a diffusers-named file with `config_dir`.
+/// Flux's files: BFL's original layout, or diffusers'.
+const LAYOUT: dit_files::Layout<FluxConfig> = dit_files::Layout {
+    family: "Flux",
+    marker: "double_blocks.",
+    diffusers_marker: "single_transformer_blocks.",
+    config_from_shapes,
+    names: |key, _| keys::diffusers_names(key),
+};
+
+/// Opens a Flux transformer (see [`dit_files::open_transformer`]).
 pub fn open_transformer(
     path: &Path,
     config_dir: Option<&Path>,
 ) -> std::result::Result<(FluxConfig, TensorMap), String> {
-    let folder_config = |dir: &Path| {
-        dit_files::component_config(&dir.join("transformer"))
-            .or_else(|_| dit_files::component_config(dir))
-    };
-    if path.is_dir() {
-        let dir = if path.join("transformer").is_dir() {
-            path.join("transformer")
-        } else {
-            path.to_path_buf()
-        };
-        let config = dit_files::component_config(&dir)?;
-        let files = dit_files::component_files(&dir)?;
-        return Ok((
-            config,
-            dit_files::tensor_map(&files, "", weights::diffusers_names)?,
-        ));
-    }
-    let file = WeightFile::open(path)?;
-    let all = file.shapes();
-    let keys: Vec<String> = all.keys().cloned().collect();
-    let Some(prefix) = key_prefix(&keys, "double_blocks.", &["model.diffusion_model."]) else {
-        if key_prefix(&keys, "single_transformer_blocks.", &[]).is_some() {
-            let dir = config_dir.ok_or_else(|| {
-                format!(
-                    "{}: a diffusers-named Flux transformer needs its config folder",
-                    path.display()
-                )
-            })?;
-            let mut map = TensorMap::default();
-            map.add_file(&file, "", weights::diffusers_names);
-            return Ok((folder_config(dir)?, map));
-        }
-        return Err(format!(
-            "{}: no Flux transformer (`double_blocks.…`)",
-            path.display()
-        ));
-    };
-    let shapes: Shapes = all
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
-        .collect();
-    let config = match config_dir {
-        Some(dir) => folder_config(dir)?,
-        None => config_from_shapes(&shapes).map_err(|e| format!("{}: {e}", path.display()))?,
-    };
-    let mut map = TensorMap::default();
-    map.add_file(&file, prefix, keys::diffusers_names);
-    Ok((config, map))
+    dit_files::open_transformer(path, config_dir, &LAYOUT)
 }
 
 /// The Flux transformer as a sampling network.
@@ -150,44 +105,19 @@ impl FluxNetwork {
             FlowShift::Flux(0.0)
         };
         let channels = cfg.latent_channels();
-        Model {
-            network: Arc::new(self),
-            sampling: ModelSampling::flow_shifted(1000.0, shift),
-            latent_space: crate::vae::sd_latent_space(),
-            latent_format: LatentFormat {
-                scale: LATENT_SCALE,
-                shift: LATENT_SHIFT,
-                preview: weft_sampling::LatentPreview::Pixels,
-            },
-            differential_diffusion: false,
-            latent_channels: Some(channels),
-        }
+        crate::dit::flow_model(Arc::new(self), shift, LATENT_SCALE, LATENT_SHIFT, channels)
     }
 }
 
 impl Network for FluxNetwork {
     fn forward(&self, x: &Tensor, timesteps: &Tensor, cond: &Conditioning) -> Result<Tensor> {
-        let context = cond.context.as_ref().ok_or_else(|| {
-            candle_core::Error::Msg(
-                "the Flux transformer needs text states (CLIPTextEncode)".into(),
-            )
-        })?;
-        let pooled = cond.pooled.as_ref().ok_or_else(|| {
-            candle_core::Error::Msg(
-                "the Flux transformer needs a pooled CLIP-L embedding (a Flux text encoder)".into(),
-            )
-        })?;
         let cfg = self.transformer.config();
-        if context.dim(2)? != cfg.joint_attention_dim || pooled.dim(1)? != cfg.pooled_projection_dim
-        {
-            candle_core::bail!(
-                "the Flux transformer takes {}-wide text states and a {}-wide pooled embedding, got {} and {} (a text encoder of another family?)",
-                cfg.joint_attention_dim,
-                cfg.pooled_projection_dim,
-                context.dim(2)?,
-                pooled.dim(1)?
-            );
-        }
+        let (context, pooled) = crate::dit::text_inputs(
+            cond,
+            "Flux",
+            cfg.joint_attention_dim,
+            cfg.pooled_projection_dim,
+        )?;
         let b = x.dim(0)?;
         let guidance = if cfg.guidance_embeds {
             let g: Vec<f32> = (0..b)

@@ -15,58 +15,39 @@ use crate::sd3::mmdit::pad_to_patches;
 
 /// diffusers' `FluxTransformer2DModel` config (its defaults where absent).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct FluxConfig {
-    #[serde(default = "d_patch")]
     pub patch_size: usize,
-    #[serde(default = "d_in")]
     pub in_channels: usize,
-    #[serde(default)]
     pub out_channels: Option<usize>,
-    #[serde(default = "d_layers")]
     pub num_layers: usize,
-    #[serde(default = "d_single")]
     pub num_single_layers: usize,
-    #[serde(default = "d_head_dim")]
     pub attention_head_dim: usize,
-    #[serde(default = "d_heads")]
     pub num_attention_heads: usize,
-    #[serde(default = "d_joint")]
     pub joint_attention_dim: usize,
-    #[serde(default = "d_pooled")]
     pub pooled_projection_dim: usize,
     /// dev: the distilled guidance strength is an input.
-    #[serde(default)]
     pub guidance_embeds: bool,
-    #[serde(default = "d_axes")]
     pub axes_dims_rope: Vec<usize>,
 }
 
-fn d_patch() -> usize {
-    1
-}
-fn d_in() -> usize {
-    64
-}
-fn d_layers() -> usize {
-    19
-}
-fn d_single() -> usize {
-    38
-}
-fn d_head_dim() -> usize {
-    128
-}
-fn d_heads() -> usize {
-    24
-}
-fn d_joint() -> usize {
-    4096
-}
-fn d_pooled() -> usize {
-    768
-}
-fn d_axes() -> Vec<usize> {
-    vec![16, 56, 56]
+/// diffusers' `FluxTransformer2DModel` defaults (Flux.1's sizes).
+impl Default for FluxConfig {
+    fn default() -> Self {
+        FluxConfig {
+            patch_size: 1,
+            in_channels: 64,
+            out_channels: None,
+            num_layers: 19,
+            num_single_layers: 38,
+            attention_head_dim: 128,
+            num_attention_heads: 24,
+            joint_attention_dim: 4096,
+            pooled_projection_dim: 768,
+            guidance_embeds: false,
+            axes_dims_rope: vec![16, 56, 56],
+        }
+    }
 }
 
 impl FluxConfig {

@@ -14,66 +14,44 @@ use crate::loader::Loader;
 
 /// diffusers' `SD3Transformer2DModel` config (its defaults where absent).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct Sd3Config {
-    #[serde(default = "d_sample")]
     pub sample_size: usize,
-    #[serde(default = "d_patch")]
     pub patch_size: usize,
-    #[serde(default = "d_channels")]
     pub in_channels: usize,
-    #[serde(default = "d_layers")]
     pub num_layers: usize,
-    #[serde(default = "d_head_dim")]
     pub attention_head_dim: usize,
-    #[serde(default = "d_heads")]
     pub num_attention_heads: usize,
-    #[serde(default = "d_joint")]
     pub joint_attention_dim: usize,
-    #[serde(default = "d_caption")]
     pub caption_projection_dim: usize,
-    #[serde(default = "d_pooled")]
     pub pooled_projection_dim: usize,
-    #[serde(default = "d_channels")]
     pub out_channels: usize,
-    #[serde(default = "d_max")]
     pub pos_embed_max_size: Option<usize>,
     /// Blocks with MMDiT-X's second image self-attention (SD3.5 medium: 0–12).
-    #[serde(default)]
     pub dual_attention_layers: Vec<usize>,
     /// `"rms_norm"` (SD3.5) or none (SD3).
-    #[serde(default)]
     pub qk_norm: Option<String>,
 }
 
-fn d_sample() -> usize {
-    128
-}
-fn d_patch() -> usize {
-    2
-}
-fn d_channels() -> usize {
-    16
-}
-fn d_layers() -> usize {
-    18
-}
-fn d_head_dim() -> usize {
-    64
-}
-fn d_heads() -> usize {
-    18
-}
-fn d_joint() -> usize {
-    4096
-}
-fn d_caption() -> usize {
-    1152
-}
-fn d_pooled() -> usize {
-    2048
-}
-fn d_max() -> Option<usize> {
-    Some(96)
+/// diffusers' `SD3Transformer2DModel` defaults (SD3 medium's sizes).
+impl Default for Sd3Config {
+    fn default() -> Self {
+        Sd3Config {
+            sample_size: 128,
+            patch_size: 2,
+            in_channels: 16,
+            num_layers: 18,
+            attention_head_dim: 64,
+            num_attention_heads: 18,
+            joint_attention_dim: 4096,
+            caption_projection_dim: 1152,
+            pooled_projection_dim: 2048,
+            out_channels: 16,
+            pos_embed_max_size: Some(96),
+            dual_attention_layers: Vec::new(),
+            qk_norm: None,
+        }
+    }
 }
 
 impl Sd3Config {

@@ -9,12 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{Result, Tensor};
-use weft_sampling::{Conditioning, FlowShift, LatentFormat, Model, ModelSampling, Network};
+use weft_sampling::{Conditioning, FlowShift, Model, Network};
 
-use crate::dit_files::{self, count_blocks, key_prefix};
+use crate::dit_files::{self, count_blocks};
 use crate::packed::WeightMode;
 use crate::sd::config::Shapes;
-use crate::weights::{self, TensorMap, WeightFile};
+use crate::weights::TensorMap;
 pub use mmdit::{Sd3Config, Sd3Transformer};
 
 /// The prefix of the transformer in an all-in-one checkpoint.
@@ -30,12 +30,7 @@ pub const DEFAULT_SHIFT: f64 = 3.0;
 /// without prefix). The head width is 64 in every released SD3 (and read
 /// from the q/k norms where SD3.5 has them).
 pub fn config_from_shapes(shapes: &Shapes) -> std::result::Result<Sd3Config, String> {
-    let dim = |key: &str, i: usize| -> std::result::Result<usize, String> {
-        shapes
-            .get(key)
-            .and_then(|s| s.get(i).copied())
-            .ok_or_else(|| format!("no `{key}` to read the SD3 transformer's size from"))
-    };
+    let dim = dit_files::shape_reader(shapes, "SD3");
     let keys: Vec<String> = shapes.keys().cloned().collect();
     let inner = dim("x_embedder.proj.weight", 0)?;
     let patch = dim("x_embedder.proj.weight", 2)?;
@@ -73,64 +68,21 @@ pub fn config_from_shapes(shapes: &Shapes) -> std::result::Result<Sd3Config, Str
     })
 }
 
-/// Opens an SD3 transformer: a diffusers pipeline folder (`transformer/`)
-/// or component folder, an all-in-one checkpoint
-/// (`model.diffusion_model.joint_blocks.…`) or a transformer-only file in
-/// Stability's layout. `config_dir`, a diffusers folder, overrides the
-/// config read from the shapes.
+/// SD3's files: Stability's original layout, or diffusers'.
+const LAYOUT: dit_files::Layout<Sd3Config> = dit_files::Layout {
+    family: "SD3",
+    marker: "joint_blocks.",
+    diffusers_marker: "transformer_blocks.0.attn.add_q_proj",
+    config_from_shapes,
+    names: |key, config| keys::diffusers_names(key, config.num_layers),
+};
+
+/// Opens an SD3 transformer (see [`dit_files::open_transformer`]).
 pub fn open_transformer(
     path: &Path,
     config_dir: Option<&Path>,
 ) -> std::result::Result<(Sd3Config, TensorMap), String> {
-    if path.is_dir() {
-        let dir = if path.join("transformer").is_dir() {
-            path.join("transformer")
-        } else {
-            path.to_path_buf()
-        };
-        let config = dit_files::component_config(&dir)?;
-        let files = dit_files::component_files(&dir)?;
-        return Ok((
-            config,
-            dit_files::tensor_map(&files, "", weights::diffusers_names)?,
-        ));
-    }
-    let file = WeightFile::open(path)?;
-    let all = file.shapes();
-    let keys: Vec<String> = all.keys().cloned().collect();
-    let Some(prefix) = key_prefix(&keys, "joint_blocks.", &[CHECKPOINT_PREFIX]) else {
-        if key_prefix(&keys, "transformer_blocks.0.attn.add_q_proj", &[]).is_some() {
-            // A diffusers-named transformer file: its folder's config is needed.
-            let dir = config_dir.ok_or_else(|| {
-                format!(
-                    "{}: a diffusers-named SD3 transformer needs its config folder",
-                    path.display()
-                )
-            })?;
-            let config = dit_files::component_config(&dir.join("transformer"))
-                .or_else(|_| dit_files::component_config(dir))?;
-            let mut map = TensorMap::default();
-            map.add_file(&file, "", weights::diffusers_names);
-            return Ok((config, map));
-        }
-        return Err(format!(
-            "{}: no SD3 transformer (`joint_blocks.…`)",
-            path.display()
-        ));
-    };
-    let shapes: Shapes = all
-        .iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?.to_string(), v.clone())))
-        .collect();
-    let config = match config_dir {
-        Some(dir) => dit_files::component_config(&dir.join("transformer"))
-            .or_else(|_| dit_files::component_config(dir))?,
-        None => config_from_shapes(&shapes).map_err(|e| format!("{}: {e}", path.display()))?,
-    };
-    let layers = config.num_layers;
-    let mut map = TensorMap::default();
-    map.add_file(&file, prefix, |k| keys::diffusers_names(k, layers));
-    Ok((config, map))
+    dit_files::open_transformer(path, config_dir, &LAYOUT)
 }
 
 /// The SD3 transformer as a sampling network.
@@ -162,42 +114,20 @@ impl Sd3Network {
     /// The MODEL: velocity prediction on SD3's shifted flow schedule.
     pub fn into_model(self) -> Model {
         let channels = self.transformer.config().out_channels;
-        Model {
-            network: Arc::new(self),
-            sampling: ModelSampling::flow_shifted(1000.0, FlowShift::Sd3(DEFAULT_SHIFT)),
-            latent_space: crate::vae::sd_latent_space(),
-            latent_format: LatentFormat {
-                scale: LATENT_SCALE,
-                shift: LATENT_SHIFT,
-                preview: weft_sampling::LatentPreview::Pixels,
-            },
-            differential_diffusion: false,
-            latent_channels: Some(channels),
-        }
+        let shift = FlowShift::Sd3(DEFAULT_SHIFT);
+        crate::dit::flow_model(Arc::new(self), shift, LATENT_SCALE, LATENT_SHIFT, channels)
     }
 }
 
 impl Network for Sd3Network {
     fn forward(&self, x: &Tensor, timesteps: &Tensor, cond: &Conditioning) -> Result<Tensor> {
-        let context = cond.context.as_ref().ok_or_else(|| {
-            candle_core::Error::Msg("the SD3 transformer needs text states (CLIPTextEncode)".into())
-        })?;
-        let pooled = cond.pooled.as_ref().ok_or_else(|| {
-            candle_core::Error::Msg(
-                "the SD3 transformer needs a pooled text embedding (an SD3 text encoder)".into(),
-            )
-        })?;
         let cfg = self.transformer.config();
-        if context.dim(2)? != cfg.joint_attention_dim || pooled.dim(1)? != cfg.pooled_projection_dim
-        {
-            candle_core::bail!(
-                "the SD3 transformer takes {}-wide text states and a {}-wide pooled embedding, got {} and {} (a text encoder of another family?)",
-                cfg.joint_attention_dim,
-                cfg.pooled_projection_dim,
-                context.dim(2)?,
-                pooled.dim(1)?
-            );
-        }
+        let (context, pooled) = crate::dit::text_inputs(
+            cond,
+            "SD3",
+            cfg.joint_attention_dim,
+            cfg.pooled_projection_dim,
+        )?;
         self.transformer
             .forward(x, timesteps, context, pooled, &self.skip)
     }

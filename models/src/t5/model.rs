@@ -17,60 +17,37 @@ use crate::loader::Loader;
 /// Hyper-parameters, read from a transformers `T5Config` JSON (settings it
 /// leaves out take that class's defaults) or inferred from a file's shapes.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default)]
 pub struct T5Config {
-    #[serde(default = "default_vocab")]
     pub vocab_size: usize,
-    #[serde(default = "default_d_model")]
     pub d_model: usize,
-    #[serde(default = "default_d_kv")]
     pub d_kv: usize,
-    #[serde(default = "default_d_ff")]
     pub d_ff: usize,
-    #[serde(default = "default_layers")]
     pub num_layers: usize,
-    #[serde(default = "default_heads")]
     pub num_heads: usize,
-    #[serde(default = "default_buckets")]
     pub relative_attention_num_buckets: usize,
-    #[serde(default = "default_distance")]
     pub relative_attention_max_distance: usize,
-    #[serde(default = "default_eps")]
     pub layer_norm_epsilon: f64,
     /// `"gated-gelu"` (v1.1, T5-XXL) or `"relu"` (the original T5).
-    #[serde(default = "default_ff")]
     pub feed_forward_proj: String,
 }
 
-// transformers' `T5Config` defaults (t5-small).
-fn default_vocab() -> usize {
-    32128
-}
-fn default_d_model() -> usize {
-    512
-}
-fn default_d_kv() -> usize {
-    64
-}
-fn default_d_ff() -> usize {
-    2048
-}
-fn default_layers() -> usize {
-    6
-}
-fn default_heads() -> usize {
-    8
-}
-fn default_buckets() -> usize {
-    32
-}
-fn default_distance() -> usize {
-    128
-}
-fn default_eps() -> f64 {
-    1e-6
-}
-fn default_ff() -> String {
-    "relu".into()
+/// transformers' `T5Config` defaults (t5-small).
+impl Default for T5Config {
+    fn default() -> Self {
+        T5Config {
+            vocab_size: 32128,
+            d_model: 512,
+            d_kv: 64,
+            d_ff: 2048,
+            num_layers: 6,
+            num_heads: 8,
+            relative_attention_num_buckets: 32,
+            relative_attention_max_distance: 128,
+            layer_norm_epsilon: 1e-6,
+            feed_forward_proj: "relu".into(),
+        }
+    }
 }
 
 impl T5Config {
@@ -83,7 +60,7 @@ impl T5Config {
             num_layers: 24,
             num_heads: 64,
             feed_forward_proj: "gated-gelu".into(),
-            ..serde_json::from_str("{}").expect("defaults")
+            ..T5Config::default()
         }
     }
 

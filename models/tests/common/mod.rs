@@ -76,3 +76,16 @@ pub fn sample_cfg(
     let s = sampler_by_name(sampler, SamplerOptions::default()).unwrap();
     s.sample(&guider, x, sigmas, &mut ctx).unwrap()
 }
+
+/// The largest |a − b| over the largest |b|: an error relative to the
+/// reference's scale.
+pub fn relative(a: &Tensor, b: &Tensor) -> f32 {
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    weft_kernels::testing::max_diff(a, b) / scale.max(1e-6)
+}
