@@ -250,6 +250,7 @@ pub fn flow_model(
             preview: weft_sampling::LatentPreview::Pixels,
         },
         differential_diffusion: false,
+        skip_layer_guidance: None,
         latent_channels: Some(channels),
     }
 }

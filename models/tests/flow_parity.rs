@@ -344,3 +344,42 @@ fn sixteen_channel_vaes_match_diffusers() {
         assert!(d < 1e-4, "{family} encode: {d}");
     }
 }
+
+/// Skip-layer guidance through CFG: at scale 1 the result is the
+/// conditional velocity moved away from diffusers' output with block 1
+/// skipped, v + s·(v − v_skip), as ComfyUI's post-CFG function does.
+#[test]
+fn skip_layer_guidance_moves_away_from_the_skipped_prediction() {
+    use weft_sampling::guidance::Cfg;
+    use weft_sampling::{Denoiser, SkipLayerGuidance};
+    let r = tensors(&fixtures("sd3"));
+    let (_, net) = sd3_layouts("sd35_medium").remove(0);
+    let skipped = net.without_blocks(&[1]).unwrap();
+    let mut model = net.into_model();
+    let scale = 2.8;
+    model.skip_layer_guidance = Some(SkipLayerGuidance {
+        skipped,
+        scale,
+        sigmas: (0.0, 1.0),
+    });
+    let item = |name: &str| r[name].narrow(0, 0, 1).unwrap();
+    let positive = text(&item("inputs.encoder_hidden_states"), &item("inputs.pooled_projections"));
+    let cfg = Cfg {
+        model: Arc::new(model),
+        negative: positive.clone(),
+        positive,
+        scale: 1.0,
+        rescale: 0.0,
+        norm_rescale: false,
+        interval: None,
+    };
+    let sigma = f64::from(r["inputs.timestep"].to_vec1::<f32>().unwrap()[0]) / 1000.0;
+    let x = item("inputs.hidden_states");
+    let got = cfg.denoise(&x, sigma).unwrap();
+    let (v, v_skip) = (item("sd35_medium.out"), item("sd35_medium.out_skip_layer_1"));
+    let v_guided = (&v + ((&v - &v_skip).unwrap() * scale).unwrap()).unwrap();
+    let want = (&x - (v_guided * sigma).unwrap()).unwrap();
+    let d = relative(&got, &want);
+    assert!(d < 1e-4, "{d}");
+    assert!(relative(&got, &(&x - (v * sigma).unwrap()).unwrap()) > 1e-3, "guidance did something");
+}

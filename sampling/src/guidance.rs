@@ -65,6 +65,25 @@ pub struct Cfg {
 }
 
 impl Cfg {
+    /// `guided` moved away from the skipped network's conditional
+    /// prediction by the model's skip-layer guidance, where it applies.
+    fn skip_layer_guidance(&self, x: &Tensor, sigma: f64, pos: &Tensor, guided: Tensor) -> Result<Tensor> {
+        let Some(slg) = &self.model.skip_layer_guidance else {
+            return Ok(guided);
+        };
+        let (low, high) = slg.sigmas;
+        if slg.scale == 0.0 || sigma < low || sigma > high {
+            return Ok(guided);
+        }
+        let skipped = Model {
+            network: slg.skipped.clone(),
+            skip_layer_guidance: None,
+            ..(*self.model).clone()
+        };
+        let slg_pred = skipped.predict(x, sigma, &self.positive)?;
+        guided + (pos - slg_pred)?.affine(slg.scale, 0.0)?
+    }
+
     fn active(&self, sigma: f64) -> bool {
         self.scale != 1.0
             && self
@@ -107,6 +126,7 @@ impl Denoiser for Cfg {
         let batch = x.dim(0)?;
         if !self.active(sigma) {
             let out = self.model.predict(x, sigma, &self.positive)?;
+            let out = self.skip_layer_guidance(x, sigma, &out, out.clone())?;
             return sampling.denoised(sigma, x, &out);
         }
         let negative = self.negative.clone().as_negative()?;
@@ -139,6 +159,7 @@ impl Denoiser for Cfg {
                 .broadcast_div(&norm_per_item(&guided)?.clamp(1e-12, f64::MAX)?)?;
             guided = scale_items(&guided, &ratio)?;
         }
+        let guided = self.skip_layer_guidance(x, sigma, &pos, guided)?;
         sampling.denoised(sigma, x, &guided)
     }
 
@@ -264,6 +285,7 @@ mod tests {
             latent_space: LatentSpace::pixels(),
             latent_format: Default::default(),
             differential_diffusion: false,
+            skip_layer_guidance: None,
             latent_channels: None,
         })
     }
@@ -364,6 +386,7 @@ mod tests {
                 latent_space: LatentSpace::pixels(),
                 latent_format: Default::default(),
                 differential_diffusion: false,
+                skip_layer_guidance: None,
                 latent_channels: None,
             });
             let guided = ClassifierGuided {

@@ -15,7 +15,7 @@ pub mod schedule;
 pub use conditioning::{Area, Conditioning, Hint, SizeCond};
 pub use model::{
     FlowShift, LatentFormat, LatentPreview, LatentRgb, Model, ModelSampling, Network, NoiseLevels,
-    Path, Prediction,
+    Path, Prediction, SkipLayerGuidance,
 };
 pub use noise::{seeded_noise, Gaussian, NoiseSource, SeededSteps};
 pub use samplers::{

@@ -343,6 +343,12 @@ pub trait Network: std::any::Any + Send + Sync + std::fmt::Debug {
     fn size_bytes(&self) -> usize {
         0
     }
+
+    /// The same network with `blocks` left out (skip-layer guidance), for
+    /// networks made of numbered blocks; `None` otherwise.
+    fn without_blocks(&self, _blocks: &[usize]) -> Option<Arc<dyn Network>> {
+        None
+    }
 }
 
 /// How a model's network sees latents: `(latent − shift) · scale`.
@@ -449,6 +455,19 @@ pub struct Model {
     pub differential_diffusion: bool,
     /// Channels the network expects, when fixed; samplers check latents against it.
     pub latent_channels: Option<usize>,
+    /// Skip-layer guidance (`SkipLayerGuidanceSD3`), applied by CFG.
+    pub skip_layer_guidance: Option<SkipLayerGuidance>,
+}
+
+/// Skip-layer guidance (SD3.5's, ComfyUI's `SkipLayerGuidanceDiT`): while σ
+/// is within `sigmas` (low, high), the guided prediction moves away from
+/// the conditional prediction of the network with some blocks left out by
+/// `scale`: guided + scale·(cond − cond_skipped).
+#[derive(Clone, Debug)]
+pub struct SkipLayerGuidance {
+    pub skipped: Arc<dyn Network>,
+    pub scale: f64,
+    pub sigmas: (f64, f64),
 }
 
 impl Object for Model {

@@ -31,6 +31,7 @@ fn model() -> Model {
         latent_space: LatentSpace::pixels(),
         latent_format: Default::default(),
         differential_diffusion: false,
+        skip_layer_guidance: None,
         latent_channels: None,
     }
 }

@@ -28,6 +28,7 @@ fn model(sampling: ModelSampling) -> Arc<Model> {
         latent_space: LatentSpace::pixels(),
         latent_format: Default::default(),
         differential_diffusion: false,
+        skip_layer_guidance: None,
         latent_channels: None,
     })
 }

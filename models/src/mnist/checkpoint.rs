@@ -167,6 +167,7 @@ pub fn load_model_bytes(file: &str, bytes: &[u8]) -> Result<Model, String> {
         latent_space: LatentSpace::pixels(),
         latent_format: Default::default(),
         differential_diffusion: false,
+        skip_layer_guidance: None,
         latent_channels: Some(config.channels),
     })
 }

@@ -170,6 +170,7 @@ pub fn sampling_model(ck: &Checkpoint, unet: SdUNet) -> std::result::Result<Mode
             preview: super::preview::latent_preview(ck.family),
         },
         differential_diffusion: false,
+        skip_layer_guidance: None,
         latent_channels: Some(out_channels),
     })
 }

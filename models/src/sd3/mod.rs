@@ -86,9 +86,9 @@ pub fn open_transformer(
 }
 
 /// The SD3 transformer as a sampling network.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Sd3Network {
-    pub transformer: Sd3Transformer,
+    pub transformer: Arc<Sd3Transformer>,
     bytes: usize,
     /// Blocks left out of every forward (a skip-layer-guidance variant).
     pub skip: Vec<usize>,
@@ -105,7 +105,7 @@ impl Sd3Network {
             Sd3Transformer::new(config, tensors.loader(vb, mode))
         })?;
         Ok(Sd3Network {
-            transformer,
+            transformer: Arc::new(transformer),
             bytes: tensors.f32_bytes(),
             skip: Vec::new(),
         })
@@ -134,5 +134,12 @@ impl Network for Sd3Network {
 
     fn size_bytes(&self) -> usize {
         self.bytes
+    }
+
+    fn without_blocks(&self, blocks: &[usize]) -> Option<Arc<dyn Network>> {
+        Some(Arc::new(Sd3Network {
+            skip: blocks.to_vec(),
+            ..self.clone()
+        }))
     }
 }

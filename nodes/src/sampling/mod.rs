@@ -26,6 +26,7 @@ pub fn nodes() -> Vec<NodeDef> {
         models::model_sampling_discrete(),
         flow::model_sampling_sd3(),
         flow::model_sampling_flux(),
+        flow::skip_layer_guidance_sd3(),
         samplers::ksampler_select(),
         guiders::cfg_guider(),
         guiders::basic_guider(),

@@ -70,6 +70,7 @@ pub fn exact_gaussian_model() -> NodeDef {
                 latent_space: LatentSpace::pixels(),
                 latent_format: Default::default(),
                 differential_diffusion: false,
+                skip_layer_guidance: None,
                 latent_channels: match cx.int("channels")? {
                     0 => None,
                     c => Some(c as usize),
