@@ -139,9 +139,11 @@ struct ExecArgs {
     /// Worker threads for independent nodes (default: the number of cores).
     #[arg(long)]
     workers: Option<usize>,
-    /// Result cache budget in MiB.
-    #[arg(long, default_value_t = 4096)]
-    cache_mb: usize,
+    /// Memory for loaded models and cached results, in MiB (default: the
+    /// machine's memory less 2 GiB). Least useful results go first;
+    /// memory-mapped weights are not counted (the OS can drop their pages).
+    #[arg(long = "max-ram", alias = "cache-mb", value_name = "MIB")]
+    max_ram: Option<usize>,
     /// Compute only these nodes (and what they need) instead of the output nodes.
     #[arg(long = "target", value_name = "NODE")]
     targets: Vec<String>,
@@ -176,6 +178,17 @@ enum EventMode {
 impl ExecArgs {
     /// Run options for `graph`, whose folder relative model paths resolve
     /// in; preview decoders come from the `vae_approx` folders of `paths`.
+    /// `--max-ram`, or physical memory less 2 GiB of headroom (4 GiB when
+    /// it cannot be read).
+    fn max_ram_bytes(&self) -> usize {
+        const HEADROOM: usize = 2 << 30;
+        match self.max_ram {
+            Some(mib) => mib << 20,
+            None => weft_models::memory::total_bytes()
+                .map_or(4 << 30, |total| total.saturating_sub(HEADROOM).max(1 << 30)),
+        }
+    }
+
     fn options(&self, graph: &Path, paths: &ModelPaths) -> RunOptions {
         let method = match self.preview {
             PreviewArg::None => PreviewMethod::None,
@@ -242,7 +255,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             let cancel = interrupt_token();
-            let executor = Executor::new(exec.cache_mb << 20);
+            let executor = Executor::new(exec.max_ram_bytes());
             match executor.run(&valid, &opts, &sink, &cancel) {
                 Ok(report) if report.success() => ExitCode::SUCCESS,
                 Ok(report) => {
@@ -283,7 +296,7 @@ fn main() -> ExitCode {
                 dirs: plugin_dirs,
             };
             let run = watch::Run {
-                cache_bytes: exec.cache_mb << 20,
+                cache_bytes: exec.max_ram_bytes(),
                 opts,
             };
             watch::watch(&graph, run, registry, plugins, &sink, debounce_ms)

@@ -9,7 +9,8 @@ use weft_sampling::Model;
 
 use crate::clip::{TextEncoder, TextFamily};
 use crate::flux::{self, FluxNetwork};
-use crate::packed::WeightMode;
+use crate::memory;
+use crate::packed::{self, WeightMode};
 use crate::sd::checkpoint::{self, ClipParts};
 use crate::sd::config::{self, VaeSpec};
 use crate::sd::ldm::{self, VAE_PREFIX};
@@ -88,13 +89,19 @@ pub fn load_model(
     config_dir: Option<&Path>,
     mode: WeightMode,
 ) -> Result<Model, String> {
+    let fits = |tensors: &TensorMap| {
+        let what = format!("{}: the {} transformer", path.display(), family.name());
+        memory::check_fits(&what, packed::resident_bytes(tensors, mode), None)
+    };
     Ok(match family {
         DitFamily::Sd3 => {
             let (config, tensors) = sd3::open_transformer(path, config_dir)?;
+            fits(&tensors)?;
             Sd3Network::build(&config, &tensors, mode)?.into_model()
         }
         DitFamily::Flux => {
             let (config, tensors) = flux::open_transformer(path, config_dir)?;
+            fits(&tensors)?;
             FluxNetwork::build(&config, &tensors, mode)?.into_model()
         }
     })

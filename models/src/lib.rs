@@ -36,6 +36,7 @@ pub mod flux;
 pub mod inpaint;
 pub mod loader;
 pub mod lora;
+pub mod memory;
 pub mod mnist;
 pub mod packed;
 pub mod quantize;

@@ -53,6 +53,38 @@ impl WeightMode {
     ];
 }
 
+/// Bytes a network built from `map` holds in memory with its linears held
+/// as `mode` says: f32 tensors, and quantised copies; weights left as
+/// views of a memory map cost nothing the OS cannot take back. Every 2-D
+/// `….weight` but an embedding table counts as a linear.
+pub fn resident_bytes(map: &TensorMap, mode: WeightMode) -> usize {
+    map.sources()
+        .map(|(name, source)| {
+            let (file, key) = (&source.file, source.key.as_str());
+            let shape = file.shape(key).unwrap_or_default();
+            let n: usize = shape.iter().product();
+            let n = match source.transform {
+                Transform::Chunk { count, parts, .. } => n * count / parts.max(1),
+                _ => n,
+            };
+            let linear = shape.len() == 2
+                && name.ends_with(".weight")
+                && !name.contains("embed")
+                && !name.starts_with("shared.");
+            let viewed = matches!(source.transform, Transform::Same | Transform::Chunk { .. });
+            match mode {
+                WeightMode::Stored if linear && viewed && !file.is_f32(key) => 0,
+                WeightMode::Quantize(ty)
+                    if linear && shape.last().is_some_and(|c| c % ty.block_size() == 0) =>
+                {
+                    ty.bytes_for(n)
+                }
+                _ => n * 4,
+            }
+        })
+        .sum()
+}
+
 /// A [`PackedSource`] over a component's tensors.
 pub struct MappedLinears {
     pub map: TensorMap,

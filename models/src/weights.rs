@@ -376,6 +376,11 @@ impl TensorMap {
         crate::loader::Loader::with_packed(vb, Arc::new(linears))
     }
 
+    /// Every tensor's name and source.
+    pub fn sources(&self) -> impl Iterator<Item = (&String, &Source)> {
+        self.entries.iter()
+    }
+
     /// Where tensor `name` comes from.
     pub fn source(&self, name: &str) -> Option<&Source> {
         self.entries.get(name)

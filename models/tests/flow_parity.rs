@@ -363,7 +363,10 @@ fn skip_layer_guidance_moves_away_from_the_skipped_prediction() {
         sigmas: (0.0, 1.0),
     });
     let item = |name: &str| r[name].narrow(0, 0, 1).unwrap();
-    let positive = text(&item("inputs.encoder_hidden_states"), &item("inputs.pooled_projections"));
+    let positive = text(
+        &item("inputs.encoder_hidden_states"),
+        &item("inputs.pooled_projections"),
+    );
     let cfg = Cfg {
         model: Arc::new(model),
         negative: positive.clone(),
@@ -376,10 +379,16 @@ fn skip_layer_guidance_moves_away_from_the_skipped_prediction() {
     let sigma = f64::from(r["inputs.timestep"].to_vec1::<f32>().unwrap()[0]) / 1000.0;
     let x = item("inputs.hidden_states");
     let got = cfg.denoise(&x, sigma).unwrap();
-    let (v, v_skip) = (item("sd35_medium.out"), item("sd35_medium.out_skip_layer_1"));
+    let (v, v_skip) = (
+        item("sd35_medium.out"),
+        item("sd35_medium.out_skip_layer_1"),
+    );
     let v_guided = (&v + ((&v - &v_skip).unwrap() * scale).unwrap()).unwrap();
     let want = (&x - (v_guided * sigma).unwrap()).unwrap();
     let d = relative(&got, &want);
     assert!(d < 1e-4, "{d}");
-    assert!(relative(&got, &(&x - (v * sigma).unwrap()).unwrap()) > 1e-3, "guidance did something");
+    assert!(
+        relative(&got, &(&x - (v * sigma).unwrap()).unwrap()) > 1e-3,
+        "guidance did something"
+    );
 }

@@ -107,3 +107,24 @@ fn a_truncated_gguf_is_an_error_naming_the_file() {
     let err = flux::open_transformer(&gguf, Some(&dir().join("schnell"))).unwrap_err();
     assert!(err.contains("model.gguf"), "{err}");
 }
+
+/// What a loaded model is counted as holding: linears left in the memory
+/// map cost nothing, quantised copies their stored size, f32 everything.
+#[test]
+fn resident_bytes_count_what_stays_in_memory() {
+    use weft_models::packed::resident_bytes;
+    let (_, map) = flux::open_transformer(
+        &dir().join("dev_original.safetensors"),
+        Some(&dir().join("dev")),
+    )
+    .unwrap();
+    let dense = resident_bytes(&map, WeightMode::Dense);
+    let stored = resident_bytes(&map, WeightMode::Stored);
+    let q8 = resident_bytes(&map, WeightMode::Quantize(StoredType::Q8_0));
+    assert_eq!(dense, map.f32_bytes());
+    assert!(
+        stored * 3 < dense,
+        "f16 linears stay mapped: {stored} of {dense}"
+    );
+    assert!(stored < q8 && q8 < dense, "{stored} < {q8} < {dense}");
+}

@@ -278,7 +278,9 @@ impl TextEncoder {
             t5: t5_tower,
             family,
             bytes: clip.iter().map(|p| p.tensors.f32_bytes()).sum::<usize>()
-                + t5.map_or(0, |p| p.tensors.f32_bytes()),
+                + t5.map_or(0, |p| {
+                    crate::packed::resident_bytes(&p.tensors, WeightMode::Stored)
+                }),
         })
     }
 

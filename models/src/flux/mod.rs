@@ -90,7 +90,7 @@ impl FluxNetwork {
         })?;
         Ok(FluxNetwork {
             transformer,
-            bytes: tensors.f32_bytes(),
+            bytes: crate::packed::resident_bytes(tensors, mode),
         })
     }
 

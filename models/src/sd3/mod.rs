@@ -106,7 +106,7 @@ impl Sd3Network {
         })?;
         Ok(Sd3Network {
             transformer: Arc::new(transformer),
-            bytes: tensors.f32_bytes(),
+            bytes: crate::packed::resident_bytes(tensors, mode),
             skip: Vec::new(),
         })
     }

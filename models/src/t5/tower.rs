@@ -143,6 +143,11 @@ impl T5Tower {
         min_length: usize,
         mode: WeightMode,
     ) -> std::result::Result<T5Tower, String> {
+        crate::memory::check_fits(
+            "the T5 text encoder",
+            crate::packed::resident_bytes(&parts.tensors, mode),
+            None,
+        )?;
         let model = parts.tensors.build("T5 text encoder", |vb| {
             T5Encoder::new(&parts.config, parts.tensors.loader(vb, mode))
         })?;
