@@ -9,7 +9,6 @@
 
 use std::path::Path;
 
-use candle_core::DType;
 use weft_kernels::quant::{write_gguf, GgufValue, PackedWeight, StoredType};
 
 use crate::weights::WeightFile;
@@ -37,6 +36,21 @@ fn architecture(names: &[String]) -> &'static str {
         "sdxl"
     } else {
         "unknown"
+    }
+}
+
+/// One tensor by the converter's rules: a matrix whose rows are whole
+/// blocks in `ty`, other matrices and convolutions in f16, vectors in f32.
+pub fn quantize_packed(
+    t: &candle_core::Tensor,
+    ty: StoredType,
+) -> candle_core::Result<PackedWeight> {
+    if t.rank() == 2 && t.dim(1)? % ty.block_size() == 0 {
+        PackedWeight::quantize(t, ty)
+    } else if t.rank() >= 2 {
+        PackedWeight::quantize(t, StoredType::F16)
+    } else {
+        PackedWeight::quantize(t, StoredType::F32)
     }
 }
 
@@ -68,20 +82,12 @@ pub fn quantize_file(
             continue;
         }
         let t = file.load_f32(name).map_err(|e| err(name, e))?;
-        let packed = if t.rank() == 2 && t.dim(1).is_ok_and(|c| c % ty.block_size() == 0) {
-            report.quantized += 1;
-            PackedWeight::quantize(&t, ty)
-        } else if t.rank() >= 2 {
-            report.kept_f16 += 1;
-            PackedWeight::quantize(
-                &t.to_dtype(DType::F32).map_err(|e| err(name, e))?,
-                StoredType::F16,
-            )
-        } else {
-            report.kept_f32 += 1;
-            PackedWeight::quantize(&t, StoredType::F32)
+        let packed = quantize_packed(&t, ty).map_err(|e| err(name, e))?;
+        match packed.stored_type() {
+            StoredType::F32 => report.kept_f32 += 1,
+            StoredType::F16 if ty != StoredType::F16 => report.kept_f16 += 1,
+            _ => report.quantized += 1,
         }
-        .map_err(|e| err(name, e))?;
         tensors.push((name.as_str(), packed));
     }
     let arch = GgufValue::String(architecture(&names).to_string());

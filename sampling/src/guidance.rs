@@ -67,7 +67,13 @@ pub struct Cfg {
 impl Cfg {
     /// `guided` moved away from the skipped network's conditional
     /// prediction by the model's skip-layer guidance, where it applies.
-    fn skip_layer_guidance(&self, x: &Tensor, sigma: f64, pos: &Tensor, guided: Tensor) -> Result<Tensor> {
+    fn skip_layer_guidance(
+        &self,
+        x: &Tensor,
+        sigma: f64,
+        pos: &Tensor,
+        guided: Tensor,
+    ) -> Result<Tensor> {
         let Some(slg) = &self.model.skip_layer_guidance else {
             return Ok(guided);
         };

@@ -24,7 +24,8 @@ fn open(path: &Path) -> Result<Encoders, String> {
         std::fs::read_to_string(path.join("config.json"))
             .is_ok_and(|c| c.contains("\"t5\"") || c.contains("T5EncoderModel"))
     } else {
-        weft_models::detect::header(path).is_ok_and(|(shapes, _)| t5::find(&shapes).is_some())
+        // safetensors or GGUF (city96's T5 conversions keep transformers' names).
+        weft_models::weights::WeightFile::open(path).is_ok_and(|f| t5::find(&f.shapes()).is_some())
     };
     if is_t5 {
         t5::open(path).map(Encoders::T5)
