@@ -60,6 +60,9 @@ impl WeightMode {
 pub fn resident_bytes(map: &TensorMap, mode: WeightMode) -> usize {
     map.sources()
         .map(|(name, source)| {
+            if let Some(t) = map.overridden(name) {
+                return t.elem_count() * 4;
+            }
             let (file, key) = (&source.file, source.key.as_str());
             let shape = file.shape(key).unwrap_or_default();
             let n: usize = shape.iter().product();
@@ -95,6 +98,9 @@ impl MappedLinears {
     /// The stored weight `name` as a packed view, when it is not f32 and
     /// its transform is a row range.
     fn stored(&self, name: &str) -> Option<Result<PackedWeight>> {
+        if self.map.overridden(name).is_some() {
+            return None;
+        }
         let source = self.map.source(name)?;
         let (file, key) = (&source.file, source.key.as_str());
         if file.is_f32(key) {
@@ -129,7 +135,8 @@ impl PackedSource for MappedLinears {
             WeightMode::Dense => return None,
             WeightMode::Stored => self.stored(name)?,
             WeightMode::Quantize(ty) => {
-                let dense = match self.map.source(name)?.load() {
+                self.map.source(name)?;
+                let dense = match self.map.load(name) {
                     Ok(t) => t,
                     Err(e) => return Some(Err(candle_core::Error::Msg(e))),
                 };

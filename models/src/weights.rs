@@ -307,6 +307,9 @@ pub struct Source {
 #[derive(Clone, Debug, Default)]
 pub struct TensorMap {
     entries: HashMap<String, Source>,
+    /// Tensors given in memory in place of their sources (LoRA-patched
+    /// layers of a model whose other weights stay in the files).
+    overrides: Arc<Weights>,
 }
 
 impl TensorMap {
@@ -374,6 +377,32 @@ impl TensorMap {
             mode,
         };
         crate::loader::Loader::with_packed(vb, Arc::new(linears))
+    }
+
+    /// This map with `changed` tensors served in place of their sources.
+    pub fn with_overrides(&self, changed: &Weights) -> TensorMap {
+        let mut overrides = (*self.overrides).clone();
+        overrides.extend(changed.iter().map(|(k, v)| (k.clone(), v.clone())));
+        TensorMap {
+            entries: self.entries.clone(),
+            overrides: Arc::new(overrides),
+        }
+    }
+
+    /// The in-memory tensor given for `name`, if any.
+    pub fn overridden(&self, name: &str) -> Option<&Tensor> {
+        self.overrides.get(name)
+    }
+
+    /// The tensor `name` as the network wants it, in f32.
+    pub fn load(&self, name: &str) -> Result<Tensor, String> {
+        if let Some(t) = self.overrides.get(name) {
+            return Ok(t.clone());
+        }
+        self.entries
+            .get(name)
+            .ok_or_else(|| format!("missing `{name}`"))?
+            .load()
     }
 
     /// Every tensor's name and source.
@@ -469,11 +498,7 @@ struct SharedChecked(Arc<Checked>);
 
 impl Checked {
     fn fetch(&self, name: &str) -> Result<Tensor, String> {
-        self.map
-            .entries
-            .get(name)
-            .ok_or_else(|| format!("missing `{name}`"))?
-            .load()
+        self.map.load(name)
     }
 }
 

@@ -136,6 +136,27 @@ pub fn diffusers_names(key: &str) -> Vec<(String, Transform)> {
     vec![(name(to, suffix), Transform::Same)]
 }
 
+/// Every linear module of a transformer of `cfg` in BFL's names (what
+/// kohya-style LoRAs name, with `_` for `.`).
+pub fn original_linears(cfg: &super::FluxConfig) -> Vec<String> {
+    let mut m: Vec<String> = TOP
+        .iter()
+        .map(|(from, _)| from.to_string())
+        .filter(|n| cfg.guidance_embeds || !n.starts_with("guidance_in"))
+        .collect();
+    for i in 0..cfg.num_layers {
+        for (from, _) in DOUBLE {
+            m.push(format!("double_blocks.{i}.{from}"));
+        }
+    }
+    for i in 0..cfg.num_single_layers {
+        for part in ["linear1", "linear2", "modulation.lin"] {
+            m.push(format!("single_blocks.{i}.{part}"));
+        }
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

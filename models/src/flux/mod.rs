@@ -74,6 +74,10 @@ pub fn open_transformer(
 /// The Flux transformer as a sampling network.
 #[derive(Debug)]
 pub struct FluxNetwork {
+    /// The weights it was built from and how its linears are held, so a
+    /// LoRA can rebuild it with a few layers replaced.
+    pub tensors: TensorMap,
+    pub mode: WeightMode,
     pub transformer: FluxTransformer,
     bytes: usize,
 }
@@ -89,6 +93,8 @@ impl FluxNetwork {
             FluxTransformer::new(config, tensors.loader(vb, mode))
         })?;
         Ok(FluxNetwork {
+            tensors: tensors.clone(),
+            mode,
             transformer,
             bytes: crate::packed::resident_bytes(tensors, mode),
         })

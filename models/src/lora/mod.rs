@@ -10,6 +10,7 @@
 //! - [`patch()`] merges a file into MODEL and CLIP values (`values`).
 
 mod adapters;
+mod dit;
 mod names;
 mod parts;
 mod patch;
@@ -152,6 +153,20 @@ impl LoraFile {
                 .then(|| m.weight.as_ref()?.shape.get(1).copied())
                 .flatten()
         })
+    }
+
+    /// The model family the file's module names belong to, when they say.
+    pub fn family_hint(&self) -> Option<&'static str> {
+        let has = |part: &str| self.modules.iter().any(|m| m.name.contains(part));
+        if has("double_blocks") || has("single_blocks") || has("single_transformer_blocks") {
+            Some("Flux")
+        } else if has("joint_blocks") || has("context_block") || has("add_q_proj") {
+            Some("SD3")
+        } else if has("down_blocks") || has("input_blocks") || has("lora_unet_down") {
+            Some("Stable Diffusion (UNet)")
+        } else {
+            None
+        }
     }
 
     /// Whether the file patches a second text encoder (SDXL's bigG).

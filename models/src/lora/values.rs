@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use weft_sampling::Model;
 
-use super::{apply, LoraFile, Target};
+use super::{apply, dit, LoraFile, Target};
 use crate::clip::TextEncoder;
+use crate::flux::FluxNetwork;
 use crate::sd::config::Family;
 use crate::sd::SdUNet;
+use crate::sd3::Sd3Network;
 
 /// The models with a LoRA merged in, and what happened.
 pub struct Patched {
@@ -41,6 +43,69 @@ fn sd_unet(model: &Model) -> Result<&SdUNet, String> {
     })
 }
 
+/// `lora` merged into an SD3 or Flux MODEL at `strength`, with its summary;
+/// `None` for other models. Text-encoder modules are not applied to these
+/// families' encoders yet and are reported.
+fn transformer_lora(
+    lora: &LoraFile,
+    model: &Model,
+    strength: f64,
+) -> Result<Option<(Model, String)>, String> {
+    let file = lora.path().display();
+    let any: &dyn std::any::Any = &*model.network;
+    let (family, tensors, table) = if let Some(net) = any.downcast_ref::<Sd3Network>() {
+        let cfg = net.transformer.config().clone();
+        let originals = crate::sd3::keys::original_linears(&cfg);
+        let table = dit::table(&net.tensors, &originals, |k| {
+            crate::sd3::keys::diffusers_names(k, cfg.num_layers)
+        });
+        ("SD3", &net.tensors, table)
+    } else if let Some(net) = any.downcast_ref::<FluxNetwork>() {
+        let originals = crate::flux::keys::original_linears(net.transformer.config());
+        let table = dit::table(&net.tensors, &originals, crate::flux::keys::diffusers_names);
+        ("Flux", &net.tensors, table)
+    } else {
+        return Ok(None);
+    };
+    let (changed, unmatched) = dit::merge(lora, tensors, &table, strength)?;
+    if changed.is_empty() {
+        let theirs = lora.family_hint().unwrap_or("another model");
+        return Err(format!(
+            "{file}: a LoRA for {theirs}, but the model is {family}: no module matches its weights"
+        ));
+    }
+    let overridden = tensors.with_overrides(&changed);
+    let network: Arc<dyn weft_sampling::Network> =
+        if let Some(net) = any.downcast_ref::<Sd3Network>() {
+            let mut patched = Sd3Network::build(net.transformer.config(), &overridden, net.mode)?;
+            patched.skip = net.skip.clone();
+            Arc::new(patched)
+        } else {
+            let net = any.downcast_ref::<FluxNetwork>().expect("checked above");
+            Arc::new(FluxNetwork::build(
+                net.transformer.config(),
+                &overridden,
+                net.mode,
+            )?)
+        };
+    let mut summary = format!("{file}: {} {family} weights patched", changed.len());
+    if !unmatched.is_empty() {
+        let first: Vec<&String> = unmatched.iter().take(5).collect();
+        summary.push_str(&format!(
+            "; {} key(s) match no weight of this model and were not applied: {first:?}{}",
+            unmatched.len(),
+            if unmatched.len() > 5 { " …" } else { "" }
+        ));
+    }
+    Ok(Some((
+        Model {
+            network,
+            ..model.clone()
+        },
+        summary,
+    )))
+}
+
 /// Whether a file key is a text-encoder module (skipped silently when only
 /// the MODEL is patched, as `LoraLoaderModelOnly` asks).
 fn is_text_key(key: &str) -> bool {
@@ -61,6 +126,16 @@ pub fn patch(
     strength_clip: f64,
 ) -> Result<Patched, String> {
     let file = lora.path().display();
+    if let Some(m) = model {
+        if let Some(patched) = transformer_lora(lora, m, strength_model)? {
+            let (model, summary) = patched;
+            return Ok(Patched {
+                model: Some(model),
+                clip: clip.cloned(),
+                summary,
+            });
+        }
+    }
     let unet = model.map(sd_unet).transpose()?;
     if let (Some(unet), Some(width)) = (unet, lora.context_width()) {
         let ours = unet.spec().config.cross_attention_dim;

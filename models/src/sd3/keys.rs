@@ -149,6 +149,39 @@ pub fn diffusers_names(key: &str, layers: usize) -> Vec<(String, Transform)> {
     Vec::new()
 }
 
+/// Every linear module of a transformer of `cfg` in Stability's names
+/// (what kohya-style LoRAs name, with `_` for `.`).
+pub fn original_linears(cfg: &super::Sd3Config) -> Vec<String> {
+    let mut m: Vec<String> = [
+        "context_embedder",
+        "t_embedder.mlp.0",
+        "t_embedder.mlp.2",
+        "y_embedder.mlp.0",
+        "y_embedder.mlp.2",
+        "final_layer.linear",
+        "final_layer.adaLN_modulation.1",
+    ]
+    .map(String::from)
+    .to_vec();
+    for i in 0..cfg.num_layers {
+        for stream in ["x_block", "context_block"] {
+            for part in [
+                "attn.qkv",
+                "attn.proj",
+                "mlp.fc1",
+                "mlp.fc2",
+                "adaLN_modulation.1",
+            ] {
+                m.push(format!("joint_blocks.{i}.{stream}.{part}"));
+            }
+        }
+        for part in ["attn2.qkv", "attn2.proj"] {
+            m.push(format!("joint_blocks.{i}.x_block.{part}"));
+        }
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,6 +88,10 @@ pub fn open_transformer(
 /// The SD3 transformer as a sampling network.
 #[derive(Clone, Debug)]
 pub struct Sd3Network {
+    /// The weights it was built from and how its linears are held, so a
+    /// LoRA can rebuild it with a few layers replaced.
+    pub tensors: TensorMap,
+    pub mode: WeightMode,
     pub transformer: Arc<Sd3Transformer>,
     bytes: usize,
     /// Blocks left out of every forward (a skip-layer-guidance variant).
@@ -105,6 +109,8 @@ impl Sd3Network {
             Sd3Transformer::new(config, tensors.loader(vb, mode))
         })?;
         Ok(Sd3Network {
+            tensors: tensors.clone(),
+            mode,
             transformer: Arc::new(transformer),
             bytes: crate::packed::resident_bytes(tensors, mode),
             skip: Vec::new(),

@@ -107,6 +107,8 @@ pub fn nodes(files: &ModelFiles) -> Vec<NodeDef> {
         sd::clip_loader(files.clone()),
         text_encoders::dual_clip_loader(files.clone()),
         text_encoders::triple_clip_loader(files.clone()),
+        sd::unet_loader_named(files.clone(), "UnetLoaderGGUF"),
+        text_encoders::dual_clip_loader_named(files.clone(), "DualCLIPLoaderGGUF"),
         controlnet::control_net_loader(files.clone()),
         lora::lora_loader(files.clone()),
         lora::lora_loader_model_only(files.clone()),

@@ -117,9 +117,15 @@ pub fn vae_loader(files: ModelFiles) -> NodeDef {
 }
 
 pub fn unet_loader(files: ModelFiles) -> NodeDef {
+    unet_loader_named(files, "UNETLoader")
+}
+
+/// `UNETLoader` under another name: ComfyUI-GGUF's `UnetLoaderGGUF`, so
+/// its workflows run unchanged (weft's loader reads GGUF files itself).
+pub fn unet_loader_named(files: ModelFiles, name: &str) -> NodeDef {
     let keys = files.clone();
     NodeSchema::new(
-        "UNETLoader",
+        name,
         "model/loaders",
         "Loads a diffusion model on its own: a Stable Diffusion 1.x/2.x/SDXL UNet-only file in the LDM layout (`input_blocks.…`, as in ComfyUI's diffusion_models folder), an SD3/SD3.5 MM-DiT in Stability's layout (`joint_blocks.…`), a Flux transformer in Black Forest Labs' layout (`double_blocks.…`), a full checkpoint, or a diffusers folder or its unet/ or transformer/ subfolder.",
     )
@@ -164,13 +170,24 @@ pub fn clip_loader(files: ModelFiles) -> NodeDef {
         "Loads a Stable Diffusion text encoder on its own: a transformers CLIP file (`text_model.…` or, as transformers 5 saves it, unprefixed; SD 1.x), an OpenCLIP file (`transformer.resblocks.…`, SD 2.x), a full checkpoint, or a diffusers folder or its text_encoder/ subfolder.",
     )
     .input(InputSpec::model("clip_name", "text_encoders").doc("The text encoder: a name in the text_encoders (or clip) folders, or a path to a .safetensors file or diffusers folder."))
+    .input(InputSpec::choice("type", &["stable_diffusion", "sd3"]).doc("The family it conditions: `stable_diffusion` (SD 1.x/2.x) or `sd3` (one of SD3's encoders, CLIP-L, bigG or T5-XXL, the others left out as ComfyUI does)."))
     .output("CLIP", ValueType::Clip, "The text encoder and tokenizer.")
     .heavy()
     .run(move |cx| {
+        if cx.str("type")? == "sd3" {
+            let clip = super::text_encoders::join(&files, cx.inputs, &["clip_name"], "sd3")?;
+            return Ok(Value::handle(clip));
+        }
         let path = files.resolve(cx.inputs, "clip_name", ModelKind::TextEncoders)?;
         let err = |e: String| NodeError::input("clip_name", e);
         let parts = checkpoint::open_clip(&path).map_err(err)?;
         Ok(Value::handle(TextEncoder::from_parts(&parts).map_err(err)?))
     })
-    .fingerprint(move |inputs| Ok(keys.fingerprint(inputs, "clip_name", ModelKind::TextEncoders)))
+    .fingerprint(move |inputs| {
+        Ok(format!(
+            "{}|{}",
+            keys.fingerprint(inputs, "clip_name", ModelKind::TextEncoders),
+            inputs.str("type").unwrap_or("stable_diffusion")
+        ))
+    })
 }

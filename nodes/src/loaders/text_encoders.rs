@@ -35,7 +35,7 @@ fn open(path: &Path) -> Result<Encoders, String> {
 }
 
 /// The CLIP value of `inputs`' files for `family`.
-fn join(
+pub(super) fn join(
     files: &ModelFiles,
     inputs: &weft_core::Inputs,
     names: &[&str],
@@ -78,9 +78,15 @@ fn join(
 }
 
 pub fn dual_clip_loader(files: ModelFiles) -> NodeDef {
+    dual_clip_loader_named(files, "DualCLIPLoader")
+}
+
+/// `DualCLIPLoader` under another name: ComfyUI-GGUF's
+/// `DualCLIPLoaderGGUF` (weft reads GGUF text encoders itself).
+pub fn dual_clip_loader_named(files: ModelFiles, name: &str) -> NodeDef {
     let keys = files.clone();
     NodeSchema::new(
-        "DualCLIPLoader",
+        name,
         "advanced/loaders",
         "Loads two text encoders as one CLIP, as a model family pairs them, in either order. `sdxl`: CLIP-L and OpenCLIP bigG (`clip_l.safetensors`, `clip_g.safetensors`), conditioning on their penultimate layers side by side with bigG's pooled output. `flux`: CLIP-L and T5-XXL (`t5xxl_fp16.safetensors`): T5's states, CLIP-L's pooled output. `sd3`: two of CLIP-L, bigG and T5-XXL.",
     )

@@ -1,0 +1,173 @@
+//! LoRA on the tiny Flux transformer (`tests/fixtures/flux`): a kohya file
+//! naming BFL's fused q/k/v and a PEFT file naming diffusers' separate
+//! projections describe the same change, so they must give the same
+//! model; and the merged weight is the closed form W + (α/r)·up·down.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use weft_kernels::testing::max_diff;
+use weft_models::flux::{self, model::unpack, FluxNetwork};
+use weft_models::lora::{patch, LoraFile};
+use weft_models::packed::WeightMode;
+use weft_sampling::{Conditioning, Model, Network};
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flux")
+}
+
+fn model(mode: WeightMode) -> Model {
+    let (cfg, map) = flux::open_transformer(
+        &dir().join("dev_original.safetensors"),
+        Some(&dir().join("dev")),
+    )
+    .unwrap();
+    FluxNetwork::build(&cfg, &map, mode).unwrap().into_model()
+}
+
+fn output(model: &Model) -> Tensor {
+    let r =
+        candle_core::safetensors::load(dir().join("reference.safetensors"), &Device::Cpu).unwrap();
+    let x = unpack(&r["inputs.hidden_states"], 2, 16, 4, 6).unwrap();
+    let t = (&r["inputs.timestep"] * 1000.0).unwrap();
+    let cond = Conditioning {
+        context: Some(r["inputs.encoder_hidden_states"].clone()),
+        pooled: Some(r["inputs.pooled_projections"].clone()),
+        guidance: vec![Some(3.5), Some(1.0)],
+        ..Default::default()
+    };
+    model.network.forward(&x, &t, &cond).unwrap()
+}
+
+fn save(path: &Path, tensors: &[(&str, Tensor)]) {
+    let map: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    candle_core::safetensors::save(&map, path).unwrap();
+}
+
+#[test]
+fn kohya_fused_and_peft_split_loras_agree_and_merge_in_closed_form() {
+    let dev = Device::Cpu;
+    let (d, r) = (32, 2);
+    // One rank-2 change per projection, the q/k/v rows of the fused weight.
+    let down: Vec<Tensor> = (0..3)
+        .map(|_| Tensor::randn(0f32, 0.3, (r, d), &dev).unwrap())
+        .collect();
+    let up: Vec<Tensor> = (0..3)
+        .map(|_| Tensor::randn(0f32, 0.3, (d, r), &dev).unwrap())
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    // kohya: one module for the fused qkv; down stacked, up block-diagonal,
+    // alpha = 2 per part so α/rank stays 1.
+    let mut block = Tensor::zeros((3 * d, 3 * r), candle_core::DType::F32, &dev).unwrap();
+    for (i, u) in up.iter().enumerate() {
+        block = block
+            .slice_assign(&[i * d..(i + 1) * d, i * r..(i + 1) * r], u)
+            .unwrap();
+    }
+    let kohya = tmp.path().join("kohya.safetensors");
+    save(
+        &kohya,
+        &[
+            (
+                "lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight",
+                Tensor::cat(&down, 0).unwrap(),
+            ),
+            (
+                "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight",
+                block,
+            ),
+            (
+                "lora_unet_double_blocks_0_img_attn_qkv.alpha",
+                Tensor::new(6f32, &dev).unwrap(),
+            ),
+        ],
+    );
+    // PEFT (diffusers' save_lora_weights): separate projections, α = rank.
+    let peft = tmp.path().join("peft.safetensors");
+    let mut keys = Vec::new();
+    for (i, p) in ["to_q", "to_k", "to_v"].iter().enumerate() {
+        let m = format!("transformer.transformer_blocks.0.attn.{p}");
+        keys.push((format!("{m}.lora_A.weight"), down[i].clone()));
+        keys.push((format!("{m}.lora_B.weight"), up[i].clone()));
+    }
+    let refs: Vec<(&str, Tensor)> = keys.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    save(&peft, &refs);
+
+    let base = model(WeightMode::Stored);
+    let plain = output(&base);
+    let apply = |file: &Path, strength: f64| {
+        let lora = LoraFile::open(file).unwrap();
+        let p = patch(&lora, Some(&base), None, strength, 0.0).unwrap();
+        assert!(
+            p.summary.contains("3 Flux weights patched"),
+            "{}",
+            p.summary
+        );
+        output(&p.model.unwrap())
+    };
+    let (k, p) = (apply(&kohya, 1.0), apply(&peft, 1.0));
+    assert!(
+        max_diff(&k, &p) < 1e-5,
+        "kohya and PEFT: {}",
+        max_diff(&k, &p)
+    );
+    assert!(max_diff(&k, &plain) > 1e-3, "the LoRA changes the output");
+    assert!(
+        max_diff(&apply(&peft, 0.0), &plain) < 1e-6,
+        "strength 0 changes nothing"
+    );
+
+    // The merged k projection is W_k + up_k·down_k.
+    let lora = LoraFile::open(&peft).unwrap();
+    let patched = patch(&lora, Some(&base), None, 0.5, 0.0)
+        .unwrap()
+        .model
+        .unwrap();
+    let any: &dyn std::any::Any = &*patched.network;
+    let net = any.downcast_ref::<FluxNetwork>().unwrap();
+    let name = "transformer_blocks.0.attn.to_k.weight";
+    let merged = net.tensors.overridden(name).unwrap();
+    let w = Arc::new(base.clone());
+    let any: &dyn std::any::Any = &*w.network;
+    let original = any
+        .downcast_ref::<FluxNetwork>()
+        .unwrap()
+        .tensors
+        .load(name)
+        .unwrap();
+    let want = (original + (up[1].matmul(&down[1]).unwrap() * 0.5).unwrap()).unwrap();
+    assert!(max_diff(merged, &want) < 1e-6);
+}
+
+#[test]
+fn a_lora_for_another_family_names_both() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("sdxl.safetensors");
+    let dev = Device::Cpu;
+    save(
+        &path,
+        &[
+            (
+                "lora_unet_down_blocks_1_attentions_0_proj_in.lora_down.weight",
+                Tensor::zeros((2, 8), candle_core::DType::F32, &dev).unwrap(),
+            ),
+            (
+                "lora_unet_down_blocks_1_attentions_0_proj_in.lora_up.weight",
+                Tensor::zeros((8, 2), candle_core::DType::F32, &dev).unwrap(),
+            ),
+        ],
+    );
+    let lora = LoraFile::open(&path).unwrap();
+    let err = patch(&lora, Some(&model(WeightMode::Stored)), None, 1.0, 0.0)
+        .err()
+        .unwrap();
+    assert!(
+        err.contains("Stable Diffusion") && err.contains("Flux"),
+        "{err}"
+    );
+}
