@@ -57,7 +57,17 @@ pub fn describe(path: &Path) -> String {
             Ok((shapes, metadata)) => family(&shapes, &metadata),
             Err(e) => format!("unreadable: {e}"),
         },
-        "gguf" => "GGUF file".into(),
+        "gguf" => match weft_kernels::quant::GgufFile::open(path) {
+            Ok(g) => {
+                let shapes: Shapes = g
+                    .tensor_names()
+                    .into_iter()
+                    .filter_map(|n| Some((n.to_string(), g.shape(n).ok()?.to_vec())))
+                    .collect();
+                format!("GGUF {}", family(&shapes, &HashMap::new()))
+            }
+            Err(e) => format!("unreadable: {e}"),
+        },
         "ckpt" | "pt" | "pth" | "bin" | "pkl" | "pt2" => "pickle (convert to .safetensors)".into(),
         _ => "unknown".into(),
     }
