@@ -79,7 +79,10 @@ fn q8_0_on_load_and_from_gguf_agree_and_approximate_f32() {
     assert!(report.bytes_out < report.bytes_in, "{report:?}");
     let g = GgufFile::open(&gguf).unwrap();
     assert_eq!(g.architecture(), Some("flux"));
-    assert_eq!(weft_models::detect::describe(&gguf), "GGUF Flux transformer");
+    assert_eq!(
+        weft_models::detect::describe(&gguf),
+        "GGUF Flux transformer"
+    );
     assert_eq!(
         g.stored_type("double_blocks.0.img_attn.qkv.weight")
             .unwrap(),
