@@ -171,3 +171,67 @@ fn a_lora_for_another_family_names_both() {
         "{err}"
     );
 }
+
+/// The LoRA fixtures of `scripts/make_flow_lora_fixtures.py` against
+/// diffusers' `load_lora_weights` (strength 1 and 0.7 by `set_adapters`).
+#[test]
+fn loras_in_every_format_match_diffusers() {
+    use weft_models::sd3::{self, Sd3Network};
+    let lora_dir = dir().join("../flow_lora");
+    let r = candle_core::safetensors::load(lora_dir.join("reference.safetensors"), &Device::Cpu)
+        .unwrap();
+    let relative = |a: &Tensor, b: &Tensor| {
+        let scale = b
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        max_diff(a, b) / scale
+    };
+    let flux_model = model(WeightMode::Stored);
+    for file in ["flux_peft", "flux_kohya", "flux_aitoolkit"] {
+        let lora = LoraFile::open(&lora_dir.join(format!("{file}.safetensors"))).unwrap();
+        for (strength, name) in [(1.0, "flux.lora_1.0"), (0.7, "flux.lora_0.7")] {
+            let p = patch(&lora, Some(&flux_model), None, strength, 0.0).unwrap();
+            assert!(
+                !p.summary.contains("match no weight"),
+                "{file}: {}",
+                p.summary
+            );
+            let out = flux::model::pack(&output(&p.model.unwrap())).unwrap();
+            let d = relative(&out, &r[name]);
+            assert!(d < 1e-4, "{file} at {strength}: {d}");
+        }
+    }
+    let sd3_dir = dir().join("../sd3");
+    let (cfg, map) = sd3::open_transformer(&sd3_dir.join("sd35_large"), None).unwrap();
+    let sd3_model = Sd3Network::build(&cfg, &map, WeightMode::Stored)
+        .unwrap()
+        .into_model();
+    let inputs =
+        candle_core::safetensors::load(sd3_dir.join("reference.safetensors"), &Device::Cpu)
+            .unwrap();
+    let cond = Conditioning {
+        context: Some(inputs["inputs.encoder_hidden_states"].clone()),
+        pooled: Some(inputs["inputs.pooled_projections"].clone()),
+        ..Default::default()
+    };
+    let lora = LoraFile::open(&lora_dir.join("sd35_large_peft.safetensors")).unwrap();
+    for (strength, name) in [(1.0, "sd35_large.lora_1.0"), (0.7, "sd35_large.lora_0.7")] {
+        let p = patch(&lora, Some(&sd3_model), None, strength, 0.0).unwrap();
+        let out = p
+            .model
+            .unwrap()
+            .network
+            .forward(
+                &inputs["inputs.hidden_states"],
+                &inputs["inputs.timestep"],
+                &cond,
+            )
+            .unwrap();
+        let d = relative(&out, &r[name]);
+        assert!(d < 1e-4, "SD3.5 PEFT at {strength}: {d}");
+    }
+}

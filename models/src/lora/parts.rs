@@ -165,7 +165,7 @@ impl PeftConfigs {
     /// with `rank_pattern` / `alpha_pattern` entries matching the module name
     /// or a dotted suffix of it (patterns are taken literally, not as regexes).
     fn scale(&self, module: &str) -> Result<f64, String> {
-        let (prefix, inner) = ["unet", "text_encoder", "text_encoder_2"]
+        let (prefix, inner) = ["unet", "transformer", "text_encoder", "text_encoder_2"]
             .iter()
             .find_map(|c| Some((format!("{c}."), module.strip_prefix(&format!("{c}."))?)))
             .filter(|(p, _)| self.0.keys().any(|k| k.starts_with(p.as_str())))
