@@ -3,16 +3,19 @@
 //! projections describe the same change, so they must give the same
 //! model; and the merged weight is the closed form W + (α/r)·up·down.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
+use common::relative;
 use weft_kernels::testing::max_diff;
 use weft_models::flux::{self, model::unpack, FluxNetwork};
 use weft_models::lora::{patch, LoraFile};
 use weft_models::packed::WeightMode;
-use weft_sampling::{Conditioning, Model, Network};
+use weft_sampling::{Conditioning, Model};
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/flux")
@@ -180,16 +183,6 @@ fn loras_in_every_format_match_diffusers() {
     let lora_dir = dir().join("../flow_lora");
     let r = candle_core::safetensors::load(lora_dir.join("reference.safetensors"), &Device::Cpu)
         .unwrap();
-    let relative = |a: &Tensor, b: &Tensor| {
-        let scale = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        max_diff(a, b) / scale
-    };
     let flux_model = model(WeightMode::Stored);
     for file in ["flux_peft", "flux_kohya", "flux_aitoolkit"] {
         let lora = LoraFile::open(&lora_dir.join(format!("{file}.safetensors"))).unwrap();
