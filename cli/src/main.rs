@@ -3,6 +3,7 @@
 mod models;
 mod node_docs;
 mod render;
+mod serve;
 mod watch;
 
 use std::io::IsTerminal;
@@ -106,6 +107,9 @@ enum Command {
         #[arg(long = "type", default_value = "q8_0")]
         ty: String,
     },
+    /// Serve ComfyUI's HTTP and WebSocket API (and its web UI with
+    /// --frontend), so ComfyUI's clients and workflows drive weft.
+    Serve(serve::ServeArgs),
     /// List node types with their schemas.
     Nodes {
         /// Show only this node type.
@@ -165,6 +169,27 @@ enum PreviewArg {
     Taesd,
 }
 
+impl PreviewArg {
+    fn method(self) -> PreviewMethod {
+        match self {
+            PreviewArg::None => PreviewMethod::None,
+            PreviewArg::Latent2rgb => PreviewMethod::Latent2Rgb,
+            PreviewArg::Taesd => PreviewMethod::Taesd,
+        }
+    }
+}
+
+/// `--max-ram` in MiB, or physical memory less 2 GiB of headroom (4 GiB
+/// when it cannot be read).
+fn max_ram_bytes(mib: Option<usize>) -> usize {
+    const HEADROOM: usize = 2 << 30;
+    match mib {
+        Some(mib) => mib << 20,
+        None => weft_models::memory::total_bytes()
+            .map_or(4 << 30, |total| total.saturating_sub(HEADROOM).max(1 << 30)),
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum EventMode {
     /// Progress bars on a terminal, plain lines otherwise.
@@ -181,20 +206,11 @@ impl ExecArgs {
     /// `--max-ram`, or physical memory less 2 GiB of headroom (4 GiB when
     /// it cannot be read).
     fn max_ram_bytes(&self) -> usize {
-        const HEADROOM: usize = 2 << 30;
-        match self.max_ram {
-            Some(mib) => mib << 20,
-            None => weft_models::memory::total_bytes()
-                .map_or(4 << 30, |total| total.saturating_sub(HEADROOM).max(1 << 30)),
-        }
+        max_ram_bytes(self.max_ram)
     }
 
     fn options(&self, graph: &Path, paths: &ModelPaths) -> RunOptions {
-        let method = match self.preview {
-            PreviewArg::None => PreviewMethod::None,
-            PreviewArg::Latent2rgb => PreviewMethod::Latent2Rgb,
-            PreviewArg::Taesd => PreviewMethod::Taesd,
-        };
+        let method = self.preview.method();
         let mut opts = RunOptions {
             out_dir: self.out.clone(),
             targets: (!self.targets.is_empty()).then(|| self.targets.clone()),
@@ -342,6 +358,10 @@ fn main() -> ExitCode {
                     ExitCode::from(EXIT_INVALID)
                 }
             }
+        }
+        Command::Serve(args) => {
+            let paths = files.paths().clone();
+            serve::serve(args, registry, paths)
         }
         Command::Models { kind } => models::print(files.paths(), kind.as_deref()),
         Command::Quantize { input, output, ty } => models::quantize(&input, &output, &ty),

@@ -7,6 +7,7 @@ use codespan_reporting::diagnostic::{Diagnostic as Report, Label};
 use codespan_reporting::files::SimpleFile;
 use codespan_reporting::term::{self, termcolor};
 
+use crate::excerpt;
 use crate::source::{LineCol, SourceFile, Span};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -90,6 +91,8 @@ impl Diagnostics {
     }
 
     /// Renders rustc-style reports; `color` adds ANSI colours for terminals.
+    /// A line longer than [`excerpt::MAX_LINE_CHARS`] is quoted as a window
+    /// around the error, never whole.
     pub fn render(&self, color: bool) -> String {
         let file = SimpleFile::new(self.source.name(), self.source.text());
         let config = term::Config::default();
@@ -109,6 +112,13 @@ impl Diagnostics {
             }
             if !context.is_empty() {
                 title = format!("{} — {title}", context.join(", "));
+            }
+            if let Some(span) = d.span.filter(|s| excerpt::is_long_line(&self.source, s.start)) {
+                let help = d.help.as_deref();
+                if excerpt::emit(&mut out, &self.source, &title, span, help).is_err() {
+                    return self.to_string();
+                }
+                continue;
             }
             let mut report = Report::error().with_message(title);
             if let Some(span) = d.span {
@@ -160,3 +170,41 @@ impl fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_error(text: String, span: Span) -> Diagnostics {
+        Diagnostics {
+            source: SourceFile::new("big.json", text),
+            items: vec![Diagnostic::new("bad value", span).node("7").help("try 1")],
+        }
+    }
+
+    #[test]
+    fn a_long_line_is_quoted_as_a_window_with_the_exact_location() {
+        let text = format!("{}\n{}BAD{}", "# head", "x".repeat(3_000_000), "y".repeat(50));
+        let start = 7 + 3_000_000;
+        let d = one_error(text, Span::new(start, start + 3));
+        let shown = d.render(false);
+        assert!(shown.len() < 2_000, "{} bytes", shown.len());
+        assert!(shown.contains("big.json:2:3000001"), "{shown}");
+        assert!(shown.contains("node `7` — bad value"), "{shown}");
+        assert!(shown.contains("= help: try 1"), "{shown}");
+        let lines: Vec<&str> = shown.lines().collect();
+        let quoted = lines.iter().position(|l| l.contains("BAD")).unwrap();
+        let caret_line = lines[quoted + 1];
+        let col = |l: &str, pat: &str| l.chars().count() - l[l.find(pat).unwrap()..].chars().count();
+        assert_eq!(col(lines[quoted], "BAD"), col(caret_line, "^^^"), "{shown}");
+        assert!(!caret_line.contains("^^^^"), "{shown}");
+    }
+
+    #[test]
+    fn a_short_line_is_quoted_whole_as_before() {
+        let d = one_error("(nodes: { \"a\": Foo() })".into(), Span::new(15, 18));
+        let shown = d.render(false);
+        assert!(shown.contains("big.json:1:16"), "{shown}");
+        assert!(shown.contains("(nodes: { \"a\": Foo() })"), "{shown}");
+    }
+}

@@ -244,7 +244,7 @@ impl<'g> Run<'g> {
             fresh: Vec::new(),
             ready: VecDeque::new(),
             report: RunReport::default(),
-            graph_text: Arc::new(GraphText::new(graph.doc.clone())),
+            graph_text: Arc::new(GraphText::new(graph)),
         }
     }
 

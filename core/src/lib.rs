@@ -6,9 +6,11 @@
 
 pub mod atomic;
 pub mod cache;
+pub mod comfy_prompt;
 pub mod define;
 pub mod diagnostic;
 pub mod events;
+pub mod excerpt;
 pub mod execute;
 pub mod graph;
 pub mod node;

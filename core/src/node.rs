@@ -208,19 +208,25 @@ pub struct NodeContext<'a> {
     pub(crate) preview_limiter: Mutex<PreviewLimiter>,
 }
 
-/// The run's validated document and its RON text, printed on first request
-/// and then shared, so a run that saves many images prints the graph once
-/// and a run that saves none never prints it.
+/// The run's validated document and its texts (weft's RON, ComfyUI's API
+/// prompt), each printed on first request and then shared, so a run that
+/// saves many images prints the graph once and a run that saves none never
+/// prints it.
 pub(crate) struct GraphText {
     doc: Arc<GraphDoc>,
+    /// The node types of the run, which number outputs for ComfyUI.
+    types: Vec<Arc<dyn Node>>,
     text: OnceLock<String>,
+    comfy_prompt: OnceLock<String>,
 }
 
 impl GraphText {
-    pub(crate) fn new(doc: Arc<GraphDoc>) -> Self {
+    pub(crate) fn new(graph: &crate::ValidGraph) -> Self {
         GraphText {
-            doc,
+            doc: graph.doc.clone(),
+            types: graph.nodes.iter().map(|n| n.node.clone()).collect(),
             text: OnceLock::new(),
+            comfy_prompt: OnceLock::new(),
         }
     }
 }
@@ -293,5 +299,20 @@ impl NodeContext<'_> {
         self.graph
             .text
             .get_or_init(|| crate::write::to_ron(&self.graph.doc))
+    }
+
+    /// The same graph as a ComfyUI API-format prompt
+    /// ([`crate::comfy_prompt::to_api_prompt`]), the `prompt` text chunk
+    /// ComfyUI's UI loads from a dropped PNG.
+    pub fn graph_comfy_prompt(&self) -> &str {
+        self.graph.comfy_prompt.get_or_init(|| {
+            let schemas: std::collections::HashMap<&str, &NodeSchema> = self
+                .graph
+                .types
+                .iter()
+                .map(|n| (n.schema().type_name.as_str(), n.schema()))
+                .collect();
+            crate::comfy_prompt::to_api_prompt(&self.graph.doc, |ty| schemas.get(ty).copied())
+        })
     }
 }
