@@ -5,6 +5,7 @@ mod node_docs;
 mod render;
 mod serve;
 mod watch;
+mod workflow;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -66,6 +67,15 @@ enum Command {
         #[command(flatten)]
         graph: GraphArgs,
     },
+    /// Convert a ComfyUI workflow (API or UI JSON, or a PNG ComfyUI saved)
+    /// to a weft graph file, node ids taken from titles where unique.
+    Convert {
+        /// The workflow JSON, or a PNG with a `prompt` or `workflow` chunk.
+        input: PathBuf,
+        /// The RON file to write (default: print it).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Re-validate and re-run incrementally on every save, keeping results in memory.
     Watch {
         #[command(flatten)]
@@ -125,7 +135,8 @@ enum Command {
 
 #[derive(Args)]
 struct GraphArgs {
-    /// The graph file (RON), or a PNG saved by SaveImage (runs the graph it embeds).
+    /// The graph file (RON), a ComfyUI workflow (API or UI JSON), or a PNG
+    /// saved by weft's or ComfyUI's SaveImage (runs the graph it embeds).
     graph: PathBuf,
     /// Override an input: `--set node.input=value` or `--set param=value`.
     #[arg(long = "set", value_name = "TARGET=VALUE")]
@@ -365,6 +376,7 @@ fn main() -> ExitCode {
         }
         Command::Models { kind } => models::print(files.paths(), kind.as_deref()),
         Command::Quantize { input, output, ty } => models::quantize(&input, &output, &ty),
+        Command::Convert { input, output } => workflow::convert(&input, output.as_ref(), &registry),
         Command::Nodes {
             r#type,
             json,
@@ -392,43 +404,27 @@ fn read_and_validate(
     overrides: &[String],
     registry: &Registry,
 ) -> Result<ValidGraph, LoadError> {
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
-    {
-        return read_png_graph(path, overrides, registry);
+    if workflow::is_png(path) {
+        return workflow::load_png(path, overrides, registry);
     }
+    let source = SourceFile::new(path.display().to_string(), read_text(path)?);
+    if weft_workflow::is_json(source.text()) {
+        return workflow::load_json(source, overrides, registry);
+    }
+    weft_core::load(source, registry, overrides).map_err(LoadError::Invalid)
+}
+
+/// A graph file's text; it must be UTF-8.
+fn read_text(path: &Path) -> Result<String, LoadError> {
     let text = std::fs::read(path)
         .map_err(|e| LoadError::Io(format!("cannot read {}: {e}", path.display())))?;
-    let text = String::from_utf8(text).map_err(|e| {
+    String::from_utf8(text).map_err(|e| {
         LoadError::Io(format!(
             "{} is not UTF-8 text (invalid byte at offset {})",
             path.display(),
             e.utf8_error().valid_up_to()
         ))
-    })?;
-    let source = SourceFile::new(path.display().to_string(), text);
-    weft_core::load(source, registry, overrides).map_err(LoadError::Invalid)
-}
-
-/// Runs the graph a saved image embeds (`SaveImage` writes it with seeds and
-/// overrides applied), so an image is enough to reproduce itself.
-fn read_png_graph(
-    path: &Path,
-    overrides: &[String],
-    registry: &Registry,
-) -> Result<ValidGraph, LoadError> {
-    let text = weft_nodes::image::embedded_graph(path)
-        .map_err(LoadError::Io)?
-        .ok_or_else(|| {
-            LoadError::Io(format!(
-                "{} has no `{}` text chunk: it was not saved by weft's SaveImage",
-                path.display(),
-                weft_nodes::image::GRAPH_KEY
-            ))
-        })?;
-    let name = format!("{}#{}", path.display(), weft_nodes::image::GRAPH_KEY);
-    weft_core::load(SourceFile::new(name, text), registry, overrides).map_err(LoadError::Invalid)
+    })
 }
 
 fn report_invalid(mode: EventMode, error: &LoadError, sink: &EventSink) {

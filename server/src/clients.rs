@@ -32,7 +32,10 @@ impl Clients {
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
         *next += 1;
         let key = *next;
-        self.lock().entry(sid.to_string()).or_default().push((key, tx));
+        self.lock()
+            .entry(sid.to_string())
+            .or_default()
+            .push((key, tx));
         key
     }
 
@@ -46,7 +49,9 @@ impl Clients {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(u64, UnboundedSender<Frame>)>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(u64, UnboundedSender<Frame>)>>> {
         self.sockets.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -55,7 +60,12 @@ impl Clients {
     pub fn send(&self, client: Option<&str>, frame: Frame) {
         let sockets = self.lock();
         let targets: Vec<&UnboundedSender<Frame>> = match client {
-            Some(id) => sockets.get(id).into_iter().flatten().map(|(_, tx)| tx).collect(),
+            Some(id) => sockets
+                .get(id)
+                .into_iter()
+                .flatten()
+                .map(|(_, tx)| tx)
+                .collect(),
             None => sockets.values().flatten().map(|(_, tx)| tx).collect(),
         };
         for tx in targets {
@@ -108,8 +118,12 @@ async fn session(socket: WebSocket, sid: String, state: AppState) {
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = unbounded_channel();
     let key = state.clients.add(&sid, tx);
-    let hello = json!({ "type": "status", "data": status_data(state.queue.remaining(), Some(&sid)) });
-    let mut ok = sink.send(Message::Text(hello.to_string().into())).await.is_ok();
+    let hello =
+        json!({ "type": "status", "data": status_data(state.queue.remaining(), Some(&sid)) });
+    let mut ok = sink
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_ok();
     while ok {
         tokio::select! {
             frame = rx.recv() => {

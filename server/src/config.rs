@@ -58,9 +58,7 @@ impl ServerConfig {
     pub fn check(&self) -> Result<(), String> {
         if let Some(token) = &self.token {
             if token.len() < 8 || token.chars().any(|c| c.is_whitespace() || c == ';') {
-                return Err(
-                    "--token must be at least 8 characters, without spaces or `;`".into(),
-                );
+                return Err("--token must be at least 8 characters, without spaces or `;`".into());
             }
         }
         if !is_loopback(self.addr.ip()) && self.token.is_none() && !self.insecure {
@@ -76,7 +74,9 @@ impl ServerConfig {
 fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -113,6 +113,8 @@ mod tests {
             .check()
             .is_ok());
         assert!(config("0.0.0.0:8188", None, true).check().is_ok());
-        assert!(config("0.0.0.0:8188", Some("short"), false).check().is_err());
+        assert!(config("0.0.0.0:8188", Some("short"), false)
+            .check()
+            .is_err());
     }
 }

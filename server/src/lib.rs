@@ -63,7 +63,10 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    eprintln!("weft serve: listening on http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    eprintln!(
+        "weft serve: listening on http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
     axum::serve(listener, app).await.map_err(|e| e.to_string())
 }
 

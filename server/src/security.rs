@@ -180,14 +180,7 @@ mod tests {
             Path::new("/srv/out/a/b.png")
         );
         assert_eq!(join_inside(base, "./x.png").unwrap(), base.join("x.png"));
-        for bad in [
-            "../x",
-            "a/../../x",
-            "/etc/passwd",
-            "a\\..\\x",
-            "a\0b",
-            "..",
-        ] {
+        for bad in ["../x", "a/../../x", "/etc/passwd", "a\\..\\x", "a\0b", ".."] {
             assert!(join_inside(base, bad).is_err(), "{bad:?} accepted");
         }
     }

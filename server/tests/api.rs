@@ -17,7 +17,10 @@ fn schemas_and_info_routes_answer_in_comfyuis_shape() {
     assert_eq!(ksampler["name"], "KSampler");
     assert_eq!(ksampler["output"], json!(["LATENT"]));
     assert_eq!(ksampler["input"]["required"]["model"][0], "MODEL");
-    assert_eq!(ksampler["input"]["required"]["seed"][1]["control_after_generate"], true);
+    assert_eq!(
+        ksampler["input"]["required"]["seed"][1]["control_after_generate"],
+        true
+    );
     let steps = &ksampler["input"]["required"]["steps"];
     assert_eq!(steps[0], "INT");
     assert_eq!(steps[1]["default"], 20);
@@ -36,7 +39,12 @@ fn schemas_and_info_routes_answer_in_comfyuis_shape() {
     assert!(stats["system"]["comfyui_version"].is_string());
     assert!(stats["devices"].as_array().is_some_and(|d| !d.is_empty()));
     assert_eq!(server.get("/extensions").1, json!([]));
-    assert!(server.get("/models").1.as_array().unwrap().contains(&json!("checkpoints")));
+    assert!(server
+        .get("/models")
+        .1
+        .as_array()
+        .unwrap()
+        .contains(&json!("checkpoints")));
     assert_eq!(server.get("/models/checkpoints").0, 200);
     assert_eq!(server.get("/models/not_a_folder").0, 404);
     assert_eq!(server.get("/prompt").1["exec_info"]["queue_remaining"], 0);
@@ -57,8 +65,16 @@ fn a_prompt_runs_and_its_events_reach_only_its_client() {
     }
     let id = server.queue(&mnist_prompt(7, 3, 2), "alice");
     let (messages, _) = mine.until_done(&id);
-    let kinds: Vec<&str> = messages.iter().map(|m| m["type"].as_str().unwrap()).collect();
-    let pos = |k: &str| kinds.iter().position(|x| *x == k).unwrap_or_else(|| panic!("no {k} in {kinds:?}"));
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    let pos = |k: &str| {
+        kinds
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or_else(|| panic!("no {k} in {kinds:?}"))
+    };
     assert!(pos("execution_start") < pos("execution_cached"));
     assert!(pos("execution_cached") < pos("executing"));
     assert!(kinds.contains(&"progress"));
@@ -86,7 +102,9 @@ fn a_prompt_runs_and_its_events_reach_only_its_client() {
     // Bob's socket saw the queue status change and nothing of Alice's run.
     server.queue(&mnist_prompt(8, 2, 1), "bob");
     loop {
-        let Frame::Json(m) = other.next() else { continue };
+        let Frame::Json(m) = other.next() else {
+            continue;
+        };
         let kind = m["type"].as_str().unwrap();
         assert!(
             kind == "status" || m["data"]["prompt_id"] != id,
@@ -118,7 +136,10 @@ fn an_edited_prompt_reruns_only_what_changed() {
         .collect();
     // The guider's inputs (1–3) are not even looked at: the guider is cached.
     for unchanged in ["4", "5", "6", "8"] {
-        assert!(cached.contains(&unchanged), "{unchanged} not cached: {cached:?}");
+        assert!(
+            cached.contains(&unchanged),
+            "{unchanged} not cached: {cached:?}"
+        );
     }
     let executing: Vec<&str> = messages
         .iter()
@@ -129,9 +150,14 @@ fn an_edited_prompt_reruns_only_what_changed() {
     // Re-queueing it unchanged runs nothing and still reports its images.
     let third = server.queue(&mnist_prompt(2, 3, 1), "c");
     let (messages, _) = socket.until_done(&third);
-    assert!(!messages.iter().any(|m| m["type"] == "executing" && m["data"]["node"].is_string()));
+    assert!(!messages
+        .iter()
+        .any(|m| m["type"] == "executing" && m["data"]["node"].is_string()));
     let entry = server.wait_history(&third, Duration::from_secs(10));
-    assert_eq!(entry["outputs"]["11"]["images"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        entry["outputs"]["11"]["images"].as_array().unwrap().len(),
+        1
+    );
 }
 
 #[test]
@@ -146,8 +172,14 @@ fn invalid_prompts_get_comfyuis_error_shape_with_weft_messages() {
     assert_eq!(errors["class_type"], "FlowMatchScheduler");
     let error = &errors["errors"][0];
     assert_eq!(error["extra_info"]["input_name"], "steps");
-    assert!(error["message"].as_str().unwrap().contains("expected INT"), "{error}");
-    assert!(error["details"].as_str().unwrap().starts_with("prompt:1:"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("expected INT"),
+        "{error}"
+    );
+    assert!(
+        error["details"].as_str().unwrap().starts_with("prompt:1:"),
+        "{error}"
+    );
 
     let mut prompt = mnist_prompt(1, 3, 1);
     prompt["5"]["class_type"] = json!("KSamplerSelekt");

@@ -41,7 +41,12 @@ fn folder(state: &AppState, kind: &str) -> Result<PathBuf, Refused> {
 }
 
 /// `subfolder/filename` inside the `type`'s folder, after symlinks.
-fn locate(state: &AppState, kind: &str, subfolder: &str, filename: &str) -> Result<PathBuf, Refused> {
+fn locate(
+    state: &AppState,
+    kind: &str,
+    subfolder: &str,
+    filename: &str,
+) -> Result<PathBuf, Refused> {
     if filename.is_empty() || filename.contains('/') {
         return Err(Refused(format!("invalid file name {filename:?}")));
     }
@@ -95,19 +100,13 @@ struct Upload {
 }
 
 async fn read_upload(mut multipart: Multipart) -> Result<Upload, Response> {
-    let bad = |e: String| error(StatusCode::BAD_REQUEST, &e);
+    // Too large is 413, anything else malformed 400.
+    let bad = |e: axum::extract::multipart::MultipartError| error(e.status(), &e.body_text());
     let mut upload = Upload::default();
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| bad(format!("bad multipart body: {e}")))?
-    {
+    while let Some(field) = multipart.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or("").to_string();
         let filename = field.file_name().map(str::to_string);
-        let bytes = field
-            .bytes()
-            .await
-            .map_err(|e| bad(format!("bad multipart field `{name}`: {e}")))?;
+        let bytes = field.bytes().await.map_err(bad)?;
         let text = || String::from_utf8_lossy(&bytes).trim().to_string();
         match name.as_str() {
             "image" => upload.file = Some((filename.unwrap_or_default(), bytes.to_vec())),
@@ -153,7 +152,10 @@ fn store(state: &AppState, upload: &Upload, name: &str, bytes: &[u8]) -> Respons
         }
     }
     if let Err(e) = write_atomic(&path, bytes) {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot save: {e}"));
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot save: {e}"),
+        );
     }
     Json(json!({ "name": final_name, "subfolder": upload.subfolder, "type": kind })).into_response()
 }
@@ -165,10 +167,16 @@ pub async fn upload_image(State(state): State<AppState>, multipart: Multipart) -
         Err(r) => return r,
     };
     let Some((name, bytes)) = &upload.file else {
-        return error(StatusCode::BAD_REQUEST, "the form needs an `image` file field");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the form needs an `image` file field",
+        );
     };
     if image::guess_format(bytes).is_err() {
-        return error(StatusCode::BAD_REQUEST, "the upload is not an image weft can read");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the upload is not an image weft can read",
+        );
     }
     store(&state, &upload, name, bytes)
 }
@@ -181,7 +189,10 @@ pub async fn upload_mask(State(state): State<AppState>, multipart: Multipart) ->
         Err(r) => return r,
     };
     let Some((name, bytes)) = &upload.file else {
-        return error(StatusCode::BAD_REQUEST, "the form needs an `image` file field");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the form needs an `image` file field",
+        );
     };
     let Some(original) = upload
         .original_ref
@@ -194,7 +205,11 @@ pub async fn upload_mask(State(state): State<AppState>, multipart: Multipart) ->
         );
     };
     let field = |k: &str| original.get(k).and_then(|v| v.as_str()).unwrap_or("");
-    let kind = if field("type").is_empty() { "input" } else { field("type") };
+    let kind = if field("type").is_empty() {
+        "input"
+    } else {
+        field("type")
+    };
     let source = match locate(&state, kind, field("subfolder"), field("filename")) {
         Ok(p) => p,
         Err(refused) => return refused.into_response(),

@@ -25,7 +25,10 @@ pub fn router(state: AppState) -> Router {
         .route("/queue", get(queue::get_queue).post(queue::edit_queue))
         .route("/interrupt", post(queue::interrupt))
         .route("/free", post(queue::free))
-        .route("/history", get(queue::get_history).post(queue::edit_history))
+        .route(
+            "/history",
+            get(queue::get_history).post(queue::edit_history),
+        )
         .route("/history/{id}", get(queue::get_history_of))
         .route("/view", get(files::view))
         .route(
@@ -42,8 +45,13 @@ pub fn router(state: AppState) -> Router {
         .route("/models", get(system::model_folders))
         .route("/models/{folder}", get(system::models_in))
         .route("/features", get(system::features))
+        .route("/i18n", get(system::empty_object))
+        .route("/workflow_templates", get(system::empty_object))
         .route("/users", get(userdata::users).post(userdata::create_user))
-        .route("/settings", get(userdata::settings).post(userdata::save_settings))
+        .route(
+            "/settings",
+            get(userdata::settings).post(userdata::save_settings),
+        )
         .route(
             "/settings/{id}",
             get(userdata::setting).post(userdata::save_setting),

@@ -73,7 +73,8 @@ pub fn entry(schema: &NodeSchema, paths: &ModelPaths) -> Json_ {
         "name": schema.type_name,
         "display_name": schema.type_name,
         "description": schema.doc,
-        "python_module": schema.plugin.as_deref().map_or("weft".to_string(), |p| format!("weft.plugins.{p}")),
+        // The web UI badges `nodes` as core and `custom_nodes.NAME` as a pack.
+        "python_module": schema.plugin.as_deref().map_or("nodes".to_string(), |p| format!("custom_nodes.{}", p.split_whitespace().next().unwrap_or("plugin"))),
         "category": category,
         "output_node": schema.output_node,
         "deprecated": false,
@@ -111,7 +112,10 @@ fn input_spec(input: &InputSpec, paths: &ModelPaths) -> Json_ {
     }
     match input.ty {
         ValueType::Int => {
-            options.insert("step".into(), number(ValueType::Int, input.step.unwrap_or(1.0)));
+            options.insert(
+                "step".into(),
+                number(ValueType::Int, input.step.unwrap_or(1.0)),
+            );
             if matches!(input.name.as_str(), "seed" | "noise_seed") {
                 options.insert("control_after_generate".into(), json!(true));
             }

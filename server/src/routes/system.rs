@@ -107,3 +107,9 @@ pub async fn features(State(state): State<AppState>) -> Json<Json_> {
         "max_upload_size": state.config.limits.upload_bytes,
     }))
 }
+
+/// Routes the web UI asks for and is content to find empty: translations
+/// beyond its own (`/i18n`) and custom-node templates.
+pub async fn empty_object() -> Json<Json_> {
+    Json(json!({}))
+}

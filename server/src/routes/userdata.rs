@@ -60,7 +60,10 @@ fn write_settings(state: &AppState, settings: &Map<String, Json_>) -> Response {
         .and_then(|_| write_atomic(&root.join(SETTINGS_FILE), &text))
     {
         Ok(()) => empty(StatusCode::OK),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot save settings: {e}")),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot save settings: {e}"),
+        ),
     }
 }
 
@@ -237,7 +240,10 @@ pub async fn write(
         Ok(p) => p,
         Err(r) => return r.into_response(),
     };
-    let overwrite = p.overwrite.as_deref().is_none_or(|v| v != "false" && v != "0");
+    let overwrite = p
+        .overwrite
+        .as_deref()
+        .is_none_or(|v| v != "false" && v != "0");
     if !overwrite && path.exists() {
         return error(StatusCode::CONFLICT, &format!("{file:?} exists"));
     }
@@ -245,7 +251,10 @@ pub async fn write(
         let _ = std::fs::create_dir_all(parent);
     }
     if let Err(e) = write_atomic(&path, &body) {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot save {file:?}: {e}"));
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot save {file:?}: {e}"),
+        );
     }
     info_reply(&file, &path, flag(&p.full_info))
 }
@@ -284,7 +293,10 @@ pub async fn rename(
         (Ok(a), Ok(b)) => (a, b),
         (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
-    let overwrite = p.overwrite.as_deref().is_none_or(|v| v != "false" && v != "0");
+    let overwrite = p
+        .overwrite
+        .as_deref()
+        .is_none_or(|v| v != "false" && v != "0");
     if !overwrite && to.exists() {
         return error(StatusCode::CONFLICT, &format!("{dest:?} exists"));
     }

@@ -114,7 +114,8 @@ impl Server {
 
     /// Queues `prompt` for `client`; the reply's `prompt_id`.
     pub fn queue(&self, prompt: &Value, client: &str) -> String {
-        let (status, reply) = self.post("/prompt", &json!({ "prompt": prompt, "client_id": client }));
+        let (status, reply) =
+            self.post("/prompt", &json!({ "prompt": prompt, "client_id": client }));
         assert_eq!(status, 200, "{reply}");
         reply["prompt_id"].as_str().unwrap().to_string()
     }
@@ -127,7 +128,10 @@ impl Server {
             if let Some(entry) = history.get(id) {
                 return entry.clone();
             }
-            assert!(start.elapsed() < timeout, "no history for {id} after {timeout:?}");
+            assert!(
+                start.elapsed() < timeout,
+                "no history for {id} after {timeout:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
