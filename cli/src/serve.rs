@@ -49,8 +49,9 @@ pub struct ServeArgs {
     /// Largest upload, in MiB.
     #[arg(long = "max-upload-size", value_name = "MIB", default_value_t = 100)]
     max_upload: usize,
-    /// Live previews sent to the web UI while sampling.
-    #[arg(long, value_enum, default_value_t = PreviewArg::Latent2rgb)]
+    /// Live previews sent as binary frames while sampling. None by default,
+    /// as in ComfyUI: some API clients count preview frames as images.
+    #[arg(long, alias = "preview-method", value_enum, default_value_t = PreviewArg::None)]
     preview: PreviewArg,
 }
 

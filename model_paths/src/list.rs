@@ -104,7 +104,9 @@ impl Walk<'_> {
         if self.ancestors.contains(&canonical) {
             return; // a loop
         }
-        if self.kind.is_folder_model() && path.join("model_index.json").is_file() {
+        // A diffusers pipeline folder is one model wherever it sits (weft's
+        // checkpoint loaders read them), never the files inside it.
+        if path.join("model_index.json").is_file() {
             let size = folder_size(path, &mut vec![canonical]);
             let path = path.to_path_buf();
             self.found

@@ -10,7 +10,7 @@ use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
-use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use crate::state::AppState;
 
@@ -110,14 +110,25 @@ pub async fn connect(
         .client_id
         .filter(|id| !id.is_empty() && id.len() <= 128)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    // Registered before the upgrade completes, so a prompt queued the
+    // moment the handshake returns cannot run ahead of its socket.
+    let (tx, rx) = unbounded_channel();
+    let key = state.clients.add(&sid, tx);
+    let clients = state.clients.clone();
+    let failed_sid = sid.clone();
     ws.max_message_size(1 << 20)
-        .on_upgrade(move |socket| session(socket, sid, state))
+        .on_failed_upgrade(move |_| clients.remove(&failed_sid, key))
+        .on_upgrade(move |socket| session(socket, sid, key, rx, state))
 }
 
-async fn session(socket: WebSocket, sid: String, state: AppState) {
+async fn session(
+    socket: WebSocket,
+    sid: String,
+    key: u64,
+    mut rx: UnboundedReceiver<Frame>,
+    state: AppState,
+) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = unbounded_channel();
-    let key = state.clients.add(&sid, tx);
     let hello =
         json!({ "type": "status", "data": status_data(state.queue.remaining(), Some(&sid)) });
     let mut ok = sink

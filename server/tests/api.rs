@@ -18,15 +18,31 @@ fn schemas_and_info_routes_answer_in_comfyuis_shape() {
     assert_eq!(ksampler["output"], json!(["LATENT"]));
     assert_eq!(ksampler["input"]["required"]["model"][0], "MODEL");
     assert_eq!(
-        ksampler["input"]["required"]["seed"][1]["control_after_generate"],
+        ksampler["input"]["optional"]["seed"][1]["control_after_generate"],
         true
     );
-    let steps = &ksampler["input"]["required"]["steps"];
+    let steps = &ksampler["input"]["optional"]["steps"];
     assert_eq!(steps[0], "INT");
     assert_eq!(steps[1]["default"], 20);
     let order = ksampler["input_order"]["required"].as_array().unwrap();
     assert_eq!(order[0], "model");
-    assert!(ksampler["input"]["required"]["sampler_name"][0].is_array());
+    // Widgets keep weft's order (the web UI's widgets_values are positional).
+    assert_eq!(
+        ksampler["input_order"]["optional"],
+        json!([
+            "seed",
+            "steps",
+            "cfg",
+            "sampler_name",
+            "scheduler",
+            "denoise"
+        ])
+    );
+    assert!(ksampler["input"]["optional"]["sampler_name"][0].is_array());
+    // weft-only inputs never look required to a client that checks prompts.
+    let loader = &info["CheckpointLoaderSimple"]["input"];
+    assert!(loader["required"].get("ckpt_name").is_some());
+    assert!(loader["required"].get("config").is_none());
     assert_eq!(info["SaveImage"]["output_node"], true);
 
     // One class, the same under /api/, and `{}` (JSON) for an unknown one.

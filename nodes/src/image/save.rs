@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use weft_core::atomic::write_atomic;
 use weft_core::{Define, InputSpec, NodeContext, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
-use super::png_io::{encode_png, GRAPH_KEY, NODE_KEY};
+use super::png_io::{encode_png, GRAPH_KEY, NODE_KEY, PROMPT_KEY};
 use super::{image_dims, image_input, pixels};
 
 /// Picking a free number and writing the file must not interleave between
@@ -17,7 +17,7 @@ pub fn save_image() -> NodeDef {
     NodeSchema::new(
         "SaveImage",
         "image",
-        "Saves each image of the batch as a numbered PNG (`{prefix}_{counter:05}_.png`) that embeds the resolved graph, so `weft run image.png` re-runs it.",
+        "Saves each image of the batch as a numbered PNG (`{prefix}_{counter:05}_.png`) that embeds the resolved graph, so `weft run image.png` re-runs it, and the same graph as ComfyUI's `prompt` chunk, so ComfyUI's UI loads it.",
     )
     .input(InputSpec::of("images", ValueType::Image).doc("The images to save."))
     .input(
@@ -57,13 +57,19 @@ fn save(cx: &NodeContext<'_>) -> Result<Value, NodeError> {
         ));
     }
     let labels = match cx.inputs.get("labels") {
-        Some(Value::String(s)) => Some(parse_labels(s, batch)?),
+        // The web UI sends every optional text input, empty when unused.
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(parse_labels(s, batch)?),
         _ => None,
     };
     let indexed = labels.is_some() || cx.bool("individual")?;
 
-    let graph = cx.graph_ron();
-    let text = [(GRAPH_KEY, graph), (NODE_KEY, cx.node_id)];
+    // weft's own graph, and the same graph as ComfyUI's API-format prompt
+    // so ComfyUI's UI can load the image too.
+    let text = [
+        (GRAPH_KEY, cx.graph_ron()),
+        (NODE_KEY, cx.node_id),
+        (PROMPT_KEY, cx.graph_comfy_prompt()),
+    ];
     let data = pixels(images)?;
     let plane = channels * height * width;
     let mut encoded = Vec::with_capacity(batch);

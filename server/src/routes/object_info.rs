@@ -27,12 +27,26 @@ pub async fn one(State(state): State<AppState>, Path(class): Path<String>) -> Js
     Json(Json_::Object(out))
 }
 
-/// Whether ComfyUI would list `input` as required: everything a node
-/// needs, and every widget with a default (ComfyUI's widgets always have
-/// one). Optional links and optional widgets without a default are listed
-/// as optional. [`weft_workflow`] reads widget values in this order.
-fn listed_required(input: &InputSpec) -> bool {
-    input.required || (input.ty.is_scalar() && input.default.is_some())
+/// Which inputs are listed as required: those a node cannot run without,
+/// except that once one widget (scalar) input is optional, every later
+/// widget is listed as optional too. The frontend lays widgets out
+/// required first, then optional, and `widgets_values` are positional:
+/// keeping weft's schema order among widgets is what lets
+/// [`weft_workflow`] read them back. Inputs with defaults are optional,
+/// so clients that check prompts (comfy-cli) never demand weft-only ones.
+fn listed_required(inputs: &[InputSpec]) -> Vec<bool> {
+    let mut widget_optional = false;
+    inputs
+        .iter()
+        .map(|input| {
+            if input.ty.is_scalar() {
+                widget_optional |= !input.required;
+                !widget_optional
+            } else {
+                input.required
+            }
+        })
+        .collect()
 }
 
 /// The ComfyUI entry for one schema.
@@ -40,9 +54,9 @@ pub fn entry(schema: &NodeSchema, paths: &ModelPaths) -> Json_ {
     let mut required = Map::new();
     let mut optional = Map::new();
     let (mut required_order, mut optional_order) = (Vec::new(), Vec::new());
-    for input in &schema.inputs {
+    for (input, required_here) in schema.inputs.iter().zip(listed_required(&schema.inputs)) {
         let spec = input_spec(input, paths);
-        if listed_required(input) {
+        if required_here {
             required_order.push(input.name.clone());
             required.insert(input.name.clone(), spec);
         } else {
