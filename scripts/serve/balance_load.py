@@ -29,6 +29,7 @@ import websocket  # websocket-client, pinned in requirements.txt
 HERE = os.path.dirname(os.path.abspath(__file__))
 PNG = b"\x89PNG\r\n\x1a\n"
 TIMEOUT = float(os.environ.get("LOAD_TIMEOUT_S", "300"))
+SEED_BASE = int(time.time() * 1000) % 10**12 * 10**6
 
 
 def http(url, data=None):
@@ -45,13 +46,19 @@ def client(base, idx, n, label, results, errors):
     cid = f"{label}-{idx}-{uuid.uuid4()}"
     ws = websocket.WebSocket()
     ws.connect(f"ws://{host}/ws?clientId={cid}", timeout=TIMEOUT)
+    # Wait for the greeting `status` with our sid, as the web UI does: a prompt
+    # posted before it may start before the server has registered the socket.
+    hello = json.loads(ws.recv())
+    if hello.get("type") != "status" or hello.get("data", {}).get("sid") != cid:
+        errors.append(f"client {idx}: first frame is not status with sid {cid}: {hello}")
     mine = set()
     try:
         for k in range(n):
             with open(os.path.join(HERE, "workflow_api.json")) as f:
                 wf = json.load(f)
             wf["4"]["inputs"]["ckpt_name"] = os.environ.get("WEFT_CKPT", "tiny_sd15")
-            wf["3"]["inputs"]["seed"] = 1000 * idx + k
+            # a seed no earlier run used, so weft's result cache cannot answer it
+            wf["3"]["inputs"]["seed"] = SEED_BASE + 1000 * idx + k
             # distinct prefixes: the two workers share one output folder
             wf["9"]["inputs"]["filename_prefix"] = f"{label}_c{idx}_p{k}"
             t0 = time.time()

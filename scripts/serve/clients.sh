@@ -48,7 +48,8 @@ fi
 RESULTS=()
 record() { # record NAME RC OUTPUT-FILE: keeps the PASS/FAIL lines, else one from the exit code
   local name="$1" rc="$2" out="$3" lines
-  lines="$(grep -E '^(PASS|FAIL) ' "$out" || true)"
+  # the PASS/FAIL lines, with the indented lines that follow a FAIL
+  lines="$(awk '/^(PASS|FAIL) /{keep=1; print; next} keep && /^  /{print; next} {keep=0}' "$out")"
   if [ -z "$lines" ]; then
     if [ "$rc" = 0 ]; then lines="PASS $name"; else lines="FAIL $name (exit $rc): $(tail -n 5 "$out" | tr '\n' ' ')"; fi
   elif [ "$rc" != 0 ] && ! grep -q '^FAIL ' <<<"$lines"; then

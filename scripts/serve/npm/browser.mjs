@@ -184,6 +184,10 @@ async function main() {
     const body = pr.request().postDataJSON();
     const reply = await pr.json().catch(() => null);
     log(`POST /api/prompt -> ${pr.status()} ${JSON.stringify(reply)}; client_id ${JSON.stringify(body.client_id)}, nodes ${Object.keys(body.prompt).join(",")}`);
+    for (const [id, n] of Object.entries(body.prompt)) {
+      const lits = Object.fromEntries(Object.entries(n.inputs).filter(([, v]) => !Array.isArray(v)));
+      log(`  sent ${id} ${n.class_type} ${JSON.stringify(lits).slice(0, 200)}`);
+    }
     if (pr.status() !== 200) throw new Error(`POST /api/prompt -> ${pr.status()}: ${JSON.stringify(reply)}`);
     if (!body.client_id) problems.push("the page sent an empty client_id (no `sid` in the first status message?)");
     const promptId = reply.prompt_id;
