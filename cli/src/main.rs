@@ -2,6 +2,7 @@
 
 mod models;
 mod node_docs;
+mod plugins;
 mod render;
 mod serve;
 mod watch;
@@ -131,6 +132,9 @@ enum Command {
         #[arg(long)]
         markdown: bool,
     },
+    /// Manage plugin libraries: `weft plugin install PATH`.
+    #[command(subcommand)]
+    Plugin(plugins::PluginCommand),
 }
 
 #[derive(Args)]
@@ -264,11 +268,13 @@ fn main() -> ExitCode {
     let files = weft_nodes::ModelFiles::new(paths);
     let mut registry = weft_nodes::builtin_registry_with(&files);
     let mut plugins = PluginHost::new();
-    let plugin_dirs = if cli.no_plugins {
+    // Installing checks the one library alone; nothing else need load.
+    let plugin_dirs = if cli.no_plugins || matches!(cli.command, Command::Plugin(_)) {
         Vec::new()
     } else {
         weft_plugin_host::plugin_dirs(&cli.plugins)
     };
+    plugins::remember_search((!cli.no_plugins).then_some(&plugin_dirs[..]));
     // A broken plugin costs its own node types, never the run.
     for error in plugins.load_dirs(&plugin_dirs, &mut registry) {
         eprintln!("error: {error}; continuing without it");
@@ -382,6 +388,7 @@ fn main() -> ExitCode {
             json,
             markdown,
         } => node_docs::print(&registry, files.paths(), r#type.as_deref(), json, markdown),
+        Command::Plugin(command) => plugins::run(command, &cli.plugins),
     }
 }
 
@@ -400,6 +407,18 @@ enum LoadError {
 }
 
 fn read_and_validate(
+    path: &Path,
+    overrides: &[String],
+    registry: &Registry,
+) -> Result<ValidGraph, LoadError> {
+    // An unknown node type may be a plugin's: say where plugins were looked for.
+    validate_file(path, overrides, registry).map_err(|e| match e {
+        LoadError::Invalid(d) => LoadError::Invalid(plugins::explain_unknown_types(d, registry)),
+        other => other,
+    })
+}
+
+fn validate_file(
     path: &Path,
     overrides: &[String],
     registry: &Registry,

@@ -23,7 +23,8 @@ pub fn print(
                 let hint = weft_core::diagnostic::did_you_mean(name, registry.names())
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
-                eprintln!("error: unknown node type `{name}`{hint}");
+                let plugins = crate::plugins::search_note(registry);
+                eprintln!("error: unknown node type `{name}`{hint}; {plugins}");
                 return ExitCode::from(2);
             }
         },
@@ -117,17 +118,27 @@ fn text(s: &NodeSchema) -> String {
     for i in &s.inputs {
         let c = constraints(i);
         let c = if c.is_empty() { c } else { format!(" ({c})") };
-        let _ = writeln!(out, "  in  {}: {}{c} — {}", i.name, i.ty, i.doc);
+        let _ = writeln!(out, "  in  {}: {}{c}{}", i.name, i.ty, dash(&i.doc));
     }
     for o in &s.outputs {
         let ty = serde_json::to_value(&o.ty)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let _ = writeln!(out, "  out {}: {ty} — {}", o.name, o.doc);
+        let _ = writeln!(out, "  out {}: {ty}{}", o.name, dash(&o.doc));
     }
     out.push('\n');
     out
+}
+
+/// " — doc", or nothing for an undocumented input or output (plugins'
+/// often are), rather than a dash leading nowhere.
+fn dash(doc: &str) -> String {
+    if doc.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" — {doc}")
+    }
 }
 
 fn markdown_reference(schemas: &[&NodeSchema]) -> String {

@@ -471,7 +471,9 @@ fn a_saved_png_re_runs_the_graph_it_embeds() {
     let out = weft(&["run", plain.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("has no `weft.graph` text chunk"),
+        text(&out.stderr).contains(
+            "has no graph: no `weft.graph` (weft), `prompt` or `workflow` (ComfyUI) text chunk"
+        ),
         "{}",
         text(&out.stderr)
     );

@@ -96,7 +96,10 @@ fn node_inputs<'a>(
     }
     for decl in &node.inputs {
         if schema.is_none_or(|s| s.input_index(&decl.name.value).is_none()) {
-            push(&decl.name.value, input_json(doc, &decl.value.value, &schema_of));
+            push(
+                &decl.name.value,
+                input_json(doc, &decl.value.value, &schema_of),
+            );
         }
     }
     out
@@ -209,14 +212,14 @@ mod tests {
     fn the_prompt_is_ascii_and_reads_back_unicode() {
         let doc = GraphDoc::parse(SourceFile::new(
             "t.ron",
-            r#"(nodes: { "fuchs-🦊": LoadImage(image_path: "é🦊\n") })"#,
+            r#"(nodes: { "fox": LoadImage(image_path: "é🦊\n") })"#,
         ))
         .unwrap();
         let all = schemas();
         let text = to_api_prompt(&doc, |t| all.iter().find(|s| s.type_name == t));
         assert!(text.is_ascii(), "{text}");
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(json["fuchs-🦊"]["inputs"]["image"], "é🦊\n");
+        assert_eq!(json["fox"]["inputs"]["image"], "é🦊\n");
     }
 
     #[test]

@@ -78,6 +78,10 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
+/// Reports rendered in full; past these, a count. A generated file can
+/// have thousands of the same mistake, and the first ones say enough.
+pub const MAX_RENDERED: usize = 50;
+
 /// Every problem found in one graph file, all reported together.
 #[derive(Clone, Debug)]
 pub struct Diagnostics {
@@ -101,7 +105,7 @@ impl Diagnostics {
         } else {
             termcolor::Buffer::no_color()
         };
-        for d in &self.items {
+        for d in self.items.iter().take(MAX_RENDERED) {
             let mut title = d.message.clone();
             let mut context = Vec::new();
             if let Some(node) = &d.node {
@@ -113,7 +117,10 @@ impl Diagnostics {
             if !context.is_empty() {
                 title = format!("{} — {title}", context.join(", "));
             }
-            if let Some(span) = d.span.filter(|s| excerpt::is_long_line(&self.source, s.start)) {
+            if let Some(span) = d
+                .span
+                .filter(|s| excerpt::is_long_line(&self.source, s.start))
+            {
                 let help = d.help.as_deref();
                 if excerpt::emit(&mut out, &self.source, &title, span, help).is_err() {
                     return self.to_string();
@@ -135,6 +142,12 @@ impl Diagnostics {
         }
         let n = self.items.len();
         let mut text = String::from_utf8_lossy(out.as_slice()).into_owned();
+        if n > MAX_RENDERED {
+            text.push_str(&format!(
+                "… and {} more errors, not shown\n",
+                n - MAX_RENDERED
+            ));
+        }
         text.push_str(&format!(
             "{n} error{} in {}\n",
             if n == 1 { "" } else { "s" },
@@ -184,7 +197,12 @@ mod tests {
 
     #[test]
     fn a_long_line_is_quoted_as_a_window_with_the_exact_location() {
-        let text = format!("{}\n{}BAD{}", "# head", "x".repeat(3_000_000), "y".repeat(50));
+        let text = format!(
+            "{}\n{}BAD{}",
+            "# head",
+            "x".repeat(3_000_000),
+            "y".repeat(50)
+        );
         let start = 7 + 3_000_000;
         let d = one_error(text, Span::new(start, start + 3));
         let shown = d.render(false);
@@ -195,9 +213,28 @@ mod tests {
         let lines: Vec<&str> = shown.lines().collect();
         let quoted = lines.iter().position(|l| l.contains("BAD")).unwrap();
         let caret_line = lines[quoted + 1];
-        let col = |l: &str, pat: &str| l.chars().count() - l[l.find(pat).unwrap()..].chars().count();
+        let col =
+            |l: &str, pat: &str| l.chars().count() - l[l.find(pat).unwrap()..].chars().count();
         assert_eq!(col(lines[quoted], "BAD"), col(caret_line, "^^^"), "{shown}");
         assert!(!caret_line.contains("^^^^"), "{shown}");
+    }
+
+    #[test]
+    fn many_errors_render_the_first_ones_and_a_count() {
+        let text = format!("{}\n", "x".repeat(1_000_000));
+        let items = (0..10_000)
+            .map(|i| Diagnostic::new("bad", Span::new(i * 90, i * 90 + 1)))
+            .collect();
+        let d = Diagnostics {
+            source: SourceFile::new("many.ron", text),
+            items,
+        };
+        let started = std::time::Instant::now();
+        let shown = d.render(false);
+        assert_eq!(shown.matches("error: bad").count(), MAX_RENDERED);
+        assert!(shown.contains("… and 9950 more errors, not shown\n10000 errors in many.ron"));
+        assert_eq!(d.to_string().lines().count(), 10_000);
+        assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
     }
 
     #[test]

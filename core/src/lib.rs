@@ -33,7 +33,7 @@ pub use preview::{PreviewLimiter, PreviewMethod, Previews};
 pub use registry::Registry;
 pub use source::{SourceFile, Span, Spanned};
 pub use validate::{validate, Binding, PlannedNode, ValidGraph};
-pub use value::{Latent, LatentSpace, Object, Value};
+pub use value::{Latent, LatentSpace, Object, Value, SUMMARY_MAX_CHARS};
 pub use weft_schema as schema;
 pub use weft_schema::{
     Cost, InputSpec, IntoOutputs, Literal, NodeSchema, OutputSpec, OutputType, ValueType,

@@ -58,6 +58,9 @@ struct SourceInner {
     name: String,
     text: String,
     line_starts: Vec<usize>,
+    /// An ASCII text's columns are byte distances: locating many errors on
+    /// one huge line (a workflow JSON) stays O(1) each instead of a scan.
+    ascii: bool,
 }
 
 impl SourceFile {
@@ -69,6 +72,7 @@ impl SourceFile {
         SourceFile {
             inner: Arc::new(SourceInner {
                 name: name.into(),
+                ascii: text.is_ascii(),
                 text,
                 line_starts,
             }),
@@ -95,9 +99,31 @@ impl SourceFile {
             Err(i) => i - 1,
         };
         let start = self.inner.line_starts[line];
+        let col = if self.inner.ascii {
+            offset - start
+        } else {
+            text[start..offset].chars().count()
+        };
         LineCol {
             line: line + 1,
-            col: text[start..offset].chars().count() + 1,
+            col: col + 1,
         }
+    }
+
+    /// Byte range of the line holding `offset`, without its line break
+    /// (`\n` or `\r\n`); offsets past the end clamp to the last line.
+    pub fn line_bounds(&self, offset: usize) -> (usize, usize) {
+        let text = &self.inner.text;
+        let starts = &self.inner.line_starts;
+        let line = match starts.binary_search(&offset.min(text.len())) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let start = starts[line];
+        let mut end = starts.get(line + 1).map_or(text.len(), |next| next - 1);
+        if text[start..end].ends_with('\r') {
+            end -= 1;
+        }
+        (start, end)
     }
 }

@@ -44,7 +44,19 @@ pub trait Object: Any + Send + Sync + fmt::Debug {
     fn size_bytes(&self) -> usize {
         0
     }
+
+    /// One line for reports (a failed node's inputs, `Print`): what it
+    /// holds in counts and shapes ("100 labels, context [1, 77, 768]"),
+    /// not its contents. The default is its `Debug` text, which
+    /// [`Value::summary`] cuts to [`SUMMARY_MAX_CHARS`].
+    fn summary(&self) -> String {
+        format!("{self:?}")
+    }
 }
+
+/// The longest [`Value::summary`], in characters: a report lists every input
+/// of a failed node, and one long prompt or big object must not drown it.
+pub const SUMMARY_MAX_CHARS: usize = 120;
 
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -110,19 +122,26 @@ impl Value {
         }
     }
 
-    /// A short human-readable rendering for events and error reports.
+    /// A short human-readable rendering for events and error reports, at
+    /// most [`SUMMARY_MAX_CHARS`] characters; a long string keeps its start
+    /// and says how long it is.
     pub fn summary(&self) -> String {
-        match self {
+        let text = match self {
             Value::Int(i) => i.to_string(),
             Value::Float(x) => format!("{x:?}"),
             Value::Bool(b) => b.to_string(),
+            Value::String(s) if s.chars().count() > SUMMARY_MAX_CHARS => {
+                let start: String = s.chars().take(SUMMARY_MAX_CHARS / 2).collect();
+                format!("{start:?}… ({} chars)", s.chars().count())
+            }
             Value::String(s) => format!("{s:?}"),
             Value::Image(t) | Value::Mask(t) | Value::Sigmas(t) => {
                 format!("{} {:?} {:?}", self.ty(), t.dims(), t.dtype())
             }
             Value::Latent(l) => format!("LATENT[{}] {:?}", l.space.0, l.samples.dims()),
-            Value::Object(ty, o) => format!("{ty} {o:?}"),
-        }
+            Value::Object(ty, o) => format!("{ty} {}", o.summary()),
+        };
+        shorten(&text, SUMMARY_MAX_CHARS)
     }
 
     /// Feeds a scalar literal into a signature hash; non-scalars are never
@@ -150,6 +169,16 @@ impl Value {
             }
         }
     }
+}
+
+/// `text` cut to `max` characters, the last one an ellipsis when cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut short: String = text.chars().take(max.saturating_sub(1)).collect();
+    short.push('…');
+    short
 }
 
 impl Value {
@@ -203,5 +232,35 @@ impl From<&str> for Value {
 impl From<String> for Value {
     fn from(v: String) -> Self {
         Value::String(v.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Big(Vec<Option<u32>>);
+
+    impl Object for Big {}
+
+    #[test]
+    fn summaries_stay_short_whatever_the_value() {
+        let big = Value::Object(ValueType::Conditioning, Arc::new(Big(vec![Some(7); 100])));
+        let prompt = Value::from("a photo of a cat, ".repeat(40));
+        for value in [big, prompt] {
+            let summary = value.summary();
+            assert!(
+                summary.chars().count() <= SUMMARY_MAX_CHARS,
+                "{} chars: {summary}",
+                summary.chars().count()
+            );
+        }
+        let prompt = Value::from("a photo of a cat, ".repeat(40)).summary();
+        assert!(
+            prompt.starts_with("\"a photo of a cat") && prompt.ends_with("… (720 chars)"),
+            "{prompt}"
+        );
+        assert_eq!(Value::from("short").summary(), "\"short\"");
     }
 }

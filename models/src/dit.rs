@@ -251,6 +251,7 @@ pub fn flow_model(
         },
         differential_diffusion: false,
         skip_layer_guidance: None,
+        wrappers: Default::default(),
         latent_channels: Some(channels),
     }
 }

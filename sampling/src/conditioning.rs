@@ -408,8 +408,71 @@ impl Object for Conditioning {
         };
         t(&self.context) + t(&self.pooled) + self.labels.as_ref().map_or(0, |l| l.len() * 8)
     }
+
+    /// Counts and shapes ("100 labels, context [2, 77, 768]"): a failure
+    /// report lists it among the node's inputs, where the `Debug` dump of
+    /// every label and tensor would bury the error.
+    fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(labels) = &self.labels {
+            let s = if labels.len() == 1 { "" } else { "s" };
+            parts.push(format!("{} label{s}", labels.len()));
+        }
+        for (name, t) in [
+            ("context", &self.context),
+            ("pooled", &self.pooled),
+            ("mask", &self.mask),
+            ("concat latent", &self.concat_latent),
+        ] {
+            if let Some(t) = t {
+                parts.push(format!("{name} {:?}", t.dims()));
+            }
+        }
+        for (name, set) in [
+            ("hints", !self.hints.is_empty()),
+            ("sizes", !self.sizes.is_empty()),
+            ("guidance", !self.guidance.is_empty()),
+            ("area", self.area.is_some()),
+            ("strength", self.strength.is_some()),
+            ("timestep range", self.timestep_range.is_some()),
+        ] {
+            if set {
+                parts.push(name.to_string());
+            }
+        }
+        if !self.also.is_empty() {
+            parts.push(format!("+{} combined", self.also.len()));
+        }
+        if parts.is_empty() {
+            "empty".into()
+        } else {
+            parts.join(", ")
+        }
+    }
 }
 
 impl weft_core::Handle for Conditioning {
     const TYPE: weft_core::ValueType = weft_core::ValueType::Conditioning;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use weft_core::{Value, ValueType};
+
+    #[test]
+    fn a_summary_counts_labels_instead_of_listing_them() {
+        let cond = Conditioning {
+            labels: Some(vec![Some(3); 100]),
+            context: Some(Tensor::zeros((100, 77, 8), DType::F32, &Device::Cpu).unwrap()),
+            also: vec![Conditioning::default()],
+            ..Conditioning::default()
+        };
+        let value = Value::Object(ValueType::Conditioning, Arc::new(cond));
+        assert_eq!(
+            value.summary(),
+            "CONDITIONING 100 labels, context [100, 77, 8], +1 combined"
+        );
+    }
 }

@@ -292,6 +292,7 @@ mod tests {
             latent_format: Default::default(),
             differential_diffusion: false,
             skip_layer_guidance: None,
+            wrappers: Default::default(),
             latent_channels: None,
         })
     }
@@ -393,6 +394,7 @@ mod tests {
                 latent_format: Default::default(),
                 differential_diffusion: false,
                 skip_layer_guidance: None,
+                wrappers: Default::default(),
                 latent_channels: None,
             });
             let guided = ClassifierGuided {

@@ -1,6 +1,7 @@
 //! Sampling: noise, models' noise parameterisations, denoisers and samplers.
 //! Diffusion and flow matching are handled as one family of Gaussian paths.
 
+pub mod attention_hook;
 mod compose;
 pub mod conditioning;
 pub mod exact;
@@ -11,6 +12,7 @@ pub mod model;
 pub mod noise;
 pub mod samplers;
 pub mod schedule;
+pub mod wrapper;
 
 pub use conditioning::{Area, Conditioning, Hint, SizeCond};
 pub use model::{

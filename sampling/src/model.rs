@@ -349,6 +349,17 @@ pub trait Network: std::any::Any + Send + Sync + std::fmt::Debug {
     fn without_blocks(&self, _blocks: &[usize]) -> Option<Arc<dyn Network>> {
         None
     }
+
+    /// The same network with `deltas` (weight name → a tensor shaped like
+    /// the weight) added at `strength`: plugins' weight patches. `None` for
+    /// networks that take none.
+    fn with_deltas(
+        &self,
+        _deltas: &[(String, Tensor)],
+        _strength: f64,
+    ) -> Option<std::result::Result<Arc<dyn Network>, String>> {
+        None
+    }
 }
 
 /// How a model's network sees latents: `(latent − shift) · scale`.
@@ -457,6 +468,9 @@ pub struct Model {
     pub latent_channels: Option<usize>,
     /// Skip-layer guidance (`SkipLayerGuidanceSD3`), applied by CFG.
     pub skip_layer_guidance: Option<SkipLayerGuidance>,
+    /// Code around D(x, σ) (plugins' model patches); none by default, and
+    /// then the prediction is the network's, untouched.
+    pub wrappers: crate::wrapper::Wrappers,
 }
 
 /// Skip-layer guidance (SD3.5's, ComfyUI's `SkipLayerGuidanceDiT`): while σ
@@ -485,6 +499,20 @@ impl Model {
     /// one forward for a plain conditioning, else each active entry on its
     /// area, blended as ComfyUI does ([`crate::compose`]).
     pub fn predict(&self, x: &Tensor, sigma: f64, cond: &Conditioning) -> Result<Tensor> {
+        if self.wrappers.is_empty() {
+            return self.predict_unwrapped(x, sigma, cond);
+        }
+        // Wrappers work on D(x, σ); the network's own prediction space is
+        // recovered from their result.
+        let base = |x: &Tensor, s: f64, c: &Conditioning| {
+            let out = self.predict_unwrapped(x, s, c)?;
+            self.sampling.denoised(s, x, &out)
+        };
+        let d = self.wrappers.denoise(&base, x, sigma, cond)?;
+        self.sampling.prediction_from_denoised(sigma, x, &d)
+    }
+
+    fn predict_unwrapped(&self, x: &Tensor, sigma: f64, cond: &Conditioning) -> Result<Tensor> {
         if cond.is_plain() {
             self.forward(x, sigma, cond)
         } else {

@@ -29,6 +29,7 @@ fn model(sampling: ModelSampling) -> Arc<Model> {
         latent_format: Default::default(),
         differential_diffusion: false,
         skip_layer_guidance: None,
+        wrappers: Default::default(),
         latent_channels: None,
     })
 }

@@ -36,6 +36,7 @@ fn model() -> Arc<Model> {
         latent_format: Default::default(),
         differential_diffusion: false,
         skip_layer_guidance: None,
+        wrappers: Default::default(),
         latent_channels: None,
     })
 }

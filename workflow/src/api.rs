@@ -23,9 +23,8 @@ pub struct RequestFields {
 /// Whether `root` is a `/prompt` body rather than a bare prompt: it has a
 /// `prompt` object that is not itself a node (a node has `class_type`).
 pub fn is_request(root: &Json) -> bool {
-    root.get("prompt").is_some_and(|p| {
-        matches!(p.value, Json::Object(_)) && p.value.get("class_type").is_none()
-    })
+    root.get("prompt")
+        .is_some_and(|p| matches!(p.value, Json::Object(_)) && p.value.get("class_type").is_none())
 }
 
 /// Splits a `/prompt` body into its prompt and the other fields.
@@ -103,7 +102,11 @@ fn read_node(
     };
     let Json::Object(_) = body.value else {
         return fail(
-            format!("node {}: expected an object, found {}", id.value, body.value.kind()),
+            format!(
+                "node {}: expected an object, found {}",
+                id.value,
+                body.value.kind()
+            ),
             body.span,
         );
     };
@@ -124,7 +127,10 @@ fn read_node(
         }) => Spanned::new(s.clone(), *span),
         Some(other) => {
             return fail(
-                format!("{named}: `class_type` must be a string, found {}", other.value.kind()),
+                format!(
+                    "{named}: `class_type` must be a string, found {}",
+                    other.value.kind()
+                ),
                 other.span,
             )
         }
@@ -159,7 +165,10 @@ fn read_node(
         }
         Some(other) => {
             return fail(
-                format!("{named}: `inputs` must be an object, found {}", other.value.kind()),
+                format!(
+                    "{named}: `inputs` must be an object, found {}",
+                    other.value.kind()
+                ),
                 other.span,
             )
         }
@@ -187,16 +196,26 @@ fn input_value(value: &Spanned<Json>) -> Result<Option<Spanned<PromptValue>>, St
                 let node = match &node.value {
                     Json::Str(s) => s.clone(),
                     Json::Int(i) => i.to_string(),
-                    other => return Err(format!("a link's node id must be a string, found {}", other.kind())),
+                    other => {
+                        return Err(format!(
+                            "a link's node id must be a string, found {}",
+                            other.kind()
+                        ))
+                    }
                 };
                 let output = output
                     .value
                     .as_i64()
                     .and_then(|i| usize::try_from(i).ok())
                     .ok_or("a link's output index must be a whole number ≥ 0")?;
-                Ok(Some(Spanned::new(PromptValue::Link { node, output }, value.span)))
+                Ok(Some(Spanned::new(
+                    PromptValue::Link { node, output },
+                    value.span,
+                )))
             }
-            _ => Err("a list is a link `[\"node_id\", output_index]`; weft has no list literals".into()),
+            _ => Err(
+                "a list is a link `[\"node_id\", output_index]`; weft has no list literals".into(),
+            ),
         },
         Json::Object(_) => match value.value.get("__value__") {
             // ComfyUI's wrapper for a list widget value.
@@ -212,7 +231,9 @@ pub fn to_serde(json: &Json) -> serde_json::Value {
         Json::Null => serde_json::Value::Null,
         Json::Bool(b) => (*b).into(),
         Json::Int(i) => (*i).into(),
-        Json::Float(x) => serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into),
+        Json::Float(x) => {
+            serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into)
+        }
         Json::Str(s) => s.as_str().into(),
         Json::Array(items) => items.iter().map(|i| to_serde(&i.value)).collect(),
         Json::Object(_) => json

@@ -133,7 +133,10 @@ impl Parser<'_> {
 
     /// An error at the current character (or the end of the text).
     fn error_here(&self, message: &str) -> JsonError {
-        let len = self.text[self.pos..].chars().next().map_or(0, char::len_utf8);
+        let len = self.text[self.pos..]
+            .chars()
+            .next()
+            .map_or(0, char::len_utf8);
         match self.text[self.pos..].chars().next() {
             Some(c) => self.error(
                 format!("{message} (found `{}`)", c.escape_debug()),
@@ -297,7 +300,11 @@ impl Parser<'_> {
                 self.pos += 2;
                 let low = self.hex4(start)?;
                 if !(0xDC00..0xE000).contains(&low) {
-                    return Err(self.error("a high surrogate without its low half", start, self.pos));
+                    return Err(self.error(
+                        "a high surrogate without its low half",
+                        start,
+                        self.pos,
+                    ));
                 }
                 let code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
                 return char::from_u32(code)
@@ -424,6 +431,9 @@ mod tests {
     fn big_integers_become_floats() {
         let v = parse("18446744073709551615").unwrap();
         assert_eq!(v.value, Json::Float(18446744073709551615.0));
-        assert_eq!(parse("-9223372036854775808").unwrap().value, Json::Int(i64::MIN));
+        assert_eq!(
+            parse("-9223372036854775808").unwrap().value,
+            Json::Int(i64::MIN)
+        );
     }
 }

@@ -66,7 +66,9 @@ impl Workflow {
 /// Whether graph text is JSON (a workflow) rather than weft's RON: JSON
 /// starts with `{` and RON graphs with `(` (comments aside).
 pub fn is_json(text: &str) -> bool {
-    text.trim_start_matches('\u{feff}').trim_start().starts_with('{')
+    text.trim_start_matches('\u{feff}')
+        .trim_start()
+        .starts_with('{')
 }
 
 /// Reads a workflow in any of ComfyUI's formats, told apart by shape.
@@ -80,6 +82,16 @@ pub fn import(source: SourceFile, registry: &Registry) -> Result<Workflow, Diagn
 pub fn prompt_to_graph(json: &str, registry: &Registry) -> Result<GraphDoc, Diagnostics> {
     let source = SourceFile::new("prompt", json);
     read(source, registry, Some(Format::Api)).map(|w| w.doc)
+}
+
+/// [`prompt_to_graph`] for a prompt already parsed by serde_json: spans
+/// point into its pretty-printed text (named `prompt`).
+pub fn value_to_graph(
+    prompt: &serde_json::Value,
+    registry: &Registry,
+) -> Result<GraphDoc, Diagnostics> {
+    let text = serde_json::to_string_pretty(prompt).unwrap_or_else(|_| "null".into());
+    prompt_to_graph(&text, registry)
 }
 
 /// Reads a `POST /prompt` body (a bare prompt is accepted too): the graph
@@ -122,7 +134,10 @@ fn read(
         )])
     })?;
     let mut errors = Vec::new();
-    let is_ui = root.value.get("nodes").is_some_and(|n| n.value.as_array().is_some());
+    let is_ui = root
+        .value
+        .get("nodes")
+        .is_some_and(|n| n.value.as_array().is_some());
     let format = if is_ui {
         Format::Ui
     } else if api::is_request(&root.value) {

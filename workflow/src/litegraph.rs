@@ -55,7 +55,10 @@ pub struct UiSlot {
 /// Where a link's value comes from.
 #[derive(Clone, Debug)]
 pub enum LinkSource {
-    Node { id: String, slot: usize },
+    Node {
+        id: String,
+        slot: usize,
+    },
     /// A link from a subgraph's input box: whatever feeds the instance's
     /// input (the key of that link), if anything does.
     Forward(Option<String>),
@@ -72,6 +75,9 @@ pub struct Flat<'a> {
     /// `(instance id, output slot)` → the key of the inner link that
     /// feeds that output.
     pub instance_outputs: HashMap<(String, usize), String>,
+    /// Set when expansion stopped (too deep, too many nodes), so a hostile
+    /// file gets one error, not one per instance.
+    stopped: bool,
 }
 
 /// Flattens `root` (a UI workflow object).
@@ -142,11 +148,15 @@ fn add_scope<'a>(
         return;
     };
     for node in nodes {
+        if flat.stopped {
+            return;
+        }
         if flat.nodes.len() >= MAX_NODES {
             errors.push(Diagnostic::new(
                 format!("the workflow expands to more than {MAX_NODES} nodes"),
                 node.span,
             ));
+            flat.stopped = true;
             return;
         }
         let Some(node) = read_node(node, &scope.prefix, errors) else {
@@ -160,7 +170,8 @@ fn add_scope<'a>(
                         format!("subgraphs nest deeper than {MAX_NESTING} levels"),
                         node.ty.span,
                     ));
-                    continue;
+                    flat.stopped = true;
+                    return;
                 }
                 expand(&node, def, scope, defs, flat, errors);
             }

@@ -100,7 +100,9 @@ pub fn to_graph(
             let name = weft_input_name(class, &input.name.value).to_string();
             let spec = schema.and_then(|s| s.inputs.iter().find(|i| i.name == name));
             let value = match &input.value.value {
-                PromptValue::Literal(Value::Int(i)) if spec.is_some_and(|s| s.ty == ValueType::Float) => {
+                PromptValue::Literal(Value::Int(i))
+                    if spec.is_some_and(|s| s.ty == ValueType::Float) =>
+                {
                     InputValue::Literal(Value::Float(*i as f64))
                 }
                 PromptValue::Literal(v) => InputValue::Literal(v.clone()),
@@ -141,8 +143,11 @@ pub fn to_graph(
             };
             if inputs.iter().any(|i| i.name.value == name) {
                 errors.push(
-                    Diagnostic::new(format!("{}: input `{name}` is given twice", origin.describe()), input.name.span)
-                        .node(&origin.id),
+                    Diagnostic::new(
+                        format!("{}: input `{name}` is given twice", origin.describe()),
+                        input.name.span,
+                    )
+                    .node(&origin.id),
                 );
                 continue;
             }
@@ -151,6 +156,10 @@ pub fn to_graph(
                 value: Spanned::new(value, input.value.span),
                 overridden_by: None,
             });
+        }
+        // Schema order reads best (widgets and links arrive apart).
+        if let Some(schema) = schema {
+            inputs.sort_by_key(|i| schema.input_index(&i.name.value).unwrap_or(usize::MAX));
         }
         decls.push(NodeDecl {
             id: node.id.clone(),
@@ -163,8 +172,11 @@ pub fn to_graph(
     for node in &nodes {
         if !seen.insert(node.id.value.as_str()) {
             errors.push(
-                Diagnostic::new(format!("node id `{}` is used twice", node.id.value), node.id.span)
-                    .node(&node.id.value),
+                Diagnostic::new(
+                    format!("node id `{}` is used twice", node.id.value),
+                    node.id.span,
+                )
+                .node(&node.id.value),
             );
         }
     }
@@ -206,12 +218,23 @@ fn unknown_classes(nodes: &[PromptNode], registry: &Registry) -> Option<Diagnost
                 .map(|n| NodeOrigin::from_node(n).describe())
                 .collect();
             let more = users.len().saturating_sub(5);
-            let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
             let closest = closest_types(class, registry);
             let closest = if closest.is_empty() {
                 "no close weft type".to_string()
             } else {
-                format!("closest: {}", closest.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", "))
+                format!(
+                    "closest: {}",
+                    closest
+                        .iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             };
             format!("`{class}` (node {}{more}; {closest})", used_by.join(", "))
         })

@@ -43,7 +43,11 @@ pub fn read_workflow(
     let resolver = Resolver {
         links: &flat.links,
         instance_outputs: &flat.instance_outputs,
-        by_id: flat.nodes.iter().map(|n| (n.id.value.as_str(), n)).collect(),
+        by_id: flat
+            .nodes
+            .iter()
+            .map(|n| (n.id.value.as_str(), n))
+            .collect(),
     };
     let mut nodes = Vec::new();
     for node in &flat.nodes {
@@ -93,7 +97,10 @@ pub fn read_workflow(
 
 /// What feeds an input once frontend-only nodes are seen through.
 enum Source<'a> {
-    Output { id: &'a str, slot: usize },
+    Output {
+        id: &'a str,
+        slot: usize,
+    },
     /// A PrimitiveNode's value.
     Value(&'a Spanned<Json>),
 }
@@ -164,7 +171,8 @@ fn compatible(a: &str, b: &str) -> bool {
     wild(a)
         || wild(b)
         || a.eq_ignore_ascii_case(b)
-        || a.split(',').any(|x| b.split(',').any(|y| x.trim() == y.trim()))
+        || a.split(',')
+            .any(|x| b.split(',').any(|y| x.trim() == y.trim()))
 }
 
 /// The node's widget values as inputs named by weft's schema.
@@ -177,15 +185,15 @@ fn widget_inputs(
         return Vec::new();
     };
     let mut out = Vec::new();
-    let mut push = |name: &str, json: &Spanned<Json>, errors: &mut Vec<Diagnostic>| {
-        match literal(json, name, node) {
-            Ok(Some(value)) => out.push(PromptInput {
-                name: Spanned::new(name.to_string(), json.span),
-                value: Spanned::new(PromptValue::Literal(value), json.span),
-            }),
-            Ok(None) => {}
-            Err(d) => errors.push(d),
-        }
+    let mut push = |name: &str, json: &Spanned<Json>, errors: &mut Vec<Diagnostic>| match literal(
+        json, name, node,
+    ) {
+        Ok(Some(value)) => out.push(PromptInput {
+            name: Spanned::new(name.to_string(), json.span),
+            value: Spanned::new(PromptValue::Literal(value), json.span),
+        }),
+        Ok(None) => {}
+        Err(d) => errors.push(d),
     };
     match &widgets.value {
         Json::Array(values) => {
@@ -209,7 +217,11 @@ fn widget_inputs(
         Json::Object(_) => {
             for (name, value) in widgets.value.entries() {
                 let weft = weft_input_name(&schema.type_name, &name.value);
-                if schema.inputs.iter().any(|s| s.name == weft && s.ty.is_scalar()) {
+                if schema
+                    .inputs
+                    .iter()
+                    .any(|s| s.name == weft && s.ty.is_scalar())
+                {
                     push(weft, value, errors);
                 }
             }
@@ -227,7 +239,11 @@ fn widget_inputs(
 }
 
 /// A widget value as a literal; `None` for `null` (left to the default).
-fn literal(json: &Spanned<Json>, input: &str, node: &UiNode<'_>) -> Result<Option<Value>, Diagnostic> {
+fn literal(
+    json: &Spanned<Json>,
+    input: &str,
+    node: &UiNode<'_>,
+) -> Result<Option<Value>, Diagnostic> {
     Ok(Some(match &json.value {
         Json::Null => return Ok(None),
         Json::Bool(b) => Value::Bool(*b),

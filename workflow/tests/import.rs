@@ -98,7 +98,11 @@ fn assert_default_txt2img(doc: &GraphDoc) {
         "\"v1-5-pruned-emaonly.safetensors\""
     );
     assert_eq!(literal(doc, "9", "filename_prefix"), "\"ComfyUI\"");
-    assert_eq!(node(doc, "3").inputs.len(), 10, "no control_after_generate input");
+    assert_eq!(
+        node(doc, "3").inputs.len(),
+        10,
+        "no control_after_generate input"
+    );
 }
 
 #[test]
@@ -132,6 +136,9 @@ fn a_prompt_request_body_is_unwrapped() {
     );
     let doc = weft_workflow::prompt_to_graph(&fixture("txt2img_api.json"), &registry()).unwrap();
     assert_default_txt2img(&doc);
+    let value: serde_json::Value = serde_json::from_str(&fixture("txt2img_api.json")).unwrap();
+    let doc = weft_workflow::value_to_graph(&value, &registry()).unwrap();
+    assert_default_txt2img(&doc);
     // The server's entry point takes the API format only.
     let e = weft_workflow::prompt_to_graph(&fixture("txt2img_ui.json"), &registry()).unwrap_err();
     assert!(e.to_string().contains("Export (API)"), "{e}");
@@ -161,8 +168,17 @@ fn reroutes_primitives_muted_bypassed_and_subgraphs_resolve() {
     assert_eq!(link(doc, "20:1", "samples"), pair("3", "LATENT"));
     assert_eq!(link(doc, "20:1", "vae"), pair("4", "VAE"));
     assert_eq!(link(doc, "9", "images"), pair("20:1", "IMAGE"));
-    assert_eq!(w.nodes.iter().find(|o| o.id == "4").unwrap().title.as_deref(), Some("Base model"));
-    w.validate(&registry()).unwrap_or_else(|d| panic!("{}", d.render(false)));
+    assert_eq!(
+        w.nodes
+            .iter()
+            .find(|o| o.id == "4")
+            .unwrap()
+            .title
+            .as_deref(),
+        Some("Base model")
+    );
+    w.validate(&registry())
+        .unwrap_or_else(|d| panic!("{}", d.render(false)));
 }
 
 #[test]
@@ -185,7 +201,9 @@ fn convert_writes_readable_ron_that_reads_back() {
 
 /// `(line, col)` of the first occurrence of `needle`.
 fn line_col(text: &str, needle: &str) -> (usize, usize) {
-    let at = text.find(needle).unwrap_or_else(|| panic!("{needle} not in text"));
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} not in text"));
     let line = text[..at].matches('\n').count() + 1;
     let col = at - text[..at].rfind('\n').map_or(0, |i| i + 1) + 1;
     (line, col)
@@ -199,7 +217,9 @@ fn validation_errors_point_into_the_json_and_name_the_node() {
     let (line, col) = line_col(&text, "-4");
     let shown = e.to_string();
     assert!(
-        shown.starts_with(&format!("wf.json:{line}:{col}: node `3`: input `steps`: “KSampler”: ")),
+        shown.starts_with(&format!(
+            "wf.json:{line}:{col}: node `3`: input `steps`: “KSampler”: "
+        )),
         "{shown}"
     );
     // A link to an output the class does not have.
@@ -222,7 +242,9 @@ fn ui_errors_point_at_the_widget_value() {
     let (line, col) = line_col(&text, "\"sideways\"");
     let shown = e.to_string();
     assert!(
-        shown.starts_with(&format!("ui.json:{line}:{col}: node `3`: input `scheduler`: “KSampler”: ")),
+        shown.starts_with(&format!(
+            "ui.json:{line}:{col}: node `3`: input `scheduler`: “KSampler”: "
+        )),
         "{shown}"
     );
 }
@@ -231,12 +253,21 @@ fn ui_errors_point_at_the_widget_value() {
 fn unknown_classes_are_one_error_with_the_closest_types() {
     let text = fixture("txt2img_api.json")
         .replace("\"KSampler\"", "\"KSamplerr\"")
-        .replace("\"class_type\": \"VAEDecode\"", "\"class_type\": \"FancyCustomNode\"")
-        .replace("\"class_type\": \"SaveImage\"", "\"class_type\": \"FancyCustomNode\"");
+        .replace(
+            "\"class_type\": \"VAEDecode\"",
+            "\"class_type\": \"FancyCustomNode\"",
+        )
+        .replace(
+            "\"class_type\": \"SaveImage\"",
+            "\"class_type\": \"FancyCustomNode\"",
+        );
     let e = import(SourceFile::new("wf.json", text.clone()), &registry()).unwrap_err();
     assert_eq!(e.items.len(), 1, "{e}");
     let message = &e.items[0].message;
-    assert!(message.starts_with("2 node types that weft does not have: "), "{message}");
+    assert!(
+        message.starts_with("2 node types that weft does not have: "),
+        "{message}"
+    );
     assert!(
         message.contains("`KSamplerr` (node 3 (KSamplerr); closest: `KSampler`, `KSamplerSelect`"),
         "{message}"
@@ -246,27 +277,50 @@ fn unknown_classes_are_one_error_with_the_closest_types() {
         "{message}"
     );
     let (line, col) = line_col(&text, "\"KSamplerr\"");
-    assert!(e.to_string().starts_with(&format!("wf.json:{line}:{col}: ")), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("wf.json:{line}:{col}: ")),
+        "{e}"
+    );
 }
 
 #[test]
 fn structural_errors_name_the_node_and_point_at_the_value() {
     let cases = [
-        (r#"{"1": {"inputs": {}}}"#, "node 1 has no `class_type`", "{\"inputs\""),
-        (r#"{"1": {"class_type": 5}}"#, "`class_type` must be a string", "5"),
+        (
+            r#"{"1": {"inputs": {}}}"#,
+            "node 1 has no `class_type`",
+            "{\"inputs\"",
+        ),
+        (
+            r#"{"1": {"class_type": 5}}"#,
+            "`class_type` must be a string",
+            "5",
+        ),
         (
             r#"{"1": {"class_type": "IntConstant", "inputs": {"value": [1, 2, 3]}, "_meta": {"title": "T"}}}"#,
             "node 1 “T”: a list is a link",
             "[1, 2, 3]",
         ),
-        (r#"[1, 2]"#, "a ComfyUI prompt is an object of nodes", "[1, 2]"),
-        ("{\"1\": {\"class_type\": \"X\",}}", "JSON syntax error: expected a string key", "}}"),
+        (
+            r#"[1, 2]"#,
+            "a ComfyUI prompt is an object of nodes",
+            "[1, 2]",
+        ),
+        (
+            "{\"1\": {\"class_type\": \"X\",}}",
+            "JSON syntax error: expected a string key",
+            "}}",
+        ),
     ];
     for (text, message, at) in cases {
         let e = import(SourceFile::new("t.json", text), &registry()).unwrap_err();
         let shown = e.to_string();
         let col = text.find(at).unwrap() + 1;
-        assert!(shown.starts_with(&format!("t.json:1:{col}: ")), "{text}: {shown}");
+        assert!(
+            shown.starts_with(&format!("t.json:1:{col}: ")),
+            "{text}: {shown}"
+        );
         assert!(shown.contains(message), "{text}: {shown}");
     }
 }
@@ -277,19 +331,29 @@ fn a_weft_graph_written_as_a_prompt_reads_back_the_same() {
     let graph = weft_core::load(
         SourceFile::new(
             "g.ron",
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../graphs/sd15_txt2img.ron")).unwrap(),
+            std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../graphs/sd15_txt2img.ron"
+            ))
+            .unwrap(),
         ),
         &registry,
         &[],
     )
     .unwrap();
     let prompt = weft_workflow::graph_to_prompt(&graph);
-    let back = weft_workflow::prompt_to_graph(&prompt, &registry).unwrap_or_else(|d| panic!("{}\n{prompt}", d.render(false)));
+    let back = weft_workflow::prompt_to_graph(&prompt, &registry)
+        .unwrap_or_else(|d| panic!("{}\n{prompt}", d.render(false)));
     let back = weft_core::validate(back, &registry).unwrap();
     assert_eq!(back.nodes.len(), graph.nodes.len());
     for (a, b) in graph.nodes.iter().zip(&back.nodes) {
         assert_eq!(a.id, b.id);
         assert_eq!(a.type_name(), b.type_name());
-        assert_eq!(format!("{:?}", a.inputs), format!("{:?}", b.inputs), "node {}", a.id);
+        assert_eq!(
+            format!("{:?}", a.inputs),
+            format!("{:?}", b.inputs),
+            "node {}",
+            a.id
+        );
     }
 }

@@ -211,3 +211,4 @@ pub fn patch(
         summary,
     })
 }
+

@@ -168,6 +168,7 @@ pub fn load_model_bytes(file: &str, bytes: &[u8]) -> Result<Model, String> {
         latent_format: Default::default(),
         differential_diffusion: false,
         skip_layer_guidance: None,
+        wrappers: Default::default(),
         latent_channels: Some(config.channels),
     })
 }

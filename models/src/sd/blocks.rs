@@ -11,6 +11,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 use weft_kernels::attention;
 use weft_kernels::layers::{self, Conv2d, GroupNorm, Linear};
+use weft_sampling::attention_hook;
 
 use super::config::UNetSpec;
 
@@ -113,11 +114,14 @@ struct Attention {
     v: Linear,
     out: Linear,
     heads: usize,
+    /// The weight prefix, by which attention hooks pick layers.
+    name: String,
 }
 
 impl Attention {
     fn new(dim: usize, context: usize, heads: usize, vb: VarBuilder) -> Result<Attention> {
         Ok(Attention {
+            name: vb.prefix(),
             q: layers::linear_no_bias(dim, dim, vb.pp("to_q"))?,
             k: layers::linear_no_bias(context, dim, vb.pp("to_k"))?,
             v: layers::linear_no_bias(context, dim, vb.pp("to_v"))?,
@@ -133,8 +137,11 @@ impl Attention {
             self.k.forward(ctx)?,
             self.v.forward(ctx)?,
         );
-        self.out
-            .forward(&attention::attention(&q, &k, &v, self.heads)?)
+        let attended = match attention_hook::hooked(&self.name, &q, &k, &v, self.heads)? {
+            Some(replaced) => replaced,
+            None => attention::attention(&q, &k, &v, self.heads)?,
+        };
+        self.out.forward(&attended)
     }
 }
 

@@ -139,6 +139,46 @@ impl Network for SdUNet {
     fn size_bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Deltas by the UNet's diffusers names (`….weight`); only the patched
+    /// tensors are new, every other one is shared.
+    fn with_deltas(
+        &self,
+        deltas: &[(String, Tensor)],
+        strength: f64,
+    ) -> Option<std::result::Result<Arc<dyn Network>, String>> {
+        Some(self.add_deltas(deltas, strength).map(|u| Arc::new(u) as Arc<dyn Network>))
+    }
+}
+
+impl SdUNet {
+    fn add_deltas(&self, deltas: &[(String, Tensor)], strength: f64) -> std::result::Result<SdUNet, String> {
+        let base = self.weights();
+        let mut changed = crate::weights::Weights::new();
+        for (name, delta) in deltas {
+            let weight = base.get(name).ok_or_else(|| {
+                let hint = weft_core::diagnostic::did_you_mean(name, base.keys().map(String::as_str))
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                format!("`{name}` is not a weight of this UNet{hint}")
+            })?;
+            if weight.dims() != delta.dims() {
+                return Err(format!(
+                    "`{name}`: a delta of shape {:?} for a weight of shape {:?}",
+                    delta.dims(),
+                    weight.dims()
+                ));
+            }
+            let current = changed.get(name).unwrap_or(weight).clone();
+            let patched = delta
+                .to_dtype(current.dtype())
+                .and_then(|d| d.affine(strength, 0.0))
+                .and_then(|d| current + d)
+                .map_err(|e| format!("`{name}`: {e}"))?;
+            changed.insert(name.clone(), patched);
+        }
+        self.with_weights(&changed)
+    }
 }
 
 /// The MODEL of a checkpoint: its UNet with the discrete schedule it was
@@ -171,6 +211,7 @@ pub fn sampling_model(ck: &Checkpoint, unet: SdUNet) -> std::result::Result<Mode
         },
         differential_diffusion: false,
         skip_layer_guidance: None,
+        wrappers: Default::default(),
         latent_channels: Some(out_channels),
     })
 }

@@ -35,7 +35,10 @@ pub use ops::{
     image_composite_masked, image_composite_masked_node, image_crop, image_crop_node, image_invert,
     image_pad_for_outpaint, image_pad_for_outpaint_node, image_sharpen, image_sharpen_node,
 };
-pub use png_io::{embedded_graph, encode_png, read_png, PngFile, GRAPH_KEY, NODE_KEY};
+pub use png_io::{
+    embedded_graph, encode_png, read_png, text_chunks, PngFile, GRAPH_KEY, NODE_KEY, PROMPT_KEY,
+    WORKFLOW_KEY,
+};
 pub use preview::{preview_dir, preview_image};
 pub use save::save_image;
 pub use scaling::{image_scale, image_scale_by, image_scale_to_total_pixels};

@@ -13,6 +13,11 @@ use std::path::Path;
 pub const GRAPH_KEY: &str = "weft.graph";
 /// The key of the chunk naming the node that saved the image.
 pub const NODE_KEY: &str = "weft.node";
+/// ComfyUI's key for the API-format prompt, which weft writes too, so
+/// ComfyUI's UI can load a weft image.
+pub const PROMPT_KEY: &str = "prompt";
+/// ComfyUI's key for the UI-format workflow.
+pub const WORKFLOW_KEY: &str = "workflow";
 
 /// Encodes 8-bit pixels (row-major, interleaved; 1 = gray, 2 = gray+alpha,
 /// 3 = RGB, 4 = RGBA channels) as a PNG with the given text chunks.
@@ -112,17 +117,21 @@ pub fn read_png(path: &Path) -> Result<PngFile, String> {
 /// The graph a weft PNG embeds, reading only the chunks before the pixels.
 /// `Ok(None)` when the file is a PNG without one.
 pub fn embedded_graph(path: &Path) -> Result<Option<String>, String> {
+    Ok(text_chunks(path)?
+        .into_iter()
+        .find(|(k, _)| k == GRAPH_KEY)
+        .map(|(_, v)| v))
+}
+
+/// Key and text of every text chunk before the pixels (which are not decoded).
+pub fn text_chunks(path: &Path) -> Result<Vec<(String, String)>, String> {
     let file =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let reader = png::Decoder::new(BufReader::new(file))
         .read_info()
         .map_err(|e| format!("{} is not a readable PNG: {e}", path.display()))?;
-    let text = texts(reader.info())
-        .map_err(|e| format!("{}: cannot read its text chunks: {e}", path.display()))?;
-    Ok(text
-        .into_iter()
-        .find(|(k, _)| k == GRAPH_KEY)
-        .map(|(_, v)| v))
+    texts(reader.info())
+        .map_err(|e| format!("{}: cannot read its text chunks: {e}", path.display()))
 }
 
 fn texts(info: &png::Info<'_>) -> Result<Vec<(String, String)>, png::DecodingError> {

@@ -71,6 +71,7 @@ pub fn exact_gaussian_model() -> NodeDef {
                 latent_format: Default::default(),
                 differential_diffusion: false,
                 skip_layer_guidance: None,
+                wrappers: Default::default(),
                 latent_channels: match cx.int("channels")? {
                     0 => None,
                     c => Some(c as usize),

@@ -57,6 +57,16 @@ impl Denoiser for Recording<'_> {
     }
 }
 
+/// `message` without a leading "`name`: " of one of `names`: a plugin's
+/// guider or sampler starts its errors with its own name, which the
+/// "sampler with guider:" context already gives, so it is said once.
+fn unprefixed<'a>(message: &'a str, names: &[&str]) -> &'a str {
+    names
+        .iter()
+        .find_map(|name| message.strip_prefix(name)?.strip_prefix(": "))
+        .unwrap_or(message)
+}
+
 /// Noises `latent` to `sigmas[0]`, runs the sampler, and returns the sample
 /// and the last denoised estimate. Without a noise seed, the stochastic
 /// samplers' step noise uses seed 0 (ComfyUI's `DisableNoise`).
@@ -190,7 +200,12 @@ pub fn sample_seeded(
             if ctx.cancel_token().is_cancelled() {
                 NodeError::cancelled()
             } else {
-                NodeError::new(format!("{} with {}: {e}", sampler.name, guider.name))
+                NodeError::new(format!(
+                    "{} with {}: {}",
+                    sampler.name,
+                    guider.name,
+                    unprefixed(&e.to_string(), &[&sampler.name, &guider.name])
+                ))
             }
         })?;
     let denoised = recording

@@ -1,4 +1,4 @@
-/* weft plugin ABI, major 1. The C mirror of the weft-plugin-abi crate
+/* weft plugin ABI 1.1 (1.0 plus appended fields: 1.0 plugins keep working). The C mirror of the weft-plugin-abi crate
  * (plugins/abi/src/lib.rs), which documents every field and the ownership
  * rules. A plugin exports one function:
  *
@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #define WEFT_ABI_MAJOR 1u
-#define WEFT_ABI_MINOR 0u
+#define WEFT_ABI_MINOR 1u
 #define WEFT_STATUS_OK 0
 #define WEFT_STATUS_ERROR 1
 
@@ -95,6 +95,20 @@ typedef struct WeftObjectVTable {
                        const WeftHandle *denoiser,
                        const DLManagedTensorVersioned *x, const double *sigmas,
                        size_t n_sigmas, DLManagedTensorVersioned **out);
+  /* 1.1: a denoiser wrapper (model_wrap): D(x, sigma) for `cond`, given
+   * the wrapped model `inner` (valid during the call; use model_denoise). */
+  WeftStatus (*wrap_denoise)(void *data, const WeftCall *call,
+                             const WeftHandle *inner,
+                             const DLManagedTensorVersioned *x, double sigma,
+                             const WeftHandle *cond,
+                             DLManagedTensorVersioned **out);
+  /* 1.1: an attention hook (model_attention_hook): the attention of layer
+   * `name` before the output projection; leave *out NULL to keep weft's. */
+  WeftStatus (*attend)(void *data, const WeftCall *call, WeftStr name,
+                       const DLManagedTensorVersioned *q,
+                       const DLManagedTensorVersioned *k,
+                       const DLManagedTensorVersioned *v, uint32_t heads,
+                       DLManagedTensorVersioned **out);
 } WeftObjectVTable;
 
 /* ---- schemas ---- */
@@ -176,6 +190,42 @@ typedef struct WeftHostApi {
   WeftStatus (*step_noise)(const WeftCall *call,
                            const DLManagedTensorVersioned *like,
                            DLManagedTensorVersioned **out);
+
+  /* ---- 1.1: CONDITIONING views. Every edit returns a new handle the
+   * plugin owns; nothing is changed in place. Keys: context, pooled,
+   * labels, mask, concat_latent, concat_mask (tensors); strength, guidance,
+   * start_percent, end_percent (floats); area ("cells H W TOP LEFT" or
+   * "fraction H W TOP LEFT"). Check host->abi_minor >= 1 first. ---- */
+  size_t (*cond_len)(const WeftHandle *cond);
+  WeftStatus (*cond_get)(const WeftCall *call, const WeftHandle *cond,
+                         size_t index, WeftStr key, WeftValue *out);
+  WeftStatus (*cond_set)(const WeftCall *call, const WeftHandle *cond,
+                         size_t index, WeftStr key, const WeftValue *value,
+                         const WeftHandle **out);
+  WeftStatus (*cond_entry)(const WeftCall *call, const WeftHandle *cond,
+                           size_t index, const WeftHandle **out);
+  WeftStatus (*cond_combine)(const WeftCall *call, const WeftHandle *a,
+                             const WeftHandle *b, const WeftHandle **out);
+  WeftStatus (*cond_new)(const WeftCall *call,
+                         const DLManagedTensorVersioned *context,
+                         const DLManagedTensorVersioned *pooled,
+                         const WeftHandle **out);
+
+  /* ---- 1.1: MODEL patches, each returning a new MODEL handle. ---- */
+  WeftStatus (*model_wrap)(const WeftCall *call, const WeftHandle *model,
+                           WeftObject wrapper, const WeftHandle **out);
+  WeftStatus (*model_denoise)(const WeftCall *call, const WeftHandle *model,
+                              const DLManagedTensorVersioned *x, double sigma,
+                              const WeftHandle *cond,
+                              DLManagedTensorVersioned **out);
+  WeftStatus (*model_add_deltas)(const WeftCall *call,
+                                 const WeftHandle *model, const WeftStr *names,
+                                 const DLManagedTensorVersioned *const *deltas,
+                                 size_t n, double strength,
+                                 const WeftHandle **out);
+  WeftStatus (*model_attention_hook)(const WeftCall *call,
+                                     const WeftHandle *model, WeftObject hook,
+                                     const WeftHandle **out);
 } WeftHostApi;
 
 /* A WeftStr from a string literal, as an expression ... */

@@ -27,8 +27,10 @@ use std::ffi::c_void;
 
 /// Raised when a change breaks existing plugins; the host refuses other majors.
 pub const ABI_MAJOR: u32 = 1;
-/// Raised when fields are appended to a table.
-pub const ABI_MINOR: u32 = 0;
+/// Raised when fields are appended to a table. 1.1 appended the
+/// CONDITIONING views and MODEL patches to [`HostApi`] and two slots to
+/// [`ObjectVTable`].
+pub const ABI_MINOR: u32 = 1;
 
 /// The one symbol a plugin library exports.
 pub const ENTRY_SYMBOL: &[u8] = b"weft_plugin_entry";
@@ -254,6 +256,36 @@ pub struct ObjectVTable {
             out: *mut *mut DLManagedTensorVersioned,
         ) -> Status,
     >,
+    /// 1.1, a denoiser wrapper ([`HostApi::model_wrap`]): D(x, σ) for the
+    /// CONDITIONING `cond`, given the wrapped model `inner` (a handle valid
+    /// during this call, for [`HostApi::model_denoise`]).
+    pub wrap_denoise: Option<
+        unsafe extern "C" fn(
+            data: *mut c_void,
+            call: *const Call,
+            inner: *const Handle,
+            x: *const DLManagedTensorVersioned,
+            sigma: f64,
+            cond: *const Handle,
+            out: *mut *mut DLManagedTensorVersioned,
+        ) -> Status,
+    >,
+    /// 1.1, an attention hook ([`HostApi::model_attention_hook`]): the
+    /// attention of the layer `name` (diffusers' weight prefix) from `q`,
+    /// `k`, `v` (`[batch, tokens, heads·dim]`), before the output
+    /// projection. Leaving `*out` null keeps the host's attention.
+    pub attend: Option<
+        unsafe extern "C" fn(
+            data: *mut c_void,
+            call: *const Call,
+            name: Str,
+            q: *const DLManagedTensorVersioned,
+            k: *const DLManagedTensorVersioned,
+            v: *const DLManagedTensorVersioned,
+            heads: u32,
+            out: *mut *mut DLManagedTensorVersioned,
+        ) -> Status,
+    >,
 }
 
 // ------------------------------------------------------------------ schemas
@@ -385,7 +417,117 @@ pub struct HostApi {
         like: *const DLManagedTensorVersioned,
         out: *mut *mut DLManagedTensorVersioned,
     ) -> Status,
+
+    // ---- 1.1: CONDITIONING views. A conditioning is a list of entries;
+    // nothing is changed in place: every edit returns a new handle, which
+    // the plugin owns (release it, or return it as an output). ----
+    /// The entries of a CONDITIONING handle (0 for any other handle).
+    pub cond_len: unsafe extern "C" fn(cond: *const Handle) -> usize,
+    /// Field `key` ([`COND_KEYS`]) of entry `index` into `*out`: a tensor
+    /// the plugin owns (and deletes), a float, a string, or `VALUE_NONE`
+    /// when the entry has none.
+    pub cond_get: unsafe extern "C" fn(
+        call: *const Call,
+        cond: *const Handle,
+        index: usize,
+        key: Str,
+        out: *mut Value,
+    ) -> Status,
+    /// A copy of `cond` with field `key` of entry `index` set to `*value`
+    /// (`VALUE_NONE` clears it). Tensors are copied; attachments (ControlNet
+    /// hints, size conditioning) stay as they are.
+    pub cond_set: unsafe extern "C" fn(
+        call: *const Call,
+        cond: *const Handle,
+        index: usize,
+        key: Str,
+        value: *const Value,
+        out: *mut *const Handle,
+    ) -> Status,
+    /// Entry `index` of `cond` alone, attachments included.
+    pub cond_entry: unsafe extern "C" fn(
+        call: *const Call,
+        cond: *const Handle,
+        index: usize,
+        out: *mut *const Handle,
+    ) -> Status,
+    /// The entries of `a`, then those of `b` (`ConditioningCombine`).
+    pub cond_combine: unsafe extern "C" fn(
+        call: *const Call,
+        a: *const Handle,
+        b: *const Handle,
+        out: *mut *const Handle,
+    ) -> Status,
+    /// A one-entry CONDITIONING from token states `[batch, tokens, dim]`
+    /// and, optionally (null), pooled states `[batch, dim]`.
+    pub cond_new: unsafe extern "C" fn(
+        call: *const Call,
+        context: *const DLManagedTensorVersioned,
+        pooled: *const DLManagedTensorVersioned,
+        out: *mut *const Handle,
+    ) -> Status,
+
+    // ---- 1.1: MODEL patches, each returning a new MODEL handle. ----
+    /// `model` with a denoiser wrapper around D(x, σ): `wrapper`'s table
+    /// has `wrap_denoise`. The host owns the object from here on (and
+    /// releases it even when this fails).
+    pub model_wrap: unsafe extern "C" fn(
+        call: *const Call,
+        model: *const Handle,
+        wrapper: Object,
+        out: *mut *const Handle,
+    ) -> Status,
+    /// D(x, σ) of a MODEL handle (or a wrapper's `inner`) for a
+    /// CONDITIONING handle, with the model's own wrappers applied.
+    pub model_denoise: unsafe extern "C" fn(
+        call: *const Call,
+        model: *const Handle,
+        x: *const DLManagedTensorVersioned,
+        sigma: f64,
+        cond: *const Handle,
+        out: *mut *mut DLManagedTensorVersioned,
+    ) -> Status,
+    /// `model` with `n` deltas added at `strength` to the weights named in
+    /// `names` (the UNet's diffusers names, `….weight`), each delta shaped
+    /// like its weight.
+    pub model_add_deltas: unsafe extern "C" fn(
+        call: *const Call,
+        model: *const Handle,
+        names: *const Str,
+        deltas: *const *const DLManagedTensorVersioned,
+        n: usize,
+        strength: f64,
+        out: *mut *const Handle,
+    ) -> Status,
+    /// `model` with its attention layers consulting `hook` (a table with
+    /// `attend`). The host owns the object from here on.
+    pub model_attention_hook: unsafe extern "C" fn(
+        call: *const Call,
+        model: *const Handle,
+        hook: Object,
+        out: *mut *const Handle,
+    ) -> Status,
 }
+
+/// The fields of a conditioning entry that [`HostApi::cond_get`] and
+/// [`HostApi::cond_set`] know: tensors `context` `[B,T,C]`, `pooled`
+/// `[B,C]`, `labels` (int64 `[B]`, −1 for the null class), `mask`
+/// `[1,H,W]`, `concat_latent`, `concat_mask`; floats `strength`,
+/// `guidance` (Flux), `start_percent`, `end_percent`; and `area`, a
+/// string `"cells H W TOP LEFT"` or `"fraction H W TOP LEFT"`.
+pub const COND_KEYS: [&str; 11] = [
+    "context",
+    "pooled",
+    "labels",
+    "mask",
+    "concat_latent",
+    "concat_mask",
+    "strength",
+    "guidance",
+    "start_percent",
+    "end_percent",
+    "area",
+];
 
 #[cfg(feature = "candle")]
 pub mod tensor;

@@ -12,6 +12,7 @@ use weft_plugin_abi::{
 use weft_sampling::SampleContext;
 
 use crate::handle::{denoise_through, handle_path, handle_release, handle_retain, handle_type};
+use crate::{patches, views};
 
 /// Where a call came from decides what progress and step noise mean.
 pub(crate) enum Origin<'a, 'b> {
@@ -28,6 +29,16 @@ pub(crate) struct CallState<'a, 'b> {
     origin: Origin<'a, 'b>,
     error: RefCell<Option<String>>,
     cancelled: Cell<bool>,
+    /// Who is calling: objects the plugin hands over during the call
+    /// (model wrappers, attention hooks) keep its library loaded.
+    pub(crate) owner: Option<Owner>,
+}
+
+/// The plugin code behind a call, for naming and keeping it loaded.
+#[derive(Clone)]
+pub(crate) struct Owner {
+    pub(crate) name: String,
+    pub(crate) library: std::sync::Arc<libloading::Library>,
 }
 
 impl<'a, 'b> CallState<'a, 'b> {
@@ -36,7 +47,13 @@ impl<'a, 'b> CallState<'a, 'b> {
             origin,
             error: RefCell::new(None),
             cancelled: Cell::new(false),
+            owner: None,
         }
+    }
+
+    pub(crate) fn owned_by(mut self, owner: Owner) -> Self {
+        self.owner = Some(owner);
+        self
     }
 
     pub(crate) fn as_call(&self) -> *const Call {
@@ -75,7 +92,7 @@ pub(crate) unsafe fn state<'x>(call: *const Call) -> Option<&'x CallState<'x, 'x
 }
 
 /// Runs a host callback without letting a panic unwind into plugin code.
-fn shielded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+pub(crate) fn shielded<T>(fallback: T, f: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or(fallback)
 }
 
@@ -223,7 +240,7 @@ unsafe extern "C" fn denoise(
     })
 }
 
-fn status(state: &CallState<'_, '_>, result: Result<(), String>) -> abi::Status {
+pub(crate) fn status(state: &CallState<'_, '_>, result: Result<(), String>) -> abi::Status {
     match result {
         Ok(()) => abi::STATUS_OK,
         Err(message) => {
@@ -250,4 +267,14 @@ pub(crate) static HOST_API: HostApi = HostApi {
     denoise,
     denoiser_path: handle_path,
     step_noise,
+    cond_len: views::cond_len,
+    cond_get: views::cond_get,
+    cond_set: views::cond_set,
+    cond_entry: views::cond_entry,
+    cond_combine: views::cond_combine,
+    cond_new: views::cond_new,
+    model_wrap: patches::model_wrap,
+    model_denoise: patches::model_denoise,
+    model_add_deltas: patches::model_add_deltas,
+    model_attention_hook: patches::model_attention_hook,
 };

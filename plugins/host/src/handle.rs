@@ -6,7 +6,7 @@ use candle_core::Tensor;
 use weft_core::Value;
 use weft_plugin_abi::{self as abi, Str};
 use weft_sampling::handles::GuiderHandle;
-use weft_sampling::{Denoiser, Path};
+use weft_sampling::{Conditioning, Denoiser, Path};
 
 /// What a handle stands for.
 pub(crate) enum HostObject {
@@ -15,7 +15,18 @@ pub(crate) enum HostObject {
     /// The denoiser a sampler is driving, valid during `sample` only; cleared
     /// afterwards so a handle kept against the rules fails cleanly.
     Borrowed(Mutex<Option<&'static dyn Denoiser>>),
+    /// The model a denoiser wrapper wraps, valid during its call only.
+    Inner(Mutex<Option<InnerRef>>),
 }
+
+/// A wrapper's inner D(x, σ, c), lent for one call.
+#[derive(Clone, Copy)]
+pub(crate) struct InnerRef(pub(crate) &'static (dyn Fn(&Tensor, f64, &Conditioning) -> candle_core::Result<Tensor> + 'static));
+
+// SAFETY: used only on the thread of the call it was lent for (the ABI's
+// rule for `call`-taking functions), and cleared before the borrow ends.
+unsafe impl Send for InnerRef {}
+unsafe impl Sync for InnerRef {}
 
 pub(crate) struct HostHandle {
     pub(crate) object: HostObject,
@@ -43,9 +54,22 @@ impl HostHandle {
         })
     }
 
+    /// A MODEL handle for a wrapper's inner D, lent for one call.
+    pub(crate) fn lend_inner(inner: weft_sampling::wrapper::Inner<'_>) -> Arc<HostHandle> {
+        // SAFETY: `expire` clears the reference before the borrow ends.
+        let inner: &'static (dyn Fn(&Tensor, f64, &Conditioning) -> candle_core::Result<Tensor> + 'static) =
+            unsafe { std::mem::transmute(inner) };
+        Arc::new(HostHandle {
+            object: HostObject::Inner(Mutex::new(Some(InnerRef(inner)))),
+            type_name: "MODEL",
+        })
+    }
+
     pub(crate) fn expire(&self) {
-        if let HostObject::Borrowed(d) = &self.object {
-            *d.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        match &self.object {
+            HostObject::Borrowed(d) => *d.lock().unwrap_or_else(|e| e.into_inner()) = None,
+            HostObject::Inner(i) => *i.lock().unwrap_or_else(|e| e.into_inner()) = None,
+            HostObject::Value(_) => {}
         }
     }
 
@@ -57,7 +81,7 @@ impl HostHandle {
     pub(crate) fn value(&self) -> Option<&Value> {
         match &self.object {
             HostObject::Value(v) => Some(v),
-            HostObject::Borrowed(_) => None,
+            HostObject::Borrowed(_) | HostObject::Inner(_) => None,
         }
     }
 }
@@ -122,6 +146,7 @@ unsafe fn with_denoiser<T>(
                 denoiser.ok_or("the sampler's denoiser handle was used after `sample` returned")?;
             f(denoiser)
         }
+        HostObject::Inner(_) => Err("denoise needs a GUIDER; use model_denoise for a MODEL".into()),
     }
 }
 

@@ -11,7 +11,10 @@ mod handle;
 mod library;
 mod node;
 mod objects;
+mod patches;
+mod views;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -67,10 +70,16 @@ impl PluginHost {
     }
 
     /// Loads every library in `dirs` (sorted by name) into `registry`,
-    /// returning what failed.
+    /// returning what failed. A directory named twice (`--plugins d
+    /// --plugins ./d`, a repeat in `WEFT_PLUGINS`) is read once, so each
+    /// library loads, or is reported, once.
     pub fn load_dirs(&mut self, dirs: &[PathBuf], registry: &mut Registry) -> Vec<PluginError> {
         let mut errors = Vec::new();
+        let mut seen = HashSet::new();
         for dir in dirs {
+            if !seen.insert(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone())) {
+                continue;
+            }
             let entries = match std::fs::read_dir(dir) {
                 Ok(entries) => entries,
                 Err(e) => {

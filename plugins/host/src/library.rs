@@ -60,8 +60,15 @@ impl Plugin {
             let _ = std::fs::remove_dir(dir);
         }
         let library = Arc::new(library.map_err(|e| {
+            // The loader names the private copy, a temporary file the user
+            // never made; the error is about theirs, already named.
+            let copy = copy.display().to_string();
+            let why = e
+                .to_string()
+                .replace(&format!("{copy}: "), "")
+                .replace(&copy, &path.display().to_string());
             fail(format!(
-                "not a loadable library ({e}); plugins are shared libraries built for this platform"
+                "not a loadable library ({why}); plugins are shared libraries built for this platform"
             ))
         })?);
         let entry = unsafe { library.get::<abi::EntryFn>(abi::ENTRY_SYMBOL) }.map_err(|_| {

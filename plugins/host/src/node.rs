@@ -12,7 +12,7 @@ use weft_core::{
 use weft_plugin_abi::{self as abi, tensor, Str};
 use weft_sampling::handles::{GuiderHandle, SamplerHandle};
 
-use crate::call::{CallState, Origin};
+use crate::call::{CallState, Origin, Owner};
 use crate::handle::{handle_release, resolve, HostHandle};
 use crate::objects::{PluginGuider, PluginObject, PluginSampler};
 
@@ -112,7 +112,10 @@ impl Node for PluginNode {
         let lent = lend(ctx.inputs, &self.schema)?;
         let n_outputs = self.schema.outputs.len();
         let mut outputs = vec![abi::Value::NONE; n_outputs];
-        let state = CallState::new(Origin::Node(ctx));
+        let state = CallState::new(Origin::Node(ctx)).owned_by(Owner {
+            name: format!("plugin node `{}`", self.schema.type_name),
+            library: self.library.clone(),
+        });
         let status = unsafe {
             (self.run)(
                 self.node_data as *mut std::ffi::c_void,

@@ -35,7 +35,19 @@ impl PluginObject {
         }
     }
 
-    fn vtable(&self) -> &abi::ObjectVTable {
+    /// Who made the object, for calls it makes back into the host.
+    pub(crate) fn owner(&self) -> crate::call::Owner {
+        crate::call::Owner {
+            name: self.name.clone(),
+            library: self._library.clone(),
+        }
+    }
+
+    pub(crate) fn data(&self) -> *mut std::ffi::c_void {
+        self.object.data
+    }
+
+    pub(crate) fn vtable(&self) -> &abi::ObjectVTable {
         // SAFETY: checked non-null when the object was accepted.
         unsafe { &*self.object.vtable }
     }
@@ -54,7 +66,7 @@ impl PluginObject {
     }
 
     /// Imports a tensor the plugin returned, which must match `like`'s shape.
-    unsafe fn result(
+    pub(crate) unsafe fn result(
         &self,
         status: abi::Status,
         state: &CallState<'_, '_>,

@@ -4,8 +4,10 @@
 //!
 //! Depends only on `error`; host objects live in `handle`.
 
+use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::Once;
 
 use candle_core::Tensor;
 use weft_plugin_abi::{self as abi, tensor, Call, HostApi, Status, Str};
@@ -27,9 +29,37 @@ pub(crate) fn host() -> &'static HostApi {
     unsafe { host.as_ref() }.expect("weft_plugin_entry ran first")
 }
 
+thread_local! {
+    /// How many [`guard`]s this thread is inside (they nest: a plugin
+    /// sampler's `sample` calls the host, which may call a plugin guider).
+    static GUARDED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Installs, once per loaded copy of the plugin, a panic hook that stays
+/// silent inside [`guard`]: there the panic becomes the node's error, and
+/// weft prints that one message, so the default hook's `thread '…'
+/// panicked at …` on stderr would say it twice. Elsewhere (a thread the
+/// plugin started) the previous hook runs as before. A cdylib links its own
+/// copy of std, so this hook only ever sees this plugin's panics.
+fn quiet_guarded_panics() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if GUARDED.with(Cell::get) == 0 {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs `f`, turning its error or panic into a status and a message on `call`.
 pub(crate) fn guard(call: *const Call, f: impl FnOnce() -> Result<()>) -> Status {
-    let message = match catch_unwind(AssertUnwindSafe(f)) {
+    quiet_guarded_panics();
+    GUARDED.with(|g| g.set(g.get() + 1));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    GUARDED.with(|g| g.set(g.get() - 1));
+    let message = match result {
         Ok(Ok(())) => return abi::STATUS_OK,
         Ok(Err(e)) => e.0,
         Err(panic) => {

@@ -58,6 +58,15 @@ impl Handle {
         Handle { ptr, owned: false }
     }
 
+    /// Takes over a reference the host gave us (a new handle it returned).
+    pub(crate) fn owned(ptr: *const abi::Handle) -> Self {
+        Handle { ptr, owned: true }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const abi::Handle {
+        self.ptr
+    }
+
     /// Gives up this reference to the host, which takes it over.
     pub(crate) fn into_ptr(self) -> *const abi::Handle {
         let ptr = self.ptr;

@@ -55,7 +55,9 @@
 //!
 //! Modules, each importing only those before it: `error`, `context` (the
 //! host table, `guard`, [`Context`]), `handle` ([`Handle`], [`Path`]),
-//! `objects` ([`Guider`], [`Sampler`]), `value` ([`Value`], [`Inputs`]),
+//! `views` ([`Conditioning`], [`Model`]: ABI 1.1's views of host values),
+//! `objects` ([`Guider`], [`Sampler`], [`DenoiserWrapper`],
+//! [`AttentionHook`]), `value` ([`Value`], [`Inputs`]),
 //! `node` ([`NodeContext`], [`Node`]), `define` ([`Define`], [`NodeDef`]),
 //! `entry` (the exported functions).
 
@@ -67,6 +69,7 @@ mod handle;
 mod node;
 mod objects;
 mod value;
+mod views;
 
 pub use candle_core::{self as candle, DType, Device, Tensor};
 pub use context::Context;
@@ -74,7 +77,8 @@ pub use define::{Define, NodeDef};
 pub use error::{Error, Result};
 pub use handle::{Handle, Path};
 pub use node::{Node, NodeContext};
-pub use objects::{Guider, Sampler};
+pub use objects::{AttentionHook, DenoiserWrapper, Guider, Sampler};
+pub use views::{Conditioning, Field, Model};
 pub use value::{Inputs, Value};
 pub use weft_plugin_abi as abi;
 pub use weft_schema::{Cost, InputSpec, IntoOutputs, Literal, NodeSchema, ValueType};

@@ -70,6 +70,16 @@ impl<'a> NodeContext<'a> {
     pub fn handle(&self, name: &str) -> Result<Handle> {
         self.inputs.handle(name)
     }
+
+    /// A CONDITIONING input as a view of its entries (ABI 1.1).
+    pub fn conditioning(&self, name: &str) -> Result<crate::Conditioning> {
+        crate::Conditioning::from_handle(self.handle(name)?)
+    }
+
+    /// A MODEL input, to denoise with or patch (ABI 1.1).
+    pub fn model(&self, name: &str) -> Result<crate::Model> {
+        crate::Model::from_handle(self.handle(name)?)
+    }
 }
 
 impl Deref for NodeContext<'_> {

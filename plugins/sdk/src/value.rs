@@ -221,3 +221,15 @@ impl<'a> Inputs<'a> {
         }
     }
 }
+
+impl From<crate::Conditioning> for Value {
+    fn from(c: crate::Conditioning) -> Value {
+        Value::Handle(c.into_handle())
+    }
+}
+
+impl From<crate::Model> for Value {
+    fn from(m: crate::Model) -> Value {
+        Value::Handle(m.into_handle())
+    }
+}
