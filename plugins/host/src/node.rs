@@ -203,10 +203,11 @@ impl PluginNode {
                         } else {
                             LatentSpace::new(space)
                         };
+                        let noise_mask = noise_mask_for(inputs, &t);
                         Value::Latent(Arc::new(Latent {
                             samples: t,
                             space,
-                            noise_mask: None,
+                            noise_mask,
                         }))
                     }
                 })
@@ -309,4 +310,14 @@ fn latent_space_of(inputs: &Inputs) -> LatentSpace {
             _ => None,
         })
         .unwrap_or_else(LatentSpace::pixels)
+}
+
+/// A LATENT input's noise mask, carried to a latent the plugin returns at
+/// the same size: plugins see latents as plain tensors, and an inpainting
+/// mask must not vanish because one passed through a plugin node.
+fn noise_mask_for(inputs: &Inputs, samples: &candle_core::Tensor) -> Option<candle_core::Tensor> {
+    inputs.schema().inputs.iter().find_map(|spec| match inputs.get(&spec.name) {
+        Some(Value::Latent(l)) if l.samples.dims() == samples.dims() => l.noise_mask.clone(),
+        _ => None,
+    })
 }

@@ -267,3 +267,26 @@ fn a_weight_delta_from_a_plugin_equals_adding_it_here() {
     let message = &report.failed.iter().find(|f| f.node == "wrong").unwrap().message;
     assert!(message.contains("conv_out.bais") && message.contains("conv_out.bias"), "{message}");
 }
+
+#[test]
+fn a_latent_keeps_its_noise_mask_through_a_plugin() {
+    let (registry, _host) = with_plugins(&[rust_plugin("weft-plugin-conditioning")]);
+    let graph = graph(
+        &registry,
+        r#"(nodes: {
+        "latent": EmptyLatentImage(width: 64, height: 64, batch_size: 1),
+        "mask": SolidMask(value: 0.5, width: 64, height: 64),
+        "masked": SetLatentNoiseMask(samples: Link("latent", "LATENT"), mask: Link("mask", "MASK")),
+        "scaled": ExampleLatentMultiply(samples: Link("masked", "LATENT"), multiplier: 2.0),
+    })"#,
+    );
+    let report = run(&Executor::new(1 << 30), &graph, &["masked", "scaled"]);
+    let latent = |node: &str| match &report.output(node).unwrap()[0] {
+        Value::Latent(l) => l.clone(),
+        other => panic!("{}", other.summary()),
+    };
+    let (before, after) = (latent("masked"), latent("scaled"));
+    let mask = after.noise_mask.as_ref().expect("the mask survived");
+    assert!(max_abs_diff(before.noise_mask.as_ref().unwrap(), mask) == 0.0);
+    assert_eq!(after.space, before.space);
+}

@@ -2,7 +2,9 @@
 //! view: the two kinds most of ComfyUI's custom conditioning nodes are,
 //! arithmetic on an entry's tensors and setting an entry's options. They
 //! compute what weft's built-in `ConditioningAverage` and
-//! `ConditioningSetTimestepRange` do, so the tests can compare them.
+//! `ConditioningSetTimestepRange` do, so the tests can compare them. A
+//! latent edit beside them shows a LATENT keeping its noise mask through a
+//! plugin.
 
 use weft_plugin_sdk::{
     export_plugin, Conditioning, Context, Define, Field, InputSpec, NodeDef, NodeSchema, Result,
@@ -87,8 +89,24 @@ fn timestep_range_node() -> NodeDef {
     })
 }
 
+fn latent_multiply_node() -> NodeDef {
+    NodeSchema::new(
+        "ExampleLatentMultiply",
+        "plugins/latent",
+        "The latent times `multiplier` (ComfyUI's LatentMultiply); its noise mask goes with it.",
+    )
+    .input(InputSpec::of("samples", ValueType::Latent).doc("The latent."))
+    .input(InputSpec::float("multiplier").default(1.0).range(-10.0, 10.0).step(0.01).doc("The factor."))
+    .output("LATENT", ValueType::Latent, "The scaled latent.")
+    .run(|cx| {
+        let samples = (cx.tensor("samples")? * cx.float("multiplier")?)?;
+        let space = cx.latent_space("samples")?.to_string();
+        Ok(Value::Latent { samples, space })
+    })
+}
+
 export_plugin! {
     name: "conditioning-examples",
     version: "0.1.0",
-    nodes: [average_node(), timestep_range_node()],
+    nodes: [average_node(), timestep_range_node(), latent_multiply_node()],
 }
