@@ -15,10 +15,13 @@ use crate::EXIT_INVALID;
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
-    /// Copy a built plugin library into the first plugin directory
-    /// (`--plugins`, else `WEFT_PLUGINS`, else ~/.local/share/weft/plugins),
-    /// after checking that it loads. The copy replaces a library of the
-    /// same name atomically, so a running `weft watch` reloads it.
+    /// Check that a built plugin library loads, then copy it into the
+    /// plugin directory.
+    ///
+    /// The directory is the first `--plugins`, else the first of
+    /// `WEFT_PLUGINS`, else ~/.local/share/weft/plugins, created if need
+    /// be. The copy replaces a library of the same name atomically, so a
+    /// running `weft watch` reloads it.
     Install {
         /// The library, wherever cargo put it: `libNAME.so` (Linux),
         /// `libNAME.dylib` (macOS) or `NAME.dll` (Windows).
