@@ -57,7 +57,11 @@ fn build_invert_plugin(out: &Path) {
 /// dependency, so cargo builds it beside this test).
 fn panicking_plugin_dir(dir: &Path) -> PathBuf {
     let file = library_name("weft_plugin_test_panicking");
-    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let built = [deps.join(&file), deps.parent().unwrap().join(&file)]
         .into_iter()
         .find(|p| p.is_file())
@@ -109,12 +113,20 @@ fn plugin_install_checks_the_library_then_copies_it_into_the_plugin_directory() 
     // A library that does not load is refused, and nothing is written.
     let broken = built.join(library_name("broken"));
     std::fs::write(&broken, "not a library").unwrap();
-    let out = weft(&["plugin", "install", arg(&broken), "--plugins", arg(&plugins)]);
+    let out = weft(&[
+        "plugin",
+        "install",
+        arg(&broken),
+        "--plugins",
+        arg(&plugins),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains(&format!("plugin {}: not a loadable library", broken.display()))
-            && stderr.contains("nothing was installed"),
+        stderr.contains(&format!(
+            "plugin {}: not a loadable library",
+            broken.display()
+        )) && stderr.contains("nothing was installed"),
         "{stderr}"
     );
     assert!(!plugins.join(library_name("broken")).exists());
@@ -122,7 +134,13 @@ fn plugin_install_checks_the_library_then_copies_it_into_the_plugin_directory() 
     // So is a file weft would never load from a plugin directory.
     let readme = built.join("README.txt");
     std::fs::write(&readme, "hello").unwrap();
-    let out = weft(&["plugin", "install", arg(&readme), "--plugins", arg(&plugins)]);
+    let out = weft(&[
+        "plugin",
+        "install",
+        arg(&readme),
+        "--plugins",
+        arg(&plugins),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains(&format!(

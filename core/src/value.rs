@@ -239,8 +239,9 @@ impl From<String> for Value {
 mod tests {
     use super::*;
 
+    /// An object whose Debug dump is long (its field is read only by Debug).
     #[derive(Debug)]
-    struct Big(Vec<Option<u32>>);
+    struct Big(#[allow(dead_code)] Vec<Option<u32>>);
 
     impl Object for Big {}
 

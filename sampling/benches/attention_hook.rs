@@ -16,13 +16,28 @@ use weft_sampling::attention_hook::{hooked, with_hook, AttentionHook};
 struct Declines;
 
 impl AttentionHook for Declines {
-    fn attend(&self, _: &str, _: &Tensor, _: &Tensor, _: &Tensor, _: usize) -> candle_core::Result<Option<Tensor>> {
+    fn attend(
+        &self,
+        _: &str,
+        _: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        _: usize,
+    ) -> candle_core::Result<Option<Tensor>> {
         Ok(None)
     }
 }
 
 fn as_the_unet_does(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
-    match hooked("mid_block.attentions.0.transformer_blocks.0.attn1", q, k, v, 8).unwrap() {
+    match hooked(
+        "mid_block.attentions.0.transformer_blocks.0.attn1",
+        q,
+        k,
+        v,
+        8,
+    )
+    .unwrap()
+    {
         Some(t) => t,
         None => weft_kernels::attention::attention(q, k, v, 8).unwrap(),
     }
@@ -47,7 +62,9 @@ fn main() {
     let _ = as_the_unet_does(&q, &k, &v);
     let (mut direct, mut unhooked, mut declined) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..15 {
-        direct.push(time(&|| weft_kernels::attention::attention(&q, &k, &v, 8).unwrap()));
+        direct.push(time(&|| {
+            weft_kernels::attention::attention(&q, &k, &v, 8).unwrap()
+        }));
         unhooked.push(time(&|| as_the_unet_does(&q, &k, &v)));
         declined.push(time(&|| with_hook(&hook, || as_the_unet_does(&q, &k, &v))));
     }

@@ -10,8 +10,8 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use candle_core::{Result, Tensor};
 use crate::{Conditioning, Network};
+use candle_core::{Result, Tensor};
 
 /// Decides, per attention layer, whether to replace its attention.
 pub trait AttentionHook: Send + Sync + std::fmt::Debug {
@@ -50,7 +50,13 @@ pub fn with_hook<T>(hook: &Arc<dyn AttentionHook>, f: impl FnOnce() -> T) -> T {
 
 /// The active hook's attention for the layer `name`, when there is a hook
 /// and it takes this layer; `None` means the caller's own kernel.
-pub fn hooked(name: &str, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Option<Tensor>> {
+pub fn hooked(
+    name: &str,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+) -> Result<Option<Tensor>> {
     let hook = ACTIVE.with(|a| a.borrow().clone());
     match hook {
         Some(hook) => hook.attend(name, q, k, v, heads),

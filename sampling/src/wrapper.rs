@@ -13,7 +13,13 @@ pub type Inner<'a> = &'a dyn Fn(&Tensor, f64, &Conditioning) -> Result<Tensor>;
 /// Replaces a model's D(x, σ, c): `inner` is the model's own (or the next
 /// wrapper's), and the result is a denoised estimate like it.
 pub trait DenoiserWrapper: Send + Sync + std::fmt::Debug {
-    fn denoise(&self, inner: Inner<'_>, x: &Tensor, sigma: f64, cond: &Conditioning) -> Result<Tensor>;
+    fn denoise(
+        &self,
+        inner: Inner<'_>,
+        x: &Tensor,
+        sigma: f64,
+        cond: &Conditioning,
+    ) -> Result<Tensor>;
 }
 
 /// Wrappers in the order they were applied: the last one applied is the

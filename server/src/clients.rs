@@ -21,9 +21,12 @@ pub enum Frame {
     Binary(Vec<u8>),
 }
 
+/// The sockets of one client id, each with its registration key.
+type Sockets = HashMap<String, Vec<(u64, UnboundedSender<Frame>)>>;
+
 #[derive(Default)]
 pub struct Clients {
-    sockets: Mutex<HashMap<String, Vec<(u64, UnboundedSender<Frame>)>>>,
+    sockets: Mutex<Sockets>,
     next: Mutex<u64>,
 }
 
@@ -49,9 +52,7 @@ impl Clients {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(u64, UnboundedSender<Frame>)>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sockets> {
         self.sockets.lock().unwrap_or_else(|e| e.into_inner())
     }
 

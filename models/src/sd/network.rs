@@ -147,19 +147,27 @@ impl Network for SdUNet {
         deltas: &[(String, Tensor)],
         strength: f64,
     ) -> Option<std::result::Result<Arc<dyn Network>, String>> {
-        Some(self.add_deltas(deltas, strength).map(|u| Arc::new(u) as Arc<dyn Network>))
+        Some(
+            self.add_deltas(deltas, strength)
+                .map(|u| Arc::new(u) as Arc<dyn Network>),
+        )
     }
 }
 
 impl SdUNet {
-    fn add_deltas(&self, deltas: &[(String, Tensor)], strength: f64) -> std::result::Result<SdUNet, String> {
+    fn add_deltas(
+        &self,
+        deltas: &[(String, Tensor)],
+        strength: f64,
+    ) -> std::result::Result<SdUNet, String> {
         let base = self.weights();
         let mut changed = crate::weights::Weights::new();
         for (name, delta) in deltas {
             let weight = base.get(name).ok_or_else(|| {
-                let hint = weft_core::diagnostic::did_you_mean(name, base.keys().map(String::as_str))
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
+                let hint =
+                    weft_core::diagnostic::did_you_mean(name, base.keys().map(String::as_str))
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
                 format!("`{name}` is not a weight of this UNet{hint}")
             })?;
             if weight.dims() != delta.dims() {

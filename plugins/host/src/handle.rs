@@ -19,9 +19,12 @@ pub(crate) enum HostObject {
     Inner(Mutex<Option<InnerRef>>),
 }
 
-/// A wrapper's inner D(x, σ, c), lent for one call.
+/// A wrapper's inner D(x, σ, c).
+type InnerFn = dyn Fn(&Tensor, f64, &Conditioning) -> candle_core::Result<Tensor>;
+
+/// A wrapper's inner D, lent for one call.
 #[derive(Clone, Copy)]
-pub(crate) struct InnerRef(pub(crate) &'static (dyn Fn(&Tensor, f64, &Conditioning) -> candle_core::Result<Tensor> + 'static));
+pub(crate) struct InnerRef(pub(crate) &'static InnerFn);
 
 // SAFETY: used only on the thread of the call it was lent for (the ABI's
 // rule for `call`-taking functions), and cleared before the borrow ends.
@@ -57,8 +60,7 @@ impl HostHandle {
     /// A MODEL handle for a wrapper's inner D, lent for one call.
     pub(crate) fn lend_inner(inner: weft_sampling::wrapper::Inner<'_>) -> Arc<HostHandle> {
         // SAFETY: `expire` clears the reference before the borrow ends.
-        let inner: &'static (dyn Fn(&Tensor, f64, &Conditioning) -> candle_core::Result<Tensor> + 'static) =
-            unsafe { std::mem::transmute(inner) };
+        let inner: &'static InnerFn = unsafe { std::mem::transmute(inner) };
         Arc::new(HostHandle {
             object: HostObject::Inner(Mutex::new(Some(InnerRef(inner)))),
             type_name: "MODEL",

@@ -316,8 +316,12 @@ fn latent_space_of(inputs: &Inputs) -> LatentSpace {
 /// the same size: plugins see latents as plain tensors, and an inpainting
 /// mask must not vanish because one passed through a plugin node.
 fn noise_mask_for(inputs: &Inputs, samples: &candle_core::Tensor) -> Option<candle_core::Tensor> {
-    inputs.schema().inputs.iter().find_map(|spec| match inputs.get(&spec.name) {
-        Some(Value::Latent(l)) if l.samples.dims() == samples.dims() => l.noise_mask.clone(),
-        _ => None,
-    })
+    inputs
+        .schema()
+        .inputs
+        .iter()
+        .find_map(|spec| match inputs.get(&spec.name) {
+            Some(Value::Latent(l)) if l.samples.dims() == samples.dims() => l.noise_mask.clone(),
+            _ => None,
+        })
 }

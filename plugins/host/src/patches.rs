@@ -70,7 +70,9 @@ fn adopt(
         owner.library,
     ));
     if !object.provides(end, set) {
-        return Err(format!("the {what} object's table lacks its function (ABI 1.1)"));
+        return Err(format!(
+            "the {what} object's table lacks its function (ABI 1.1)"
+        ));
     }
     Ok(object)
 }
@@ -80,7 +82,13 @@ fn adopt(
 struct PluginWrapper(Arc<PluginObject>);
 
 impl DenoiserWrapper for PluginWrapper {
-    fn denoise(&self, inner: Inner<'_>, x: &Tensor, sigma: f64, cond: &Conditioning) -> Result<Tensor> {
+    fn denoise(
+        &self,
+        inner: Inner<'_>,
+        x: &Tensor,
+        sigma: f64,
+        cond: &Conditioning,
+    ) -> Result<Tensor> {
         let object = &self.0;
         let wrap = object.vtable().wrap_denoise.expect("checked on adoption");
         let state = CallState::new(Origin::Denoise).owned_by(object.owner());
@@ -89,7 +97,15 @@ impl DenoiserWrapper for PluginWrapper {
         let exported = tensor::export(x).map_err(candle_core::Error::Msg)?;
         let mut out = std::ptr::null_mut();
         unsafe {
-            let status = wrap(object.data(), state.as_call(), lent.as_abi(), exported, sigma, cond, &mut out);
+            let status = wrap(
+                object.data(),
+                state.as_call(),
+                lent.as_abi(),
+                exported,
+                sigma,
+                cond,
+                &mut out,
+            );
             lent.expire();
             crate::handle::handle_release(cond);
             tensor::delete(exported);
@@ -103,7 +119,14 @@ impl DenoiserWrapper for PluginWrapper {
 struct PluginHook(Arc<PluginObject>);
 
 impl AttentionHook for PluginHook {
-    fn attend(&self, name: &str, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<Option<Tensor>> {
+    fn attend(
+        &self,
+        name: &str,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        heads: usize,
+    ) -> Result<Option<Tensor>> {
         let object = &self.0;
         let attend = object.vtable().attend.expect("checked on adoption");
         let state = CallState::new(Origin::Denoise).owned_by(object.owner());
@@ -111,7 +134,16 @@ impl AttentionHook for PluginHook {
         let (eq, ek, ev) = (export(q)?, export(k)?, export(v)?);
         let mut out = std::ptr::null_mut();
         unsafe {
-            let status = attend(object.data(), state.as_call(), Str::new(name), eq, ek, ev, heads as u32, &mut out);
+            let status = attend(
+                object.data(),
+                state.as_call(),
+                Str::new(name),
+                eq,
+                ek,
+                ev,
+                heads as u32,
+                &mut out,
+            );
             for t in [eq, ek, ev] {
                 tensor::delete(t);
             }
@@ -133,7 +165,9 @@ pub(crate) unsafe extern "C" fn model_wrap(
 ) -> abi::Status {
     with_call(call, |state| {
         let end = offset_of!(T, wrap_denoise) + size_of::<usize>();
-        let object = adopt(state, wrapper, "denoiser wrapper", end, |t| t.wrap_denoise.is_some())?;
+        let object = adopt(state, wrapper, "denoiser wrapper", end, |t| {
+            t.wrap_denoise.is_some()
+        })?;
         let m = model(model_handle)?;
         let wrappers = m.wrappers.with(Arc::new(PluginWrapper(object)));
         give(out, Model { wrappers, ..m })
@@ -174,8 +208,11 @@ pub(crate) unsafe extern "C" fn model_add_deltas(
         }
         let mut pairs = Vec::with_capacity(n);
         for i in 0..n {
-            let name = (*names.add(i)).as_str().ok_or("a weight name is not UTF-8")?;
-            let delta = tensor::import_borrowed(*deltas.add(i)).map_err(|e| format!("`{name}`: {e}"))?;
+            let name = (*names.add(i))
+                .as_str()
+                .ok_or("a weight name is not UTF-8")?;
+            let delta =
+                tensor::import_borrowed(*deltas.add(i)).map_err(|e| format!("`{name}`: {e}"))?;
             pairs.push((name.to_string(), delta));
         }
         let network = m

@@ -44,7 +44,10 @@ fn entry(cond: &Conditioning, index: usize) -> Result<Conditioning, String> {
 }
 
 /// Runs a fallible view function for the call, recording its error.
-unsafe fn with_call(call: *const Call, f: impl FnOnce(&CallState<'_, '_>) -> Result<(), String>) -> abi::Status {
+unsafe fn with_call(
+    call: *const Call,
+    f: impl FnOnce(&CallState<'_, '_>) -> Result<(), String>,
+) -> abi::Status {
     shielded(abi::STATUS_ERROR, || {
         let Some(state) = state(call) else {
             return abi::STATUS_ERROR;
@@ -166,7 +169,8 @@ unsafe fn float_of(value: &abi::Value, key: &str) -> Result<Option<f64>, String>
 
 fn parse_area(text: &str) -> Result<Area, String> {
     let parts: Vec<&str> = text.split_whitespace().collect();
-    let bad = || format!("area {text:?}: expected \"cells H W TOP LEFT\" or \"fraction H W TOP LEFT\"");
+    let bad =
+        || format!("area {text:?}: expected \"cells H W TOP LEFT\" or \"fraction H W TOP LEFT\"");
     let [kind, a, b, c, d] = parts[..] else {
         return Err(bad());
     };
@@ -176,7 +180,12 @@ fn parse_area(text: &str) -> Result<Area, String> {
             Ok(Area::Cells(n(a)?, n(b)?, n(c)?, n(d)?))
         }
         "fraction" => {
-            let f = |s: &str| s.parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(bad);
+            let f = |s: &str| {
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(bad)
+            };
             Ok(Area::Fraction(f(a)?, f(b)?, f(c)?, f(d)?))
         }
         _ => Err(bad()),
@@ -201,12 +210,7 @@ unsafe fn set_field(e: &mut Conditioning, key: &str, value: &abi::Value) -> Resu
                         .and_then(|t| t.flatten_all())
                         .and_then(|t| t.to_vec1::<i64>())
                         .map_err(|e| format!("`labels`: {e}"))?;
-                    Some(
-                        codes
-                            .into_iter()
-                            .map(|c| u32::try_from(c).ok())
-                            .collect(),
-                    )
+                    Some(codes.into_iter().map(|c| u32::try_from(c).ok()).collect())
                 }
                 _ => return Err("`labels` takes an int64 tensor".into()),
             }
@@ -231,7 +235,9 @@ unsafe fn set_field(e: &mut Conditioning, key: &str, value: &abi::Value) -> Resu
         "area" => {
             e.area = match value.tag {
                 abi::VALUE_NONE => None,
-                abi::VALUE_STRING => Some(parse_area(value.string.as_str().ok_or("`area` is not UTF-8")?)?),
+                abi::VALUE_STRING => Some(parse_area(
+                    value.string.as_str().ok_or("`area` is not UTF-8")?,
+                )?),
                 _ => return Err("`area` takes a string".into()),
             }
         }
@@ -294,7 +300,10 @@ pub(crate) unsafe extern "C" fn cond_new(
             .and_then(|t| t.to_dtype(DType::F32).map_err(|e| e.to_string()))
             .map_err(|e| format!("context: {e}"))?;
         if context.rank() != 3 {
-            return Err(format!("context must be [batch, tokens, dim], got {:?}", context.dims()));
+            return Err(format!(
+                "context must be [batch, tokens, dim], got {:?}",
+                context.dims()
+            ));
         }
         let pooled = if pooled.is_null() {
             None

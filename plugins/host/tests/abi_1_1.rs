@@ -78,9 +78,16 @@ fn a_rust_conditioning_average_matches_the_builtin() {
         "plugin_pad": ExampleConditioningAverage(conditioning_to: Link("long", "CONDITIONING"), conditioning_from: Link("a", "CONDITIONING"), conditioning_to_strength: 0.6),"#,
         ),
     );
-    let report = run(&Executor::new(1 << 30), &graph, &["builtin", "plugin", "builtin_pad", "plugin_pad", "a"]);
+    let report = run(
+        &Executor::new(1 << 30),
+        &graph,
+        &["builtin", "plugin", "builtin_pad", "plugin_pad", "a"],
+    );
     for (builtin, plugin) in [("builtin", "plugin"), ("builtin_pad", "plugin_pad")] {
-        let (want, got) = (cond(&report, builtin).entries(), cond(&report, plugin).entries());
+        let (want, got) = (
+            cond(&report, builtin).entries(),
+            cond(&report, plugin).entries(),
+        );
         assert_eq!(want.len(), got.len(), "{plugin}: entries");
         for (w, g) in want.iter().zip(&got) {
             assert_same_tensors(&w.context, &g.context, plugin);
@@ -105,7 +112,11 @@ fn a_rust_timestep_range_node_sets_every_entry_and_mutates_nothing() {
         "again": ExampleConditioningTimestepRange(conditioning: Link("plugin", "CONDITIONING"), start: 0.0, end: 0.1),"#,
         ),
     );
-    let report = run(&Executor::new(1 << 30), &graph, &["builtin", "plugin", "again", "ab"]);
+    let report = run(
+        &Executor::new(1 << 30),
+        &graph,
+        &["builtin", "plugin", "again", "ab"],
+    );
     let want = cond(&report, "builtin").entries();
     let got = cond(&report, "plugin").entries();
     assert_eq!(got.len(), 2);
@@ -115,8 +126,14 @@ fn a_rust_timestep_range_node_sets_every_entry_and_mutates_nothing() {
         assert_same_tensors(&w.context, &g.context, "context kept");
     }
     // A new range over an old one, and the input left as it was.
-    assert!(cond(&report, "again").entries().iter().all(|e| e.timestep_range == Some((0.0, 0.1))));
-    assert!(cond(&report, "ab").entries().iter().all(|e| e.timestep_range.is_none()));
+    assert!(cond(&report, "again")
+        .entries()
+        .iter()
+        .all(|e| e.timestep_range == Some((0.0, 0.1))));
+    assert!(cond(&report, "ab")
+        .entries()
+        .iter()
+        .all(|e| e.timestep_range.is_none()));
 }
 
 #[test]
@@ -205,7 +222,9 @@ fn denoised(m: &Model, x: &Tensor, sigma: f64, c: &Conditioning) -> Tensor {
 }
 
 fn latent() -> Tensor {
-    let values: Vec<f32> = (0..4 * 8 * 8).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect();
+    let values: Vec<f32> = (0..4 * 8 * 8)
+        .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+        .collect();
     Tensor::from_vec(values, (1, 4, 8, 8), &Device::Cpu).unwrap()
 }
 
@@ -214,10 +233,16 @@ fn the_pag_plugin_moves_predictions_away_from_the_perturbed_model() {
     let (registry, _host) = with_plugins(&[rust_plugin("weft-plugin-model-patches")]);
     let graph = graph(
         &registry,
-        &text_graph(r#""pag": PerturbedAttentionGuidance(model: Link("ckpt", "MODEL"), scale: 2.0),"#),
+        &text_graph(
+            r#""pag": PerturbedAttentionGuidance(model: Link("ckpt", "MODEL"), scale: 2.0),"#,
+        ),
     );
     let report = run(&Executor::new(1 << 30), &graph, &["ckpt", "pag", "a"]);
-    let (plain, patched, c) = (model(&report, "ckpt"), model(&report, "pag"), cond(&report, "a"));
+    let (plain, patched, c) = (
+        model(&report, "ckpt"),
+        model(&report, "pag"),
+        cond(&report, "a"),
+    );
     let (x, sigma) = (latent(), 3.0);
     let d = denoised(&plain, &x, sigma, &c);
     let perturbed = Model {
@@ -230,10 +255,25 @@ fn the_pag_plugin_moves_predictions_away_from_the_perturbed_model() {
     let dp = denoised(&perturbed, &x, sigma, &c);
     let expected = (&d + ((&d - &dp).unwrap() * 2.0).unwrap()).unwrap();
     let got = denoised(&patched, &x, sigma, &c);
-    let scale = expected.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-    assert!(max_abs_diff(&got, &expected) <= 1e-5 * scale, "{}", max_abs_diff(&got, &expected));
+    let scale = expected
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        max_abs_diff(&got, &expected) <= 1e-5 * scale,
+        "{}",
+        max_abs_diff(&got, &expected)
+    );
     // The perturbation is real, and the plain model is untouched.
-    assert!(max_abs_diff(&d, &dp) > 1e-4 * scale, "the hook changed nothing");
+    assert!(
+        max_abs_diff(&d, &dp) > 1e-4 * scale,
+        "the hook changed nothing"
+    );
     assert!(max_abs_diff(&denoised(&plain, &x, sigma, &c), &d) == 0.0);
 }
 
@@ -247,9 +287,19 @@ fn a_weight_delta_from_a_plugin_equals_adding_it_here() {
         "wrong": ExampleWeightDelta(model: Link("ckpt", "MODEL"), weight: "conv_out.bais", shape: "4", amount: 0.5),"#,
         ),
     );
-    let report = run(&Executor::new(1 << 30), &graph, &["ckpt", "delta", "a", "wrong"]);
-    let (plain, patched, c) = (model(&report, "ckpt"), model(&report, "delta"), cond(&report, "a"));
-    let pattern: Vec<f32> = (0..4).map(|i| (0.5 * ((i % 7) as f64 - 3.0) / 3.0) as f32).collect();
+    let report = run(
+        &Executor::new(1 << 30),
+        &graph,
+        &["ckpt", "delta", "a", "wrong"],
+    );
+    let (plain, patched, c) = (
+        model(&report, "ckpt"),
+        model(&report, "delta"),
+        cond(&report, "a"),
+    );
+    let pattern: Vec<f32> = (0..4)
+        .map(|i| (0.5 * ((i % 7) as f64 - 3.0) / 3.0) as f32)
+        .collect();
     let delta = Tensor::from_vec(pattern, 4, &Device::Cpu).unwrap();
     let reference = Model {
         network: plain
@@ -264,8 +314,16 @@ fn a_weight_delta_from_a_plugin_equals_adding_it_here() {
     let got = denoised(&patched, &x, 2.0, &c);
     assert!(max_abs_diff(&want, &got) < 1e-6);
     assert!(max_abs_diff(&denoised(&plain, &x, 2.0, &c), &got) > 1e-3);
-    let message = &report.failed.iter().find(|f| f.node == "wrong").unwrap().message;
-    assert!(message.contains("conv_out.bais") && message.contains("conv_out.bias"), "{message}");
+    let message = &report
+        .failed
+        .iter()
+        .find(|f| f.node == "wrong")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("conv_out.bais") && message.contains("conv_out.bias"),
+        "{message}"
+    );
 }
 
 #[test]

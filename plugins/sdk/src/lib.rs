@@ -78,8 +78,8 @@ pub use error::{Error, Result};
 pub use handle::{Handle, Path};
 pub use node::{Node, NodeContext};
 pub use objects::{AttentionHook, DenoiserWrapper, Guider, Sampler};
-pub use views::{Conditioning, Field, Model};
 pub use value::{Inputs, Value};
+pub use views::{Conditioning, Field, Model};
 pub use weft_plugin_abi as abi;
 pub use weft_schema::{Cost, InputSpec, IntoOutputs, Literal, NodeSchema, ValueType};
 

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use weft_plugin_abi::{self as abi, tensor, Call, DLManagedTensorVersioned, ObjectVTable, Status};
 
+use crate::context::host_result;
 use crate::context::{guard, Context};
 use crate::error::Result;
-use crate::context::host_result;
 use crate::handle::{Handle, Path};
 use crate::views::{owned, Conditioning, Model};
 
@@ -240,8 +240,9 @@ impl Model {
     pub fn wrap(&self, ctx: &Context, wrapper: impl DenoiserWrapper) -> Result<Model> {
         let object = into_object(Boxed::Wrapper(Box::new(wrapper)));
         let mut out = std::ptr::null();
-        let status =
-            unsafe { (crate::context::host().model_wrap)(ctx.call(), self.0.as_ptr(), object, &mut out) };
+        let status = unsafe {
+            (crate::context::host().model_wrap)(ctx.call(), self.0.as_ptr(), object, &mut out)
+        };
         host_result(status)?;
         Ok(Model(owned(out)))
     }
@@ -251,7 +252,12 @@ impl Model {
         let object = into_object(Boxed::Hook(Box::new(hook)));
         let mut out = std::ptr::null();
         let status = unsafe {
-            (crate::context::host().model_attention_hook)(ctx.call(), self.0.as_ptr(), object, &mut out)
+            (crate::context::host().model_attention_hook)(
+                ctx.call(),
+                self.0.as_ptr(),
+                object,
+                &mut out,
+            )
         };
         host_result(status)?;
         Ok(Model(owned(out)))

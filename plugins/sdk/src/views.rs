@@ -41,7 +41,9 @@ impl Conditioning {
     pub fn from_handle(handle: Handle) -> Result<Conditioning> {
         match handle.type_name() {
             "CONDITIONING" => Ok(Conditioning(handle)),
-            other => Err(Error(format!("expected a CONDITIONING, got a {other} handle"))),
+            other => Err(Error(format!(
+                "expected a CONDITIONING, got a {other} handle"
+            ))),
         }
     }
 
@@ -105,7 +107,13 @@ impl Conditioning {
     }
 
     /// A copy with field `key` of entry `index` set to `value`.
-    pub fn with(&self, ctx: &Context, index: usize, key: &str, value: Field<'_>) -> Result<Conditioning> {
+    pub fn with(
+        &self,
+        ctx: &Context,
+        index: usize,
+        key: &str,
+        value: Field<'_>,
+    ) -> Result<Conditioning> {
         let mut v = abi::Value::NONE;
         let mut exported = None;
         match value {
@@ -127,7 +135,14 @@ impl Conditioning {
         }
         let mut out = std::ptr::null();
         let status = unsafe {
-            (host().cond_set)(ctx.call(), self.0.as_ptr(), index, Str::new(key), &v, &mut out)
+            (host().cond_set)(
+                ctx.call(),
+                self.0.as_ptr(),
+                index,
+                Str::new(key),
+                &v,
+                &mut out,
+            )
         };
         if let Some(managed) = exported {
             unsafe { tensor::delete(managed) };
@@ -147,8 +162,9 @@ impl Conditioning {
     /// These entries, then `other`'s (`ConditioningCombine`).
     pub fn combine(&self, ctx: &Context, other: &Conditioning) -> Result<Conditioning> {
         let mut out = std::ptr::null();
-        let status =
-            unsafe { (host().cond_combine)(ctx.call(), self.0.as_ptr(), other.0.as_ptr(), &mut out) };
+        let status = unsafe {
+            (host().cond_combine)(ctx.call(), self.0.as_ptr(), other.0.as_ptr(), &mut out)
+        };
         host_result(status)?;
         Ok(Conditioning(owned(out)))
     }
@@ -159,7 +175,12 @@ impl Conditioning {
         let p = pooled.map(tensor::export).transpose()?;
         let mut out = std::ptr::null();
         let status = unsafe {
-            (host().cond_new)(ctx.call(), c, p.map_or(std::ptr::null(), |p| p as *const _), &mut out)
+            (host().cond_new)(
+                ctx.call(),
+                c,
+                p.map_or(std::ptr::null(), |p| p as *const _),
+                &mut out,
+            )
         };
         unsafe {
             tensor::delete(c);
@@ -196,11 +217,24 @@ impl Model {
 
     /// D(x, σ) of this model for `cond`: the denoised estimate, with the
     /// model's own wrappers applied.
-    pub fn denoise(&self, ctx: &Context, x: &Tensor, sigma: f64, cond: &Conditioning) -> Result<Tensor> {
+    pub fn denoise(
+        &self,
+        ctx: &Context,
+        x: &Tensor,
+        sigma: f64,
+        cond: &Conditioning,
+    ) -> Result<Tensor> {
         let x = tensor::export(x)?;
         let mut out = std::ptr::null_mut();
         let status = unsafe {
-            (host().model_denoise)(ctx.call(), self.0.as_ptr(), x, sigma, cond.0.as_ptr(), &mut out)
+            (host().model_denoise)(
+                ctx.call(),
+                self.0.as_ptr(),
+                x,
+                sigma,
+                cond.0.as_ptr(),
+                &mut out,
+            )
         };
         unsafe { tensor::delete(x) };
         host_result(status)?;
@@ -210,7 +244,12 @@ impl Model {
     /// A copy with `deltas` (weight name → tensor shaped like the weight)
     /// added at `strength`: LoRA-like patches. Names are the UNet's
     /// diffusers names (`mid_block.attentions.0.proj_in.weight`).
-    pub fn add_deltas(&self, ctx: &Context, deltas: &[(&str, Tensor)], strength: f64) -> Result<Model> {
+    pub fn add_deltas(
+        &self,
+        ctx: &Context,
+        deltas: &[(&str, Tensor)],
+        strength: f64,
+    ) -> Result<Model> {
         let names: Vec<Str> = deltas.iter().map(|(n, _)| Str::new(n)).collect();
         let exported = deltas
             .iter()

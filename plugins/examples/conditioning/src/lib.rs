@@ -18,7 +18,11 @@ fn blend(to: &Tensor, from: &Tensor, s: f64) -> Result<Tensor> {
     let from = if from_tokens >= tokens {
         from.narrow(1, 0, tokens)?
     } else {
-        let pad = Tensor::zeros((from.dim(0)?, tokens - from_tokens, from.dim(2)?), from.dtype(), from.device())?;
+        let pad = Tensor::zeros(
+            (from.dim(0)?, tokens - from_tokens, from.dim(2)?),
+            from.dtype(),
+            from.device(),
+        )?;
         Tensor::cat(&[from, &pad], 1)?
     };
     let from = from.broadcast_as(to.shape())?;
@@ -96,7 +100,13 @@ fn latent_multiply_node() -> NodeDef {
         "The latent times `multiplier` (ComfyUI's LatentMultiply); its noise mask goes with it.",
     )
     .input(InputSpec::of("samples", ValueType::Latent).doc("The latent."))
-    .input(InputSpec::float("multiplier").default(1.0).range(-10.0, 10.0).step(0.01).doc("The factor."))
+    .input(
+        InputSpec::float("multiplier")
+            .default(1.0)
+            .range(-10.0, 10.0)
+            .step(0.01)
+            .doc("The factor."),
+    )
     .output("LATENT", ValueType::Latent, "The scaled latent.")
     .run(|cx| {
         let samples = (cx.tensor("samples")? * cx.float("multiplier")?)?;

@@ -90,7 +90,11 @@ fn pattern(dims: &[usize], amount: f64) -> Result<Tensor> {
     let values: Vec<f32> = (0..count)
         .map(|i| (amount * ((i % 7) as f64 - 3.0) / 3.0) as f32)
         .collect();
-    Ok(Tensor::from_vec(values, dims, &weft_plugin_sdk::Device::Cpu)?)
+    Ok(Tensor::from_vec(
+        values,
+        dims,
+        &weft_plugin_sdk::Device::Cpu,
+    )?)
 }
 
 fn weight_delta_node() -> NodeDef {

@@ -41,7 +41,9 @@ pub fn rust_plugin(crate_name: &str) -> PathBuf {
 pub fn c_plugin_with(include: &str, source: &str, defines: &[&str], out: &Path) -> PathBuf {
     let compiler = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&compiler)
-        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"])
+        .args([
+            "-std=c99", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+        ])
         .arg("-I")
         .arg(repo().join(include))
         .args(defines)
