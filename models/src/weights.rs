@@ -49,6 +49,19 @@ impl std::fmt::Debug for WeightFile {
 }
 
 impl WeightFile {
+    /// Drops the file's pages from this process's resident memory (see
+    /// [`GgufFile::release_pages`]); nothing is lost, later reads fault
+    /// them back from the page cache.
+    pub fn release_pages(&self) {
+        match &self.format {
+            // SAFETY: read-only file mapping, as above.
+            Format::Safetensors { map, .. } => {
+                let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+            }
+            Format::Gguf(g) => g.release_pages(),
+        }
+    }
+
     /// Memory-maps `path` and checks its header and that every tensor lies
     /// inside the file (truncation shows up here).
     pub fn open(path: &Path) -> Result<Arc<WeightFile>, String> {

@@ -132,3 +132,50 @@ fn resident_bytes_count_what_stays_in_memory() {
     );
     assert!(stored < q8 && q8 < dense, "{stored} < {q8} < {dense}");
 }
+
+/// Resident kB of this process's mappings of `file` (`/proc/self/smaps`).
+fn resident_kb(file: &std::path::Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = file.display().to_string();
+    let mut inside = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        // A mapping's header: its address range, perms, offset, device, inode, path.
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            inside = line.ends_with(&name);
+        } else if let Some(kb) = line.strip_prefix("Rss:").filter(|_| inside) {
+            total += kb
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap();
+        }
+    }
+    total
+}
+
+#[test]
+fn a_t5_encoder_releases_its_mapped_pages_after_a_prompt_and_still_encodes_the_same() {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/t5/model.safetensors")
+        .canonicalize()
+        .unwrap();
+    let parts = weft_models::t5::tower::open(&file).unwrap();
+    let tower = weft_models::t5::tower::T5Tower::build(&parts, 1, WeightMode::Stored).unwrap();
+    let ids = Tensor::new(&[[3u32, 7, 11, 1]], &candle_core::Device::Cpu).unwrap();
+    tower.model.encode(&ids, None).unwrap();
+    assert!(
+        resident_kb(&file) > 0,
+        "the weights were read through the map"
+    );
+    let first = tower.encode("a photo of a cat").unwrap();
+    assert_eq!(
+        resident_kb(&file),
+        0,
+        "pages still resident after the prompt"
+    );
+    let second = tower.encode("a photo of a cat").unwrap();
+    assert_eq!(max_abs(&first, &second), 0.0);
+}

@@ -24,6 +24,8 @@ const ALIGNMENT: usize = 32;
 pub struct GgufFile {
     path: PathBuf,
     map: SharedBytes,
+    /// The same bytes as the mapping itself, for [`GgufFile::release_pages`].
+    mapping: Arc<memmap2::Mmap>,
     content: Content,
 }
 
@@ -42,11 +44,26 @@ impl GgufFile {
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| err(&path, e))?;
         let content = Content::read(&mut std::io::Cursor::new(&map[..]))
             .map_err(|e| err(&path, format!("not a readable GGUF file: {e}")))?;
+        let mapping = Arc::new(map);
         Ok(GgufFile {
             path,
-            map: Arc::new(map),
+            map: mapping.clone(),
+            mapping,
             content,
         })
+    }
+
+    /// Drops the file's pages from this process's resident memory. They
+    /// stay in the page cache and come back on the next read, so a model
+    /// used once (a text encoder) stops counting against the peak while
+    /// the next one runs.
+    pub fn release_pages(&self) {
+        // SAFETY: a read-only file mapping: MADV_DONTNEED only discards
+        // this process's page references; the bytes are the file's.
+        let _ = unsafe {
+            self.mapping
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
     }
 
     /// The file's path.

@@ -133,6 +133,10 @@ pub fn open(path: &Path) -> std::result::Result<T5Parts, String> {
 pub struct T5Tower {
     pub model: Arc<T5Encoder>,
     pub tokenizer: Arc<T5Tokenizer>,
+    /// The files its weights are mapped from, whose pages are released
+    /// after each prompt: T5-XXL is 5 GB even in Q8_0, and the transformer
+    /// that samples next needs the memory (Flux-dev on 24 GB).
+    files: Arc<[Arc<WeightFile>]>,
 }
 
 impl T5Tower {
@@ -155,9 +159,16 @@ impl T5Tower {
             Some(path) => T5Tokenizer::open(path, min_length)?,
             None => T5Tokenizer::bundled(min_length)?,
         };
+        let mut files: Vec<Arc<WeightFile>> = Vec::new();
+        for (_, source) in parts.tensors.sources() {
+            if !files.iter().any(|f| Arc::ptr_eq(f, &source.file)) {
+                files.push(source.file.clone());
+            }
+        }
         Ok(T5Tower {
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),
+            files: files.into(),
         })
     }
 
@@ -166,6 +177,7 @@ impl T5Tower {
         T5Tower {
             model: self.model.clone(),
             tokenizer: Arc::new(self.tokenizer.with_min_length(min_length)),
+            files: self.files.clone(),
         }
     }
 
@@ -177,6 +189,14 @@ impl T5Tower {
     /// The states `[1, N, D]` of `prompt`; weighted tokens move away from
     /// the empty prompt's states, z = z∅ + w·(z − z∅), as ComfyUI.
     pub fn encode(&self, prompt: &str) -> Result<Tensor> {
+        let z = self.encode_mapped(prompt);
+        for file in self.files.iter() {
+            file.release_pages();
+        }
+        z
+    }
+
+    fn encode_mapped(&self, prompt: &str) -> Result<Tensor> {
         let tokens = self
             .tokenizer
             .tokenize(prompt)

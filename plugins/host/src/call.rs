@@ -240,7 +240,24 @@ unsafe extern "C" fn denoise(
     })
 }
 
-pub(crate) fn status(state: &CallState<'_, '_>, result: Result<(), String>) -> abi::Status {
+/// Runs a fallible host function for `call`, recording its error there.
+///
+/// # Safety
+/// As [`state`].
+pub(crate) unsafe fn with_call(
+    call: *const Call,
+    f: impl FnOnce(&CallState<'_, '_>) -> Result<(), String>,
+) -> abi::Status {
+    shielded(abi::STATUS_ERROR, || {
+        let Some(state) = state(call) else {
+            return abi::STATUS_ERROR;
+        };
+        let result = f(state);
+        status(state, result)
+    })
+}
+
+fn status(state: &CallState<'_, '_>, result: Result<(), String>) -> abi::Status {
     match result {
         Ok(()) => abi::STATUS_OK,
         Err(message) => {

@@ -13,7 +13,7 @@ use weft_sampling::attention_hook::{AttentionHook, HookedNetwork};
 use weft_sampling::wrapper::{DenoiserWrapper, Inner};
 use weft_sampling::{Conditioning, Model};
 
-use crate::call::{shielded, state, status, CallState, Origin};
+use crate::call::{with_call, CallState, Origin};
 use crate::handle::{resolve, HostHandle, HostObject};
 use crate::objects::PluginObject;
 
@@ -24,19 +24,6 @@ unsafe fn model(handle: *const abi::Handle) -> std::result::Result<Model, String
         .and_then(|v| v.downcast::<Model>())
         .cloned()
         .ok_or_else(|| "the handle is not a MODEL".into())
-}
-
-unsafe fn with_call(
-    call: *const Call,
-    f: impl FnOnce(&CallState<'_, '_>) -> std::result::Result<(), String>,
-) -> abi::Status {
-    shielded(abi::STATUS_ERROR, || {
-        let Some(state) = state(call) else {
-            return abi::STATUS_ERROR;
-        };
-        let result = f(state);
-        status(state, result)
-    })
 }
 
 unsafe fn give(out: *mut *const abi::Handle, m: Model) -> std::result::Result<(), String> {

@@ -9,7 +9,7 @@ use weft_core::Value;
 use weft_plugin_abi::{self as abi, tensor, Call, DLManagedTensorVersioned, Str};
 use weft_sampling::{Area, Conditioning};
 
-use crate::call::{shielded, state, status, CallState};
+use crate::call::{shielded, with_call};
 use crate::handle::{resolve, HostHandle};
 
 /// The conditioning behind a handle.
@@ -41,20 +41,6 @@ fn entry(cond: &Conditioning, index: usize) -> Result<Conditioning, String> {
         .into_iter()
         .nth(index)
         .ok_or_else(|| format!("entry {index} of a conditioning with {n}"))
-}
-
-/// Runs a fallible view function for the call, recording its error.
-unsafe fn with_call(
-    call: *const Call,
-    f: impl FnOnce(&CallState<'_, '_>) -> Result<(), String>,
-) -> abi::Status {
-    shielded(abi::STATUS_ERROR, || {
-        let Some(state) = state(call) else {
-            return abi::STATUS_ERROR;
-        };
-        let result = f(state);
-        status(state, result)
-    })
 }
 
 unsafe fn give(out: *mut *const abi::Handle, cond: Conditioning) -> Result<(), String> {

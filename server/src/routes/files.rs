@@ -90,9 +90,9 @@ fn content_type(name: &str) -> &'static str {
 }
 
 /// An upload's fields: the file and where it goes.
-#[derive(Default)]
 struct Upload {
-    file: Option<(String, Vec<u8>)>,
+    /// The `image` field's file name and bytes.
+    file: (String, Vec<u8>),
     kind: Option<String>,
     subfolder: String,
     overwrite: bool,
@@ -102,14 +102,21 @@ struct Upload {
 async fn read_upload(mut multipart: Multipart) -> Result<Upload, Response> {
     // Too large is 413, anything else malformed 400.
     let bad = |e: axum::extract::multipart::MultipartError| error(e.status(), &e.body_text());
-    let mut upload = Upload::default();
+    let mut file = None;
+    let mut upload = Upload {
+        file: (String::new(), Vec::new()),
+        kind: None,
+        subfolder: String::new(),
+        overwrite: false,
+        original_ref: None,
+    };
     while let Some(field) = multipart.next_field().await.map_err(bad)? {
         let name = field.name().unwrap_or("").to_string();
         let filename = field.file_name().map(str::to_string);
         let bytes = field.bytes().await.map_err(bad)?;
         let text = || String::from_utf8_lossy(&bytes).trim().to_string();
         match name.as_str() {
-            "image" => upload.file = Some((filename.unwrap_or_default(), bytes.to_vec())),
+            "image" => file = Some((filename.unwrap_or_default(), bytes.to_vec())),
             "type" => upload.kind = Some(text()),
             "subfolder" => upload.subfolder = text(),
             "overwrite" => upload.overwrite = matches!(text().as_str(), "true" | "1"),
@@ -117,6 +124,12 @@ async fn read_upload(mut multipart: Multipart) -> Result<Upload, Response> {
             _ => {}
         }
     }
+    upload.file = file.ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "the form needs an `image` file field",
+        )
+    })?;
     Ok(upload)
 }
 
@@ -166,12 +179,7 @@ pub async fn upload_image(State(state): State<AppState>, multipart: Multipart) -
         Ok(u) => u,
         Err(r) => return r,
     };
-    let Some((name, bytes)) = &upload.file else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the form needs an `image` file field",
-        );
-    };
+    let (name, bytes) = &upload.file;
     if image::guess_format(bytes).is_err() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -188,12 +196,7 @@ pub async fn upload_mask(State(state): State<AppState>, multipart: Multipart) ->
         Ok(u) => u,
         Err(r) => return r,
     };
-    let Some((name, bytes)) = &upload.file else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the form needs an `image` file field",
-        );
-    };
+    let (name, bytes) = &upload.file;
     let Some(original) = upload
         .original_ref
         .as_deref()

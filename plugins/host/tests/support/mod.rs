@@ -7,11 +7,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use candle_core::Tensor;
 use weft_core::{
     CancelToken, EventSink, Executor, Registry, RunOptions, RunReport, SourceFile, ValidGraph,
 };
 use weft_plugin_host::PluginHost;
+
+pub use weft_kernels::testing::max_diff as max_abs_diff;
 
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -96,19 +97,6 @@ pub fn run(executor: &Executor, graph: &ValidGraph, targets: &[&str]) -> RunRepo
     };
     executor
         .run(graph, &opts, &EventSink::new(|_| {}), &CancelToken::new())
-        .unwrap()
-}
-
-pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
         .unwrap()
 }
 
