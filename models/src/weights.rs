@@ -423,6 +423,23 @@ impl TensorMap {
         self.entries.iter()
     }
 
+    /// The distinct files the tensors come from.
+    pub fn files(&self) -> Vec<Arc<WeightFile>> {
+        let mut files: Vec<Arc<WeightFile>> = Vec::new();
+        for source in self.entries.values() {
+            if !files.iter().any(|f| Arc::ptr_eq(f, &source.file)) {
+                files.push(source.file.clone());
+            }
+        }
+        files
+    }
+
+    /// Drops the mapped pages of every file the tensors come from
+    /// ([`WeightFile::release_pages`]).
+    pub fn release_pages(&self) {
+        self.files().iter().for_each(|f| f.release_pages());
+    }
+
     /// Where tensor `name` comes from.
     pub fn source(&self, name: &str) -> Option<&Source> {
         self.entries.get(name)
@@ -465,14 +482,15 @@ impl TensorMap {
         let served = std::mem::take(&mut *backend.served.lock().expect("not poisoned"));
         built
             .map(|b| (b, served))
-            .map_err(|e| format!("{what} from {}: {e}", self.files()))
+            .map_err(|e| format!("{what} from {}: {e}", self.file_names()))
     }
 
-    fn files(&self) -> String {
+    /// The files, for messages.
+    fn file_names(&self) -> String {
         let mut files: Vec<String> = self
-            .entries
-            .values()
-            .map(|s| s.file.path.display().to_string())
+            .files()
+            .iter()
+            .map(|f| f.path.display().to_string())
             .collect();
         files.sort();
         files.dedup();
@@ -487,7 +505,7 @@ impl TensorMap {
         const SHOWN: usize = 5;
         let mut msg = format!(
             "{}: {what} cannot be built: {} tensor problem(s): {}",
-            self.files(),
+            self.file_names(),
             problems.len(),
             problems[..problems.len().min(SHOWN)].join("; ")
         );

@@ -179,3 +179,31 @@ fn a_t5_encoder_releases_its_mapped_pages_after_a_prompt_and_still_encodes_the_s
     let second = tower.encode("a photo of a cat").unwrap();
     assert_eq!(max_abs(&first, &second), 0.0);
 }
+
+#[test]
+fn a_flux_network_releases_its_mapped_pages_when_sampling_is_done() {
+    let file = dir()
+        .join("dev_original.safetensors")
+        .canonicalize()
+        .unwrap();
+    let (cfg, map) = flux::open_transformer(&file, Some(&dir().join("dev"))).unwrap();
+    let net = FluxNetwork::build(&cfg, &map, WeightMode::Stored).unwrap();
+    let r = tensors(&dir());
+    let x = unpack(&r["inputs.hidden_states"], 2, 16, 4, 6).unwrap();
+    let t = (&r["inputs.timestep"] * 1000.0).unwrap();
+    let cond = Conditioning {
+        context: Some(r["inputs.encoder_hidden_states"].clone()),
+        pooled: Some(r["inputs.pooled_projections"].clone()),
+        guidance: vec![Some(3.5)],
+        ..Default::default()
+    };
+    let first = net.forward(&x, &t, &cond).unwrap();
+    assert!(
+        resident_kb(&file) > 0,
+        "the linears were read through the map"
+    );
+    net.release_pages();
+    assert_eq!(resident_kb(&file), 0, "pages still resident");
+    let second = net.forward(&x, &t, &cond).unwrap();
+    assert_eq!(max_abs(&first, &second), 0.0);
+}

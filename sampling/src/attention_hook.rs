@@ -80,6 +80,10 @@ impl Network for HookedNetwork {
         self.inner.size_bytes()
     }
 
+    fn release_pages(&self) {
+        self.inner.release_pages()
+    }
+
     fn without_blocks(&self, blocks: &[usize]) -> Option<Arc<dyn Network>> {
         let inner = self.inner.without_blocks(blocks)?;
         Some(Arc::new(HookedNetwork {

@@ -350,6 +350,12 @@ pub trait Network: std::any::Any + Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// Drops the resident pages of memory-mapped weights once a sampler is
+    /// done with them: they stay in the page cache and fault back on the
+    /// next use, and the VAE that decodes next gets the memory (Flux-dev on
+    /// 24 GB). Networks holding their weights in RAM do nothing.
+    fn release_pages(&self) {}
+
     /// The same network with `deltas` (weight name → a tensor shaped like
     /// the weight) added at `strength`: plugins' weight patches. `None` for
     /// networks that take none.

@@ -147,4 +147,8 @@ impl Network for FluxNetwork {
     fn size_bytes(&self) -> usize {
         self.bytes
     }
+
+    fn release_pages(&self) {
+        self.tensors.release_pages()
+    }
 }

@@ -142,6 +142,10 @@ impl Network for Sd3Network {
         self.bytes
     }
 
+    fn release_pages(&self) {
+        self.tensors.release_pages()
+    }
+
     fn without_blocks(&self, blocks: &[usize]) -> Option<Arc<dyn Network>> {
         Some(Arc::new(Sd3Network {
             skip: blocks.to_vec(),

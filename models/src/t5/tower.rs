@@ -159,16 +159,10 @@ impl T5Tower {
             Some(path) => T5Tokenizer::open(path, min_length)?,
             None => T5Tokenizer::bundled(min_length)?,
         };
-        let mut files: Vec<Arc<WeightFile>> = Vec::new();
-        for (_, source) in parts.tensors.sources() {
-            if !files.iter().any(|f| Arc::ptr_eq(f, &source.file)) {
-                files.push(source.file.clone());
-            }
-        }
         Ok(T5Tower {
             model: Arc::new(model),
             tokenizer: Arc::new(tokenizer),
-            files: files.into(),
+            files: parts.tensors.files().into(),
         })
     }
 

@@ -208,6 +208,9 @@ pub fn sample_seeded(
                 ))
             }
         })?;
+    if let Some(model) = &guider.model {
+        model.network.release_pages();
+    }
     let denoised = recording
         .last
         .into_inner()
