@@ -2,6 +2,8 @@
 //! every way a plugin can be broken, each refused with a clear error while
 //! the host goes on.
 
+use std::path::PathBuf;
+
 use candle_core::{DType, Tensor};
 use weft_core::{Executor, RunReport, SourceFile, Value};
 use weft_plugin_host::{PluginError, PluginHost};
@@ -166,6 +168,36 @@ fn restart_plugin_samples_the_mnist_model_through_the_host_denoiser() {
     assert!(
         right >= 16,
         "the judge agrees on {right} of 20: {predicted:?}"
+    );
+}
+
+/// The Restart sampler as built from the 1.0 SDK (weft efb7495, release,
+/// stripped; see `plugins/host/tests/prebuilt/README.md`): a real 1.0
+/// Rust plugin still loads under the 1.1 host and samples exactly as the
+/// same plugin built today.
+#[test]
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn a_rust_plugin_built_with_the_1_0_sdk_samples_as_todays_build() {
+    let old = repo().join("plugins/host/tests/prebuilt/libweft_plugin_restart_abi_1_0.so");
+    let text = mnist_graph(
+        r#""sampler": SamplerRestart(restarts: 1, restart_from: 0.75, restart_to: 0.375),"#,
+    );
+    let sample = |library: PathBuf| {
+        let (registry, _host) = with_plugins(&[library]);
+        tensor(
+            &run(
+                &Executor::new(1 << 28),
+                &graph(&registry, &text),
+                &["sample"],
+            ),
+            "sample",
+        )
+    };
+    let then = sample(old);
+    let now = sample(rust_plugin("weft-plugin-restart"));
+    assert_eq!(
+        then.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        now.flatten_all().unwrap().to_vec1::<f32>().unwrap()
     );
 }
 
