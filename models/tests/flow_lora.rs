@@ -228,3 +228,70 @@ fn loras_in_every_format_match_diffusers() {
         assert!(d < 1e-4, "SD3.5 PEFT at {strength}: {d}");
     }
 }
+
+/// A kohya Flux LoRA's `lora_te1_` module patches CLIP-L (the Flux text
+/// encoder's first tower) in closed form: W + strength·(alpha/rank)·up·down;
+/// a LoRA with only text-encoder modules still applies, and its T5
+/// (`lora_te2_`) keys, which no tower takes, are reported.
+#[test]
+fn text_encoder_modules_of_a_flux_lora_patch_clip_l() {
+    let parts = weft_models::dit_checkpoint::companions(
+        weft_models::dit_checkpoint::DitFamily::Flux,
+        &dir().join("pipeline"),
+    )
+    .unwrap();
+    let clip = parts.clip.unwrap();
+    let name = "text_model.encoder.layers.0.self_attn.q_proj.weight";
+    let base = clip.weights(0).unwrap()[name].clone();
+    let (out, inp) = base.dims2().unwrap();
+    let (r, alpha, strength) = (2usize, 1.0f32, 0.8f64);
+    let dev = Device::Cpu;
+    let down = Tensor::randn(0f32, 0.5, (r, inp), &dev).unwrap();
+    let up = Tensor::randn(0f32, 0.5, (out, r), &dev).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("flux_te.safetensors");
+    let key = "lora_te1_text_model_encoder_layers_0_self_attn_q_proj";
+    save(
+        &file,
+        &[
+            (&format!("{key}.lora_down.weight"), down.clone()),
+            (&format!("{key}.lora_up.weight"), up.clone()),
+            (&format!("{key}.alpha"), Tensor::new(alpha, &dev).unwrap()),
+            (
+                "lora_te2_encoder_block_0_layer_0_SelfAttention_q.lora_down.weight",
+                down.clone(),
+            ),
+            (
+                "lora_te2_encoder_block_0_layer_0_SelfAttention_q.lora_up.weight",
+                up.clone(),
+            ),
+        ],
+    );
+    let lora = LoraFile::open(&file).unwrap();
+    let p = patch(
+        &lora,
+        Some(&model(WeightMode::Stored)),
+        Some(&clip),
+        1.0,
+        strength,
+    )
+    .unwrap();
+    let patched = p.clip.unwrap().weights(0).unwrap()[name].clone();
+    let delta = (up.matmul(&down).unwrap() * (strength * alpha as f64 / r as f64)).unwrap();
+    let expected = (&base + delta).unwrap();
+    assert!(
+        max_diff(&patched, &expected) < 1e-5,
+        "{}",
+        max_diff(&patched, &expected)
+    );
+    assert!(
+        p.summary.contains("1 text encoder 1 patches"),
+        "{}",
+        p.summary
+    );
+    assert!(
+        p.summary.contains("lora_te2_"),
+        "T5 keys not reported: {}",
+        p.summary
+    );
+}

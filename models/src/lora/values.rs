@@ -43,14 +43,14 @@ fn sd_unet(model: &Model) -> Result<&SdUNet, String> {
     })
 }
 
-/// `lora` merged into an SD3 or Flux MODEL at `strength`, with its summary;
-/// `None` for other models. Text-encoder modules are not applied to these
-/// families' encoders yet and are reported.
+/// `lora` merged into an SD3 or Flux MODEL at `strength`, with its summary
+/// and how many weights it patched; `None` for other models. Its
+/// text-encoder modules are left to [`patch_text`].
 fn transformer_lora(
     lora: &LoraFile,
     model: &Model,
     strength: f64,
-) -> Result<Option<(Model, String)>, String> {
+) -> Result<Option<(Model, String, usize, &'static str)>, String> {
     let file = lora.path().display();
     let any: &dyn std::any::Any = &*model.network;
     let (family, tensors, table) = if let Some(net) = any.downcast_ref::<Sd3Network>() {
@@ -68,11 +68,10 @@ fn transformer_lora(
         return Ok(None);
     };
     let (changed, unmatched) = dit::merge(lora, tensors, &table, strength)?;
+    let unmatched: Vec<String> = unmatched.into_iter().filter(|k| !is_text_key(k)).collect();
     if changed.is_empty() {
-        let theirs = lora.family_hint().unwrap_or("another model");
-        return Err(format!(
-            "{file}: a LoRA for {theirs}, but the model is {family}: no module matches its weights"
-        ));
+        let summary = format!("{file}: 0 {family} weights patched");
+        return Ok(Some((model.clone(), summary, 0, family)));
     }
     let overridden = tensors.with_overrides(&changed);
     let network: Arc<dyn weft_sampling::Network> =
@@ -103,6 +102,8 @@ fn transformer_lora(
             ..model.clone()
         },
         summary,
+        changed.len(),
+        family,
     )))
 }
 
@@ -127,11 +128,33 @@ pub fn patch(
 ) -> Result<Patched, String> {
     let file = lora.path().display();
     if let Some(m) = model {
-        if let Some(patched) = transformer_lora(lora, m, strength_model)? {
-            let (model, summary) = patched;
+        if let Some((model, mut summary, n, family)) = transformer_lora(lora, m, strength_model)? {
+            let (clip, text_patches) = match clip {
+                Some(c) => {
+                    let towers: Vec<(Target, &crate::weights::Weights)> = (0..c.towers())
+                        .filter_map(|i| c.weights(i).map(|w| (Target::Clip(i), w)))
+                        .collect();
+                    let resolved = lora.resolve(&towers, 2);
+                    let patched = patch_text(c, &resolved, strength_clip, &mut summary)?;
+                    let text_keys: Vec<&String> = resolved
+                        .unmatched
+                        .iter()
+                        .filter(|k| is_text_key(k))
+                        .collect();
+                    report_unmatched(&mut summary, &text_keys);
+                    (Some(patched), resolved.patches.len())
+                }
+                None => (None, 0),
+            };
+            if n == 0 && text_patches == 0 {
+                let theirs = lora.family_hint().unwrap_or("another model");
+                return Err(format!(
+                    "{file}: a LoRA for {theirs}, but the model is {family}: no module matches its weights"
+                ));
+            }
             return Ok(Patched {
                 model: Some(model),
-                clip: clip.cloned(),
+                clip,
                 summary,
             });
         }
@@ -181,33 +204,51 @@ pub fn patch(
         }
         (m, _) => m.cloned(),
     };
-    let clip = match clip {
-        Some(c) => {
-            let mut out = c.clone();
-            for i in 0..c.towers() {
-                let n = count(Target::Clip(i));
-                summary.push_str(&format!(", {n} text encoder {} patches", i + 1));
-                if n > 0 && strength_clip != 0.0 {
-                    let base = c.weights(i).expect("a tower per index");
-                    let changed = apply(Target::Clip(i), base, &resolved, strength_clip)?;
-                    out = out.with_weights(i, &changed)?;
-                }
-            }
-            Some(out)
-        }
-        None => None,
-    };
-    if !unmatched.is_empty() {
-        let first: Vec<&String> = unmatched.iter().take(5).copied().collect();
-        summary.push_str(&format!(
-            "; {} key(s) match no weight of this model and were not applied: {first:?}{}",
-            unmatched.len(),
-            if unmatched.len() > 5 { " …" } else { "" }
-        ));
-    }
+    let clip = clip
+        .map(|c| patch_text(c, &resolved, strength_clip, &mut summary))
+        .transpose()?;
+    report_unmatched(&mut summary, &unmatched);
     Ok(Patched {
         model,
         clip,
         summary,
     })
+}
+
+/// `clip` with `resolved`'s text-encoder patches merged at `strength`,
+/// counting them per encoder in `summary`.
+fn patch_text(
+    clip: &TextEncoder,
+    resolved: &super::Resolved,
+    strength: f64,
+    summary: &mut String,
+) -> Result<TextEncoder, String> {
+    let mut out = clip.clone();
+    for i in 0..clip.towers() {
+        let n = resolved
+            .patches
+            .iter()
+            .filter(|p| p.target == Target::Clip(i))
+            .count();
+        summary.push_str(&format!(", {n} text encoder {} patches", i + 1));
+        if n > 0 && strength != 0.0 {
+            let base = clip.weights(i).expect("a tower per index");
+            let changed = apply(Target::Clip(i), base, resolved, strength)?;
+            out = out.with_weights(i, &changed)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Appends the keys no weight took, never dropping them silently.
+fn report_unmatched(summary: &mut String, unmatched: &[&String]) {
+    if unmatched.is_empty() {
+        return;
+    }
+    let first: Vec<&String> = unmatched.iter().take(5).copied().collect();
+    summary.push_str(&format!(
+        "; {} key(s) match no weight of this model and were not applied: {first:?}{}",
+        unmatched.len(),
+        if unmatched.len() > 5 { " …" } else { "" }
+    ));
 }
