@@ -392,3 +392,37 @@ fn skip_layer_guidance_moves_away_from_the_skipped_prediction() {
         "guidance did something"
     );
 }
+
+/// Flux Fill's input layout: the latent, the masked image's latent and the
+/// mask folded 8×8 into 64 channels, packed as diffusers' FluxFillPipeline
+/// packs them (`scripts/make_flux_fill_fixtures.py`), from weft's
+/// conditioning (`concat_latent`, `concat_mask` at pixel size).
+#[test]
+fn flux_fill_takes_the_masked_image_and_mask_as_diffusers_lays_them_out() {
+    let dir = fixtures("flux_fill");
+    let r =
+        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    let (cfg, map) = flux::open_transformer(&dir, None).unwrap();
+    assert_eq!((cfg.input_channels(), cfg.latent_channels()), (96, 16));
+    let net = FluxNetwork::build(&cfg, &map, WeightMode::Stored).unwrap();
+    let t = (&r["inputs.timestep"] * 1000.0).unwrap();
+    let guidance: Vec<f32> = r["inputs.guidance"].to_vec1().unwrap();
+    let mut cond = Conditioning {
+        context: Some(r["inputs.encoder_hidden_states"].clone()),
+        pooled: Some(r["inputs.pooled_projections"].clone()),
+        guidance: guidance.iter().map(|&g| Some(g as f64)).collect(),
+        concat_latent: Some(r["inputs.masked_image_latents"].clone()),
+        concat_mask: Some(r["inputs.mask"].clone()),
+        ..Default::default()
+    };
+    let out = net.forward(&r["inputs.latents"], &t, &cond).unwrap();
+    let d = relative(&out, &r["expected.velocity"]);
+    assert!(d < 1e-4, "Flux Fill: {d}");
+    // Without its image the model says what it needs.
+    cond.concat_latent = None;
+    let err = net
+        .forward(&r["inputs.latents"], &t, &cond)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("InpaintModelConditioning"), "{err}");
+}

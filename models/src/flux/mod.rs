@@ -140,8 +140,9 @@ impl Network for FluxNetwork {
         } else {
             None
         };
+        let x = with_image_inputs(x, cond, cfg.input_channels())?;
         self.transformer
-            .forward(x, timesteps, context, pooled, guidance.as_ref())
+            .forward(&x, timesteps, context, pooled, guidance.as_ref())
     }
 
     fn size_bytes(&self) -> usize {
@@ -150,5 +151,65 @@ impl Network for FluxNetwork {
 
     fn release_pages(&self) {
         self.tensors.release_pages()
+    }
+}
+
+/// The transformer's input: the latent `x`, then for Flux Fill the image
+/// latent and the mask folded 8×8 into 64 channels (at 8× the latent's
+/// size, 1 where to paint), or for Canny/Depth the control image's latent:
+/// channels concatenated before packing, which packs each part as
+/// diffusers' Fill and Control pipelines do before concatenating tokens.
+fn with_image_inputs(x: &Tensor, cond: &Conditioning, channels: usize) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    if channels == c {
+        return Ok(x.clone());
+    }
+    let for_batch = |t: Tensor| -> Result<Tensor> {
+        match t.dim(0)? {
+            n if n == b => Ok(t),
+            1 => t.repeat((b, 1, 1, 1)),
+            n => candle_core::bail!("an image conditioning of {n} items for {b} latents"),
+        }
+    };
+    let image = cond.concat_latent.as_ref().ok_or_else(|| {
+        candle_core::Error::Msg(format!(
+            "this Flux model takes an image beside the latent ({channels} input channels): \
+             use InpaintModelConditioning (Fill) or InstructPixToPixConditioning (Canny, Depth)"
+        ))
+    })?;
+    let image = image.to_dtype(x.dtype())?;
+    let image = if image.dims()[2..] == [h, w] {
+        image
+    } else {
+        weft_kernels::resize::bilinear(&image, h, w)?
+    };
+    let image = for_batch(image)?;
+    match channels - c {
+        n if n == image.dim(1)? => Tensor::cat(&[x, &image], 1),
+        n if n == image.dim(1)? + 64 => {
+            let mask = match &cond.concat_mask {
+                Some(m) => {
+                    let m = m.to_dtype(x.dtype())?;
+                    let m = if m.rank() == 2 { m.unsqueeze(0)? } else { m };
+                    let m = m.unsqueeze(1)?;
+                    if m.dims()[2..] == [8 * h, 8 * w] {
+                        m
+                    } else {
+                        weft_kernels::resize::bilinear(&m, 8 * h, 8 * w)?
+                    }
+                }
+                None => Tensor::ones((1, 1, 8 * h, 8 * w), x.dtype(), x.device())?,
+            };
+            let mask = for_batch(mask)?;
+            // [B, 1, 8h, 8w] → [B, 64, h, w]: each latent cell's 8×8 pixels.
+            let folded = mask
+                .reshape((b, h, 8, w, 8))?
+                .permute((0, 2, 4, 1, 3))?
+                .reshape((b, 64, h, w))?;
+            Tensor::cat(&[x, &image, &folded], 1)
+        }
+        n => candle_core::bail!(
+            "this Flux model takes {channels} input channels: the latent's {c} and {n} more, which no image input gives"
+        ),
     }
 }

@@ -55,8 +55,15 @@ impl FluxConfig {
         self.num_attention_heads * self.attention_head_dim
     }
 
-    /// Latent channels: the packed input is 2×2 patches of them.
+    /// Latent channels (the output's): 2×2 patches of them are packed.
     pub fn latent_channels(&self) -> usize {
+        self.out_channels.unwrap_or(self.in_channels) / 4
+    }
+
+    /// Channels the transformer takes before packing: the latent's, plus
+    /// Fill's image latent and 8×8-folded mask (16 + 16 + 64) or
+    /// Canny/Depth's control latent (16 + 16).
+    pub fn input_channels(&self) -> usize {
         self.in_channels / 4
     }
 }
@@ -282,7 +289,8 @@ impl FluxTransformer {
         &self.cfg
     }
 
-    /// The velocity for latents `x` `[B, C, H, W]` (C = in_channels / 4) at
+    /// The velocity `[B, latent channels, H, W]` for inputs `x`
+    /// `[B, in_channels / 4, H, W]` (the latent and any image inputs) at
     /// timesteps `t` (σ·1000), text states `context` `[B, L, joint]`,
     /// `pooled` `[B, P]` and, for dev, `guidance` (the strength, ×1000 as
     /// diffusers feeds it).
@@ -294,7 +302,7 @@ impl FluxTransformer {
         pooled: &Tensor,
         guidance: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
+        let (b, _, h, w) = x.dims4()?;
         let padded = pad_to_patches(x, 2)?;
         let (hp, wp) = (padded.dim(2)? / 2, padded.dim(3)? / 2);
         let tokens = pack(&padded)?;
@@ -333,7 +341,9 @@ impl FluxTransformer {
         let x = self
             .proj_out
             .forward(&self.norm.modulate(&x, &m[1], &m[0])?)?;
-        unpack(&x, b, c, hp, wp)?.narrow(2, 0, h)?.narrow(3, 0, w)
+        unpack(&x, b, self.cfg.latent_channels(), hp, wp)?
+            .narrow(2, 0, h)?
+            .narrow(3, 0, w)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Inpainting and outpainting: `SetLatentNoiseMask` (any model),
 //! `VAEEncodeForInpaint`, `InpaintModelConditioning` (9-channel inpainting
-//! UNets) and `DifferentialDiffusion` (soft masks), with ComfyUI's inputs.
+//! UNets, Flux Fill), `InstructPixToPixConditioning` (Flux Canny and Depth)
+//! and `DifferentialDiffusion` (soft masks), with ComfyUI's inputs.
 
 use std::sync::Arc;
 
@@ -88,6 +89,45 @@ pub fn vae_encode_for_inpaint() -> NodeDef {
         let grow = cx.int("grow_mask_by")?.max(0) as usize;
         let noise_mask = inpaint::grow(&p.mask, grow)?;
         Ok(latent(vae, encode(vae, &p.greyed)?, Some(noise_mask)))
+    })
+}
+
+/// `InstructPixToPixConditioning`: an image beside the latent for models
+/// that take one (Flux.1 Canny and Depth: the control image's latent).
+pub fn instruct_pix_to_pix_conditioning() -> NodeDef {
+    NodeSchema::new(
+        "InstructPixToPixConditioning",
+        "conditioning/instructpix2pix",
+        "Gives both conditionings the latent of an image that the model takes beside the noisy latent (Flux.1 Canny and Depth: the edge or depth map), cropped to whole latent cells from the centre as ComfyUI does; also returns an empty latent of that size to sample.",
+    )
+    .input(InputSpec::of("positive", ValueType::Conditioning).doc("The prompt."))
+    .input(InputSpec::of("negative", ValueType::Conditioning).doc("The negative prompt."))
+    .input(InputSpec::of("vae", ValueType::Vae).doc("The VAE."))
+    .input(InputSpec::of("pixels", ValueType::Image).doc("The image in [0, 1] (a control map)."))
+    .output("positive", ValueType::Conditioning, "The prompt with the image.")
+    .output("negative", ValueType::Conditioning, "The negative prompt with the image.")
+    .output("latent", ValueType::Latent, "An empty latent of the image's size.")
+    .run(|cx| {
+        let vae = cx.get::<Vae>("vae")?;
+        let pixels = pixels_input(cx)?;
+        let mask = pixels.narrow(1, 0, 1)?.squeeze(1)?.ones_like()?;
+        let p = inpaint::prepare(&pixels, &mask, vae.spec().downscale())
+            .map_err(|e| NodeError::input("pixels", e.to_string()))?;
+        let concat = encode(vae, &p.pixels)?;
+        let with = |name: &str| -> Result<Value, NodeError> {
+            let c = cx
+                .get::<Conditioning>(name)?
+                .map_entries(&mut |e| {
+                    Ok(Conditioning {
+                        concat_latent: Some(concat.clone()),
+                        concat_mask: None,
+                        ..e
+                    })
+                })
+                .map_err(|e| NodeError::input(name, e.to_string()))?;
+            Ok(Value::handle(c))
+        };
+        Ok((with("positive")?, with("negative")?, latent(vae, concat.zeros_like()?, None)))
     })
 }
 

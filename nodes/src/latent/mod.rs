@@ -18,8 +18,8 @@ pub use file::{
     SPACE_KEY, VERSION_KEY,
 };
 pub use inpaint::{
-    differential_diffusion, inpaint_model_conditioning, set_latent_noise_mask,
-    vae_encode_for_inpaint,
+    differential_diffusion, inpaint_model_conditioning, instruct_pix_to_pix_conditioning,
+    set_latent_noise_mask, vae_encode_for_inpaint,
 };
 pub use scale::{latent_upscale, latent_upscale_by, resize_latent};
 pub use vae::{vae_decode, vae_encode};
@@ -39,6 +39,7 @@ pub fn nodes() -> Vec<NodeDef> {
         set_latent_noise_mask(),
         vae_encode_for_inpaint(),
         inpaint_model_conditioning(),
+        instruct_pix_to_pix_conditioning(),
         differential_diffusion(),
         latent_upscale(),
         latent_upscale_by(),
