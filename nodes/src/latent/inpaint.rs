@@ -92,6 +92,27 @@ pub fn vae_encode_for_inpaint() -> NodeDef {
     })
 }
 
+/// The conditioning input `name` with every entry carrying `concat` (an
+/// image's latent the model takes beside the noisy one) and `mask`.
+fn with_image_inputs(
+    cx: &NodeContext<'_>,
+    name: &str,
+    concat: &candle_core::Tensor,
+    mask: Option<&candle_core::Tensor>,
+) -> Result<Value, NodeError> {
+    let c = cx
+        .get::<Conditioning>(name)?
+        .map_entries(&mut |e| {
+            Ok(Conditioning {
+                concat_latent: Some(concat.clone()),
+                concat_mask: mask.cloned(),
+                ..e
+            })
+        })
+        .map_err(|e| NodeError::input(name, e.to_string()))?;
+    Ok(Value::handle(c))
+}
+
 /// `InstructPixToPixConditioning`: an image beside the latent for models
 /// that take one (Flux.1 Canny and Depth: the control image's latent).
 pub fn instruct_pix_to_pix_conditioning() -> NodeDef {
@@ -114,19 +135,7 @@ pub fn instruct_pix_to_pix_conditioning() -> NodeDef {
         let p = inpaint::prepare(&pixels, &mask, vae.spec().downscale())
             .map_err(|e| NodeError::input("pixels", e.to_string()))?;
         let concat = encode(vae, &p.pixels)?;
-        let with = |name: &str| -> Result<Value, NodeError> {
-            let c = cx
-                .get::<Conditioning>(name)?
-                .map_entries(&mut |e| {
-                    Ok(Conditioning {
-                        concat_latent: Some(concat.clone()),
-                        concat_mask: None,
-                        ..e
-                    })
-                })
-                .map_err(|e| NodeError::input(name, e.to_string()))?;
-            Ok(Value::handle(c))
-        };
+        let with = |name| with_image_inputs(cx, name, &concat, None);
         Ok((with("positive")?, with("negative")?, latent(vae, concat.zeros_like()?, None)))
     })
 }
@@ -152,19 +161,7 @@ pub fn inpaint_model_conditioning() -> NodeDef {
             .map_err(|e| NodeError::input("pixels", e.to_string()))?;
         let concat = encode(vae, &p.greyed)?;
         let mask = p.mask.squeeze(1)?;
-        let with = |name: &str| -> Result<Value, NodeError> {
-            let c = cx
-                .get::<Conditioning>(name)?
-                .map_entries(&mut |e| {
-                    Ok(Conditioning {
-                        concat_latent: Some(concat.clone()),
-                        concat_mask: Some(mask.clone()),
-                        ..e
-                    })
-                })
-                .map_err(|e| NodeError::input(name, e.to_string()))?;
-            Ok(Value::handle(c))
-        };
+        let with = |name| with_image_inputs(cx, name, &concat, Some(&mask));
         let noise_mask = cx.bool("noise_mask")?.then(|| p.mask.clone());
         Ok((
             with("positive")?,
