@@ -1,12 +1,15 @@
 //! The `weft` binary end to end: exit codes, error locations, events, watch.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value as Json;
+
+mod support;
+use support::{repo_root, text};
 
 /// The weft binary, blind to the user's own plugin directories.
 fn weft_command() -> Command {
@@ -26,18 +29,6 @@ fn weft(args: &[&str]) -> Output {
         .output()
         .expect("weft runs")
 }
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn json_lines(out: &[u8]) -> Vec<Json> {
     text(out)
         .lines()

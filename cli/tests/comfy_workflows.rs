@@ -8,21 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
+mod support;
+use support::{repo_root, text};
 fn fixture(name: &str) -> PathBuf {
     repo_root().join("workflow/tests/fixtures").join(name)
 }
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// A model root as ComfyUI keeps one, with the tiny SD 1.5 checkpoint
 /// (a diffusers folder) under `checkpoints/`.
 fn model_root(dir: &Path) -> PathBuf {

@@ -2,16 +2,10 @@
 //! fixture: it runs, is deterministic, and its area prompts change the image
 //! only where they apply.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
+mod support;
+use support::repo_root;
 /// Runs the area-composition graph at 128×64 (two 64×64 areas) and returns
 /// the decoded image.
 fn run(sets: &[&str]) -> image::RgbImage {

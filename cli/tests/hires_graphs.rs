@@ -6,13 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
+mod support;
+use support::{repo_root, text};
 fn tiny_sd15() -> String {
     repo_root()
         .join("models/tests/fixtures/sd/tiny_sd15")
@@ -31,11 +26,6 @@ fn run(dir: &Path, sets: &[String]) -> Output {
     }
     cmd.output().expect("weft runs")
 }
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// The one image the graph's SaveImage wrote: its bytes and its decoded
 /// size and pixels.
 fn saved(dir: &Path) -> (Vec<u8>, (u32, u32), Vec<u8>) {

@@ -5,13 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
+mod support;
+use support::repo_root;
 fn model() -> String {
     repo_root()
         .join("models/tests/fixtures/sd/tiny_sd15")

@@ -5,13 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
+mod support;
+use support::{repo_root, text};
 /// The weft binary in `cwd`, blind to the user's plugins and model folders.
 fn weft_in(cwd: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -24,11 +19,6 @@ fn weft_in(cwd: &Path, args: &[&str]) -> Output {
         .output()
         .expect("weft runs")
 }
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn default_graph() -> String {
     repo_root()
         .join("graphs/mnist_flow_cfg.ron")

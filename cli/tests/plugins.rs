@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod support;
+use support::{repo_root, text};
+
 /// The weft binary, blind to the user's own plugin directories.
 fn weft(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_weft"))
@@ -16,18 +19,6 @@ fn weft(args: &[&str]) -> Output {
         .output()
         .expect("weft runs")
 }
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }

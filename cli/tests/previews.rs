@@ -12,13 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
+mod support;
+use support::{repo_root, text};
 fn sd15() -> String {
     repo_root()
         .join("models/tests/fixtures/sd/tiny_sd15")
@@ -49,11 +44,6 @@ fn run_sd(dir: &Path, models: Option<&Path>, extra: &[&str]) -> Output {
     assert!(out.status.success(), "{}", text(&out.stderr));
     out
 }
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// A PNG's size and 8-bit RGB pixels.
 fn decode(png: &[u8]) -> ((u32, u32), Vec<u8>) {
     let image = image::load_from_memory_with_format(png, image::ImageFormat::Png)

@@ -6,13 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
+mod support;
+use support::{repo_root, text};
 fn fixture(name: &str) -> String {
     repo_root()
         .join("models/tests/fixtures/sd")
@@ -38,11 +33,6 @@ fn run(dir: &Path, graph_name: &str, sets: &[String]) -> Output {
     }
     cmd.output().expect("weft runs")
 }
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 fn only_png(dir: &Path) -> Vec<u8> {
     let pngs: Vec<PathBuf> = std::fs::read_dir(dir.join("output"))
         .unwrap()

@@ -10,13 +10,8 @@ use std::process::{Command, Output};
 use candle_core::{Device, Tensor};
 use weft_models::upscale::UpscaleModel;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
+mod support;
+use support::{repo_root, text};
 fn fixture(name: &str) -> PathBuf {
     repo_root().join("models/tests/fixtures/upscale").join(name)
 }
@@ -33,11 +28,6 @@ fn run(dir: &Path, pre: &[&str], sets: &[String]) -> Output {
     }
     cmd.output().expect("weft runs")
 }
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// A small picture with colour and detail, written as a PNG.
 fn write_input(dir: &Path, gray: bool) -> PathBuf {
     let (w, h) = (23u32, 17u32);
