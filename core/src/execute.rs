@@ -47,6 +47,10 @@ pub struct RunOptions {
     /// Live previews from nodes that can show their work so far (samplers);
     /// none by default.
     pub previews: Previews,
+    /// Files named by inputs must lie inside `base_dir`, and model names
+    /// inside the model folders: for graphs sent over the network
+    /// (`weft serve`), which must not read the machine's other files.
+    pub confine_files: bool,
 }
 
 impl Default for RunOptions {
@@ -60,6 +64,7 @@ impl Default for RunOptions {
             targets: None,
             base_dir: None,
             previews: Previews::default(),
+            confine_files: false,
         }
     }
 }
@@ -350,7 +355,12 @@ impl<'g> Run<'g> {
                 _ => None,
             })
             .collect();
-        Inputs::new(node.node.clone(), values, self.opts.base_dir.as_deref())
+        Inputs::new(
+            node.node.clone(),
+            values,
+            self.opts.base_dir.as_deref(),
+            self.opts.confine_files,
+        )
     }
 
     /// Phase 2: marks `target` and what it needs, stopping at cache hits.
@@ -441,7 +451,12 @@ impl<'g> Run<'g> {
                 }
             })
             .collect();
-        Inputs::new(node.node.clone(), values, self.opts.base_dir.as_deref())
+        Inputs::new(
+            node.node.clone(),
+            values,
+            self.opts.base_dir.as_deref(),
+            self.opts.confine_files,
+        )
     }
 
     /// A node whose dependencies are all done: settle its lazy choice and

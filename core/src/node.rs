@@ -110,6 +110,7 @@ pub struct Inputs {
     schema: Arc<dyn Node>,
     values: Vec<Option<Value>>,
     base_dir: Option<Arc<Path>>,
+    confined: bool,
 }
 
 impl Inputs {
@@ -117,12 +118,20 @@ impl Inputs {
         node: Arc<dyn Node>,
         values: Vec<Option<Value>>,
         base_dir: Option<&Path>,
+        confined: bool,
     ) -> Self {
         Inputs {
             schema: node,
             values,
             base_dir: base_dir.map(Arc::from),
+            confined,
         }
+    }
+
+    /// Whether file inputs must stay inside [`Inputs::base_dir`] and model
+    /// names inside the model folders ([`crate::RunOptions::confine_files`]).
+    pub fn confined(&self) -> bool {
+        self.confined
     }
 
     /// The graph file's folder, where relative paths in inputs resolve

@@ -93,6 +93,9 @@ fn run(
         base_dir: Some(config.dirs.input.clone()),
         targets: Some(job.targets.clone()),
         previews: config.previews.clone(),
+        // Prompts come from the network: their file inputs stay in the
+        // input folder and their model names in the model folders.
+        confine_files: true,
         ..RunOptions::default()
     };
     if let Some(w) = config.workers {

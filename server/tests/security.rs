@@ -260,3 +260,78 @@ fn json_bodies_are_bounded() {
     let (status, _) = server.post_raw("/api/settings", &huge);
     assert_eq!(status, 413);
 }
+
+#[test]
+fn prompts_cannot_read_or_write_files_outside_their_folders() {
+    let server = Server::start();
+    let root = server.dir.path();
+    let secret = root.join("secret.png");
+    std::fs::write(&secret, tiny_png(255)).unwrap();
+    std::fs::write(root.join("input/ok.png"), tiny_png(255)).unwrap();
+    let load = |name: &str| {
+        json!({
+            "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "leak"}}
+        })
+    };
+    let error_of = |entry: &serde_json::Value| -> String {
+        entry["status"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m[0] == "execution_error")
+            .map(|m| m[1]["exception_message"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let wait = std::time::Duration::from_secs(60);
+    for name in [
+        secret.to_str().unwrap(),
+        "../secret.png",
+        "ok.png/../../secret.png",
+    ] {
+        let id = server.queue(&load(name), "s");
+        let entry = server.wait_history(&id, wait);
+        assert_eq!(entry["status"]["status_str"], "error", "{name}");
+        assert!(
+            error_of(&entry).contains("input folder"),
+            "{name}: {}",
+            error_of(&entry)
+        );
+    }
+    let id = server.queue(&load("ok.png"), "s");
+    assert_eq!(
+        server.wait_history(&id, wait)["status"]["status_str"],
+        "success"
+    );
+
+    // Outputs stay in the output folder.
+    let mut prompt = support::mnist_prompt(3, 2, 1);
+    let escaped = root.join("escaped");
+    prompt["11"]["inputs"]["filename_prefix"] = json!(escaped.to_str().unwrap());
+    let id = server.queue(&prompt, "s");
+    let entry = server.wait_history(&id, wait);
+    assert_eq!(entry["status"]["status_str"], "error");
+    assert!(std::fs::read_dir(root).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("escaped")));
+
+    // Models are named in the model folders, not by path.
+    let model = json!({
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": secret.to_str().unwrap()}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["1", 1], "text": "x"}},
+        "3": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "4": {"class_type": "KSampler", "inputs": {"model": ["1", 0], "positive": ["2", 0], "negative": ["2", 0], "latent_image": ["3", 0], "seed": 1, "steps": 1}},
+        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0]}}
+    });
+    let id = server.queue(&model, "s");
+    let entry = server.wait_history(&id, wait);
+    assert_eq!(entry["status"]["status_str"], "error");
+    assert!(
+        error_of(&entry).contains("model folders"),
+        "{}",
+        error_of(&entry)
+    );
+}

@@ -59,5 +59,13 @@ fn embeddings<'a>(
     files: &'a ModelFiles,
     inputs: &'a Inputs,
 ) -> impl Fn(&str) -> Result<Arc<Embedding>, String> + 'a {
-    move |name| files.embedding(name, inputs.base_dir())
+    move |name| {
+        if inputs.confined() && !crate::loaders::plain_relative(name) {
+            return Err(format!(
+                "embedding {name:?}: name one in the embeddings folders"
+            ));
+        }
+        let graph_folder = inputs.base_dir().filter(|_| !inputs.confined());
+        files.embedding(name, graph_folder)
+    }
 }

@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use weft_core::{Define, InputSpec, Inputs, NodeDef, NodeError, NodeSchema, Value, ValueType};
+use weft_core::{Define, InputSpec, NodeDef, NodeError, NodeSchema, Value, ValueType};
 
 /// `LoadImage`: loads an image file as a one-image batch plus a mask from
 /// its alpha.
@@ -11,29 +11,15 @@ pub fn load_image_node() -> NodeDef {
         "image",
         "Loads a PNG, JPEG, WebP or BMP file as a one-image batch (1 channel if grayscale, else 3) and a mask that is 1 where the image is transparent (ComfyUI's convention; all 0 without alpha).",
     )
-    .input(InputSpec::string("image_path").doc("The file, relative to the working directory or absolute."))
+    .input(InputSpec::string("image_path").doc("The file: absolute, or relative to the graph's folder (the input folder under `weft serve`, which accepts nothing else), else to the working directory."))
     .output("IMAGE", ValueType::Image, "The image, [1, C, H, W] in [0, 1].")
     .output("MASK", ValueType::Mask, "1 − alpha, [1, H, W].")
     .run(|cx| {
-        let (image, mask) = load_image(Path::new(cx.str("image_path")?))
-            .map_err(|e| NodeError::input("image_path", e))?;
+        let path = super::mask::input_path(cx.inputs, "image_path")?;
+        let (image, mask) = load_image(&path).map_err(|e| NodeError::input("image_path", e))?;
         Ok((Value::Image(image), Value::Mask(mask)))
     })
-    .fingerprint(file_fingerprint)
-}
-
-/// The file's size and modification time, so an edited file is reloaded and
-/// an untouched one comes from the cache.
-fn file_fingerprint(inputs: &Inputs) -> Result<String, NodeError> {
-    let path = inputs.str("image_path")?;
-    let meta = std::fs::metadata(path)
-        .map_err(|e| NodeError::input("image_path", format!("cannot read image {path}: {e}")))?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    Ok(format!("{}:{mtime}", meta.len()))
+    .fingerprint(|inputs| super::mask::file_stamp(inputs, "image_path"))
 }
 
 /// Decodes an image file into `([1, C, H, W], [1, H, W])`: the image in

@@ -45,6 +45,9 @@ pub(crate) fn input_path(inputs: &Inputs, name: &str) -> Result<PathBuf, NodeErr
     if text.is_empty() {
         return Err(NodeError::input(name, "no file given"));
     }
+    if inputs.confined() {
+        return confined_path(inputs, name, text);
+    }
     let path = Path::new(text);
     if path.is_absolute() {
         return Ok(path.to_path_buf());
@@ -56,6 +59,34 @@ pub(crate) fn input_path(inputs: &Inputs, name: &str) -> Result<PathBuf, NodeErr
         }
     }
     Ok(path.to_path_buf())
+}
+
+/// A file input of a graph run with confined files (`weft serve`): a
+/// relative name inside the input folder, also after symlinks.
+fn confined_path(inputs: &Inputs, name: &str, text: &str) -> Result<PathBuf, NodeError> {
+    let outside = || {
+        NodeError::input(
+            name,
+            format!("{text:?}: name a file in the input folder (no absolute path, no `..`)"),
+        )
+    };
+    let base = inputs.base_dir().ok_or_else(outside)?;
+    if !crate::loaders::plain_relative(text) {
+        return Err(outside());
+    }
+    let path = base.join(text);
+    let resolved = path.canonicalize().map_err(|e| {
+        NodeError::input(
+            name,
+            format!("cannot read {text:?} in the input folder: {e}"),
+        )
+    })?;
+    let base = base.canonicalize().map_err(|_| outside())?;
+    if resolved.starts_with(&base) {
+        Ok(path)
+    } else {
+        Err(outside())
+    }
 }
 
 /// The cache key of a file input: its path, size and modification time.

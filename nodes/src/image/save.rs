@@ -49,13 +49,7 @@ fn save(cx: &NodeContext<'_>) -> Result<Value, NodeError> {
             format!("cannot save {channels}-channel images (1 = gray, 3 = RGB, 4 = RGBA)"),
         ));
     }
-    let prefix = cx.str("filename_prefix")?;
-    if prefix.is_empty() || prefix.split(['/', '\\']).any(|part| part == "..") {
-        return Err(NodeError::input(
-            "filename_prefix",
-            "must be a non-empty name inside the output directory (no `..`)",
-        ));
-    }
+    let prefix = crate::utility::output_prefix(cx)?;
     let labels = match cx.inputs.get("labels") {
         // The web UI sends every optional text input, empty when unused.
         Some(Value::String(s)) if !s.trim().is_empty() => Some(parse_labels(s, batch)?),

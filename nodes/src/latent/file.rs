@@ -134,16 +134,7 @@ pub fn save_latent() -> NodeDef {
     .output_node()
     .run(|cx| {
         let latent = cx.latent("samples")?;
-        let prefix = cx.str("filename_prefix")?;
-        if prefix.is_empty()
-            || std::path::Path::new(prefix).is_absolute()
-            || prefix.split(['/', '\\']).any(|part| part == "..")
-        {
-            return Err(NodeError::input(
-                "filename_prefix",
-                "must be a non-empty name inside the output directory (no `..`)",
-            ));
-        }
+        let prefix = crate::utility::output_prefix(cx)?;
         let bytes = encode_latent_file(
             &latent.samples,
             &[

@@ -5,8 +5,10 @@
 //! Every loader resolves its file the same way ([`ModelFiles::resolve`]):
 //! an absolute path; a path relative to the graph file's folder; a name in
 //! the input's model folder (subfolders allowed); a path relative to the
-//! working directory. Its cache key is the resolved file's size and
-//! modification time, so an unchanged file is never reloaded.
+//! working directory. A graph run with confined files (`weft serve`) may
+//! only name files in the model folders. Its cache key is the resolved
+//! file's size and modification time, so an unchanged file is never
+//! reloaded.
 
 mod controlnet;
 mod lora;
@@ -21,6 +23,19 @@ use std::time::UNIX_EPOCH;
 
 use weft_core::{Inputs, NodeDef, NodeError};
 use weft_model_paths::{ModelKind, ModelPaths};
+
+/// Whether `name` is a relative path that cannot climb out of the folder it
+/// is looked up in: no root, no drive, no `..`.
+pub(crate) fn plain_relative(name: &str) -> bool {
+    !name.is_empty()
+        && Path::new(name).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+        && !name.contains('\\')
+}
 
 /// The model folders the loaders search, shared by every loader node.
 #[derive(Clone, Default)]
@@ -44,6 +59,21 @@ impl ModelFiles {
         kind: ModelKind,
     ) -> Result<PathBuf, NodeError> {
         let name = inputs.str(input)?;
+        if inputs.confined() {
+            // A graph from the network names models in the model folders only.
+            if !plain_relative(name) {
+                return Err(NodeError::input(
+                    input,
+                    format!(
+                        "{name:?}: name a file in the model folders (no absolute path, no `..`)"
+                    ),
+                ));
+            }
+            return self
+                .0
+                .resolve(kind, name, None)
+                .map_err(|not_found| NodeError::input(input, not_found.to_string()));
+        }
         self.0
             .resolve(kind, name, inputs.base_dir())
             .or_else(|not_found| {

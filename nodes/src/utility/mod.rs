@@ -4,6 +4,7 @@
 mod constant;
 mod math;
 mod output;
+pub(crate) use output::output_prefix;
 mod string_format;
 mod switch;
 

@@ -71,17 +71,30 @@ pub fn save_text() -> NodeDef {
     .output("path", ValueType::String, "Where the file was written.")
     .output_node()
     .run(|cx| {
-        let prefix = cx.str("filename_prefix")?;
-        if prefix.split(['/', '\\']).any(|part| part == "..") {
-            return Err(NodeError::input(
-                "filename_prefix",
-                "must stay inside the output directory (no `..`)",
-            ));
-        }
+        let prefix = output_prefix(cx)?;
         let path = next_numbered_path(cx.out_dir, prefix, "txt");
         write_atomic(&path, cx.str("text")?.as_bytes())
             .map_err(|e| NodeError::new(format!("cannot write {}: {e}", path.display())))?;
         cx.output(format!("saved {}", path.display()));
         Ok(Value::String(path.display().to_string().into()))
     })
+}
+
+/// An output node's `filename_prefix`: a non-empty name inside the output
+/// folder (subfolders allowed), never an absolute path or one with `..`,
+/// so no graph (least of all one sent to `weft serve`) writes elsewhere.
+pub(crate) fn output_prefix<'a>(cx: &'a weft_core::NodeContext<'_>) -> Result<&'a str, NodeError> {
+    let prefix = cx.str("filename_prefix")?;
+    let path = std::path::Path::new(prefix);
+    if prefix.is_empty()
+        || path.is_absolute()
+        || path.has_root()
+        || prefix.split(['/', '\\']).any(|part| part == "..")
+    {
+        return Err(NodeError::input(
+            "filename_prefix",
+            "must be a non-empty name inside the output directory (no absolute path, no `..`)",
+        ));
+    }
+    Ok(prefix)
 }
