@@ -9,18 +9,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 mod support;
-use support::{repo_root, text};
-
-/// The weft binary, blind to the user's own plugin directories.
-fn weft_command() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
-    command
-        .env_remove("WEFT_PLUGINS")
-        .env_remove("WEFT_MODELS")
-        .env("XDG_DATA_HOME", "/nonexistent/weft-tests")
-        .env("XDG_CONFIG_HOME", "/nonexistent/weft-tests");
-    command
-}
+use support::{repo_root, text, weft_command};
 
 fn weft(args: &[&str]) -> Output {
     weft_command()

@@ -6,18 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod support;
-use support::{repo_root, text};
+use support::{repo_root, text, weft_command};
 
-/// The weft binary, blind to the user's own plugin directories.
 fn weft(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weft"))
-        .env_remove("WEFT_PLUGINS")
-        .env_remove("WEFT_MODELS")
-        .env("XDG_DATA_HOME", "/nonexistent/weft-tests")
-        .env("XDG_CONFIG_HOME", "/nonexistent/weft-tests")
-        .args(args)
-        .output()
-        .expect("weft runs")
+    weft_command().args(args).output().expect("weft runs")
 }
 fn arg(path: &Path) -> &str {
     path.to_str().unwrap()

@@ -6,6 +6,29 @@
 
 use candle_core::{DType, Result, Tensor};
 
+/// A conditioning's image input `t` `[B or 1, C, H', W']` for `batch`
+/// latents, resized bilinearly to `h`×`w` where it differs (the image
+/// latents inpainting and Flux Fill/Control models take beside the latent).
+pub fn fit_to(t: Tensor, batch: usize, h: usize, w: usize) -> Result<Tensor> {
+    let t = if t.dims()[2..] == [h, w] {
+        t
+    } else {
+        weft_kernels::resize::bilinear(&t, h, w)?
+    };
+    match t.dim(0)? {
+        n if n == batch => Ok(t),
+        1 => t.repeat((batch, 1, 1, 1)),
+        n => candle_core::bail!("an image conditioning of {n} items for {batch} latents"),
+    }
+}
+
+/// A conditioning's mask `[B, H, W]` (or `[H, W]`) as `[B, 1, H, W]` in `dtype`.
+pub fn mask_planes(mask: &Tensor, dtype: DType) -> Result<Tensor> {
+    let m = mask.to_dtype(dtype)?;
+    let m = if m.rank() == 2 { m.unsqueeze(0)? } else { m };
+    m.unsqueeze(1)
+}
+
 /// An image `[B, C, H, W]` in [0, 1] with its mask, ready to encode.
 pub struct Prepared {
     /// The image cropped to a multiple of `factor`.

@@ -2,6 +2,7 @@
 //! sockets of the client that queued it (every socket when it named none).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -27,14 +28,12 @@ type Sockets = HashMap<String, Vec<(u64, UnboundedSender<Frame>)>>;
 #[derive(Default)]
 pub struct Clients {
     sockets: Mutex<Sockets>,
-    next: Mutex<u64>,
+    next: AtomicU64,
 }
 
 impl Clients {
     fn add(&self, sid: &str, tx: UnboundedSender<Frame>) -> u64 {
-        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-        *next += 1;
-        let key = *next;
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock()
             .entry(sid.to_string())
             .or_default()

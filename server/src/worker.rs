@@ -2,7 +2,6 @@
 //! [`Executor`], so loaded models and the signature cache carry over from
 //! prompt to prompt, and turns weft's events into ComfyUI's messages.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -70,12 +69,6 @@ fn run(
     record("execution_start", start.clone());
     clients.message(client.as_deref(), "execution_start", start);
 
-    let types: HashMap<String, String> = job
-        .graph
-        .nodes
-        .iter()
-        .map(|n| (n.id.clone(), n.type_name().to_string()))
-        .collect();
     let sink = {
         let (clients, client, id, transcript) = (
             clients.clone(),
@@ -83,9 +76,7 @@ fn run(
             id.clone(),
             transcript.clone(),
         );
-        EventSink::new(move |event| {
-            forward(event, &clients, client.as_deref(), &id, &types, &transcript)
-        })
+        EventSink::new(move |event| forward(event, &clients, client.as_deref(), &id, &transcript))
     };
     let config = &state.config;
     let mut opts = RunOptions {
@@ -180,7 +171,6 @@ fn forward(
     clients: &Clients,
     client: Option<&str>,
     id: &str,
-    types: &HashMap<String, String>,
     transcript: &Mutex<Transcript>,
 ) {
     let message = |kind: &str, data: Json| clients.message(client, kind, data);
@@ -225,7 +215,7 @@ fn forward(
                     .collect();
                 t.failure = Some(json!({
                     "prompt_id": id, "node_id": node,
-                    "node_type": types.get(node).unwrap_or(ty),
+                    "node_type": ty,
                     "executed": [], "exception_message": text,
                     "exception_type": "weft.NodeError", "traceback": [],
                     "current_inputs": current, "current_outputs": {},

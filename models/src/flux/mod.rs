@@ -164,43 +164,21 @@ fn with_image_inputs(x: &Tensor, cond: &Conditioning, channels: usize) -> Result
     if channels == c {
         return Ok(x.clone());
     }
-    let for_batch = |t: Tensor| -> Result<Tensor> {
-        match t.dim(0)? {
-            n if n == b => Ok(t),
-            1 => t.repeat((b, 1, 1, 1)),
-            n => candle_core::bail!("an image conditioning of {n} items for {b} latents"),
-        }
-    };
     let image = cond.concat_latent.as_ref().ok_or_else(|| {
         candle_core::Error::Msg(format!(
             "this Flux model takes an image beside the latent ({channels} input channels): \
              use InpaintModelConditioning (Fill) or InstructPixToPixConditioning (Canny, Depth)"
         ))
     })?;
-    let image = image.to_dtype(x.dtype())?;
-    let image = if image.dims()[2..] == [h, w] {
-        image
-    } else {
-        weft_kernels::resize::bilinear(&image, h, w)?
-    };
-    let image = for_batch(image)?;
+    let image = crate::inpaint::fit_to(image.to_dtype(x.dtype())?, b, h, w)?;
     match channels - c {
         n if n == image.dim(1)? => Tensor::cat(&[x, &image], 1),
         n if n == image.dim(1)? + 64 => {
             let mask = match &cond.concat_mask {
-                Some(m) => {
-                    let m = m.to_dtype(x.dtype())?;
-                    let m = if m.rank() == 2 { m.unsqueeze(0)? } else { m };
-                    let m = m.unsqueeze(1)?;
-                    if m.dims()[2..] == [8 * h, 8 * w] {
-                        m
-                    } else {
-                        weft_kernels::resize::bilinear(&m, 8 * h, 8 * w)?
-                    }
-                }
+                Some(m) => crate::inpaint::mask_planes(m, x.dtype())?,
                 None => Tensor::ones((1, 1, 8 * h, 8 * w), x.dtype(), x.device())?,
             };
-            let mask = for_batch(mask)?;
+            let mask = crate::inpaint::fit_to(mask, b, 8 * h, 8 * w)?;
             // [B, 1, 8h, 8w] → [B, 64, h, w]: each latent cell's 8×8 pixels.
             let folded = mask
                 .reshape((b, h, 8, w, 8))?

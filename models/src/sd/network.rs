@@ -10,6 +10,7 @@ use weft_sampling::{schedule, Conditioning, Model, ModelSampling, Network};
 use super::checkpoint::Checkpoint;
 use super::unet::SdUNet;
 use crate::controlnet::HintPlan;
+use crate::inpaint::{fit_to, mask_planes};
 
 impl SdUNet {
     /// SDXL's added-embedding input for a batch: the pooled text and each
@@ -49,28 +50,12 @@ impl SdUNet {
 /// to be painted: a mask of ones and a zero latent.
 fn inpaint_input(x: &Tensor, cond: &Conditioning) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
-    let fit = |t: Tensor| -> Result<Tensor> {
-        let t = if t.dims()[2..] == [h, w] {
-            t
-        } else {
-            weft_kernels::resize::bilinear(&t, h, w)?
-        };
-        match t.dim(0)? {
-            n if n == b => Ok(t),
-            1 => t.repeat((b, 1, 1, 1)),
-            n => candle_core::bail!("an inpainting conditioning of {n} items for {b} latents"),
-        }
-    };
     let mask = match &cond.concat_mask {
-        Some(m) => {
-            let m = m.to_dtype(x.dtype())?;
-            let m = if m.rank() == 2 { m.unsqueeze(0)? } else { m };
-            fit(m.unsqueeze(1)?)?.round()?
-        }
+        Some(m) => fit_to(mask_planes(m, x.dtype())?, b, h, w)?.round()?,
         None => Tensor::ones((b, 1, h, w), x.dtype(), x.device())?,
     };
     let image = match &cond.concat_latent {
-        Some(l) => fit(l.to_dtype(x.dtype())?)?,
+        Some(l) => fit_to(l.to_dtype(x.dtype())?, b, h, w)?,
         None => Tensor::zeros((b, c, h, w), x.dtype(), x.device())?,
     };
     Tensor::cat(&[x, &mask, &image], 1)
